@@ -1,0 +1,1 @@
+"""The Flower ServerApp and ClientApp that pyproject.toml points at."""

@@ -1,0 +1,183 @@
+"""What the ServerApp does in an experiment: the defense's rounds plus the bookkeeping.
+
+The Strategy (the defense) runs exactly as in a deployment. Around it, the
+experiment side knows the run plan (who is malicious) and uses it only to
+measure: central test metrics each round, client-side training signals split
+honest / malicious, and detection counts of the defense's flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from fl_poison.config import Config, ConfigError
+from fl_poison.federation import Federation, federation_for, new_model
+from fl_poison.metrics.classification import (
+    accuracy, attack_success_rate, per_class_recall, source_accuracy,
+)
+from fl_poison.metrics.detection import detect
+from fl_poison.results import RunRecorder, run_dir_for
+from fl_poison.sampling import sample_clients, sample_with_availability
+from fl_poison.training import evaluate, get_state, set_state
+from strategies.registry import build_strategy
+
+log = logging.getLogger("fl_poison.experiment")
+Progress = Callable[[dict[str, Any], Config, float], None]
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0) -> list[int]:
+    """Block until ``n`` nodes are connected (deployments register gradually)."""
+    end = time.time() + timeout
+    while True:
+        nodes = list(grid.get_node_ids())
+        if len(nodes) >= n:
+            return nodes
+        if time.time() > end:
+            raise RuntimeError(f"only {len(nodes)} of num-clients={n} nodes connected after {timeout:.0f}s")
+        time.sleep(1.0)
+
+
+def identify_nodes(grid: Grid, cfg: Config, nodes: list[int]) -> dict[int, int]:
+    """Ask each node for its partition id; check the federation matches ``num-clients``."""
+    msgs = [Message(RecordDict({"config": ConfigRecord({})}), node, f"{MessageType.QUERY}.identify")
+            for node in nodes]
+    replies = list(grid.send_and_receive(msgs, timeout=300))
+    mapping: dict[int, int] = {}
+    for r in replies:
+        if r.has_error():
+            raise RuntimeError(f"node {r.metadata.src_node_id} failed to identify: {r.error.reason}")
+        ident = r.content["identity"]
+        mapping[r.metadata.src_node_id] = int(ident["partition-id"])
+        n_parts = int(ident["num-partitions"])
+        if n_parts not in (-1, cfg["num-clients"]):
+            raise ConfigError("num-clients", cfg["num-clients"],
+                              f"must equal the federation's num-partitions ({n_parts}); for `flwr run` set "
+                              f"--federation-config \"num-supernodes={cfg['num-clients']}\"")
+    ids = sorted(mapping.values())
+    if ids != list(range(cfg["num-clients"])):
+        raise ConfigError("num-clients", cfg["num-clients"],
+                          f"the connected nodes hold partitions {ids[:12]}{'...' if len(ids) > 12 else ''}; "
+                          f"expected exactly 0..{cfg['num-clients'] - 1}")
+    return mapping
+
+
+def make_sampler(cfg: Config, fed: Federation, node_of: dict[int, int]):
+    """Seeded server-side sampling on partition ids (uniform, or Tolpegin's availability rule)."""
+    rng = np.random.default_rng([cfg["seed"], 0x5A3])
+    alpha = cfg["malicious-availability"]
+
+    def sampler(server_round: int, nodes, k: int) -> list[int]:
+        if alpha >= 0:
+            chosen = sample_with_availability(rng, fed.honest, fed.malicious, k, alpha)
+        else:
+            chosen = sample_clients(rng, cfg["num-clients"], k)
+        return [node_of[c] for c in chosen]
+
+    return sampler
+
+
+def _mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+class Experiment:
+    """Evaluates each round and turns the defense's report into a results row."""
+
+    def __init__(self, cfg: Config, fed: Federation, strategy, recorder: RunRecorder,
+                 progress: Progress | None) -> None:
+        self.cfg, self.fed, self.strategy, self.recorder, self.progress = cfg, fed, strategy, recorder, progress
+        self.model = new_model(cfg)
+        self.confusion: np.ndarray | None = None
+        self.captured: list[dict[str, Any]] = []
+
+    def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        cfg, fed = self.cfg, self.fed
+        set_state(self.model, dict(zip(arrays.keys(), arrays.to_numpy_ndarrays())))
+        loss, cm = evaluate(self.model, fed.dataset.x_test, fed.dataset.y_test, fed.num_classes,
+                            cfg["eval-batch-size"])
+        self.confusion = cm
+        row: dict[str, Any] = {"round": server_round, "accuracy": accuracy(cm), "loss": loss}
+        rec = per_class_recall(cm)
+        row.update({f"recall_{i}": r for i, r in enumerate(rec)})
+        row["per_class_recall"] = rec
+        src, tgt = cfg.source, cfg.target
+        row["source_accuracy"] = source_accuracy(cm, src) if src is not None else None
+        row["attack_success_rate"] = attack_success_rate(cm, src, tgt) if src is not None else None
+        if server_round >= 1:
+            row.update(self._round_report(server_round))
+        row["elapsed"] = self.recorder.elapsed
+        self.recorder.add(row)
+        if self.progress:
+            self.progress(row, cfg, self.recorder.elapsed)
+        return MetricRecord({k: float(v) for k, v in row.items()
+                             if isinstance(v, (int, float)) and v is not None})
+
+    def _round_report(self, server_round: int) -> dict[str, Any]:
+        rep = self.strategy.last_report
+        mal = set(self.fed.malicious)
+        if rep is None or rep.server_round != server_round:
+            return {}
+        participants = list(rep.clients) + sorted(rep.invalid)
+        honest_acc = [a for c, a in zip(rep.clients, rep.train_accuracy) if c not in mal]
+        mal_acc = [a for c, a in zip(rep.clients, rep.train_accuracy) if c in mal]
+        honest_loss = [a for c, a in zip(rep.clients, rep.train_loss) if c not in mal]
+        mal_loss = [a for c, a in zip(rep.clients, rep.train_loss) if c in mal]
+        out: dict[str, Any] = {
+            "num_selected": len(participants),
+            "num_malicious_selected": sum(c in mal for c in participants),
+            "num_invalid": len(rep.invalid),
+            "num_flagged": len(rep.flagged),
+            "updated": int(rep.updated),
+            "honest_train_accuracy": _mean(honest_acc),
+            "malicious_train_accuracy": _mean(mal_acc),
+            "honest_train_loss": _mean(honest_loss),
+            "malicious_train_loss": _mean(mal_loss),
+        }
+        if self.cfg.has_attack:
+            d = detect(rep.flagged, mal, participants)
+            self.recorder.detection = self.recorder.detection + d
+            out.update({"tp": d.tp, "fp": d.fp, "fn": d.fn, "tn": d.tn,
+                        "precision": d.precision, "recall": d.recall, "f1": d.f1})
+            w_h = [w for c, w in zip(rep.clients, rep.weights) if c not in mal and math.isfinite(w)]
+            w_m = [w for c, w in zip(rep.clients, rep.weights) if c in mal and math.isfinite(w)]
+            for group, ws in (("honest", w_h), ("malicious", w_m)):
+                self.recorder.weight_sums[group][0] += sum(ws)
+                self.recorder.weight_sums[group][1] += len(ws)
+            out["weight_honest"] = _mean(w_h)
+            out["weight_malicious"] = _mean(w_m)
+        if rep.output_rows is not None:
+            self.captured.append({"round": server_round, "clients": list(rep.clients),
+                                  "kept": list(rep.kept), "rows": rep.output_rows})
+        return out
+
+
+def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """The whole run on any Grid; returns summary.json's content."""
+    nodes = wait_for_nodes(grid, cfg["num-clients"])
+    node_to_pid = identify_nodes(grid, cfg, nodes)
+    pid_to_node = {p: n for n, p in node_to_pid.items()}
+    fed = federation_for(cfg)
+    strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid)
+    recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), fed.malicious)
+    exp = Experiment(cfg, fed, strategy, recorder, progress)
+    initial = ArrayRecord(new_model(cfg).state_dict())
+    result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
+                            timeout=3600, train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
+    final = result.arrays if result.arrays is not None else initial
+    state = dict(zip(final.keys(), final.to_numpy_ndarrays()))
+    if exp.captured and cfg["figures"]:
+        from fl_poison.update_figure import capture_figure
+        capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
+    extra = {"engine": type(grid).__name__, "model": type(exp.model).__name__,
+             "num_parameters": int(sum(v.size for v in state.values()))}
+    return recorder.finish(state, exp.confusion, extra)

@@ -1,0 +1,27 @@
+"""The ServerApp: validate the run config, then run the experiment on whatever Grid Flower gives."""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fl_poison.app.experiment import run_experiment
+from fl_poison.config import resolve
+
+app = ServerApp()
+log = logging.getLogger("fl_poison")
+
+
+def _log_progress(row, cfg, elapsed) -> None:
+    log.warning("round %d/%d  accuracy=%.4f  loss=%.4f  elapsed=%.1fs", row["round"], cfg["num-rounds"],
+                row["accuracy"], row["loss"], elapsed)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = resolve(context.run_config)
+    summary = run_experiment(grid, cfg, progress=_log_progress)
+    log.warning("fl-poison: run finished, accuracy=%.4f; results in %s", summary["accuracy"],
+                cfg["out-dir"])

@@ -1,0 +1,164 @@
+"""The ``fl-poison`` command: run | datasets | keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from fl_poison.config import ConfigError, Config, describe_keys, parse_assignment, resolve
+
+EXIT_BAD_CONFIG = 2
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """An experiment file: flat run keys, optionally under a [config] table."""
+    import tomllib
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("--config", str(p), "an existing TOML file")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", str(p), f"valid TOML ({exc})") from None
+    return dict(data.get("config", {k: v for k, v in data.items() if not isinstance(v, dict)}))
+
+
+def config_from_args(config_file: str | None, sets: Sequence[str]) -> Config:
+    layers = [load_toml(config_file)] if config_file else []
+    layers.append(dict(parse_assignment(s) for s in sets))
+    return resolve(*layers)
+
+
+class Progress:
+    """One updating line on a terminal, a plain line per round otherwise."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, row: dict[str, Any], cfg: Config, elapsed: float) -> None:
+        r, total = row["round"], cfg["num-rounds"]
+        eta = elapsed / r * (total - r) if r else float("nan")
+        parts = [f"round {r:>3}/{total}", f"acc {row['accuracy']:.4f}", f"loss {row['loss']:.4f}"]
+        if row.get("source_accuracy") is not None:
+            parts.append(f"src-acc {row['source_accuracy']:.3f}")
+            parts.append(f"asr {row['attack_success_rate']:.3f}")
+        if row.get("f1") is not None:
+            parts.append(f"det-f1 {row['f1']:.2f}")
+        parts += [f"elapsed {elapsed:6.1f}s", f"eta {eta:6.1f}s" if r else "eta    -"]
+        line = "  ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if r == total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args.config, args.set)
+    from fl_poison.app.client_app import app as client_app
+    from fl_poison.app.experiment import run_experiment
+    from fl_poison.engine.inprocess import InProcessGrid
+    from fl_poison.federation import federation_for
+    from fl_poison.results import run_dir_for
+
+    federation_for(cfg)  # load data and plan attackers first: bad data or plans fail before training
+    out = run_dir_for(cfg, args.out)
+    print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
+          f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 0
+    grid = InProcessGrid(client_app, cfg.to_dict(), cfg["num-clients"])
+    summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress())
+    line = f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}"
+    if summary["source_accuracy"] is not None:
+        line += f"  source-acc {summary['source_accuracy']:.4f}  ASR {summary['attack_success_rate']:.4f}"
+    if summary["detection"] and summary["detection"]["f1"] is not None:
+        line += f"  detection F1 {summary['detection']['f1']:.3f}"
+    print(f"{line}  ({summary['wall_seconds']:.1f}s)\nresults: {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from fl_poison.data.datasets import DATASETS, describe_files
+
+    cfg = config_from_args(args.config, args.set)
+    for name, spec in DATASETS.items():
+        info = describe_files(name, Path(cfg["data-dir"]).expanduser())
+        print(f"{name:14s} {spec.num_classes} classes, input {spec.input_shape}, model {spec.default_model}")
+        for k, v in info.items():
+            print(f"    {k}: {v}")
+    if args.stats:
+        import numpy as np
+
+        from fl_poison.data.partition import partition_stats
+        from fl_poison.federation import federation_for
+
+        fed = federation_for(cfg)
+        labels = fed.dataset.y_train.numpy()
+        stats = partition_stats(labels, list(fed.parts), fed.num_classes)
+        print(f"\npartition={cfg['partition']} of {cfg['dataset']} over {cfg['num-clients']} clients "
+              f"(seed {cfg['seed']}):")
+        sizes = np.asarray(stats["sizes"])
+        print(f"    samples per client: min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}")
+        for cid, counts in enumerate(stats["class_counts"]):
+            mark = " (malicious)" if cid in fed.malicious else ""
+            print(f"    client {cid:3d}: {int(sizes[cid]):6d} samples, classes {list(counts)}{mark}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    for line in describe_keys():
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fl-poison", description="Poisoning attacks and defenses for federated learning.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (("run", cmd_run, "run one experiment in-process"),
+                            ("datasets", cmd_datasets, "list data sets, their files and partition statistics"),
+                            ("keys", cmd_keys, "list every run key with its default")):
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(fn=fn)
+        if name in ("run", "datasets"):
+            sp.add_argument("--config", "-c", help="experiment TOML file")
+            sp.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a run key (repeatable)")
+        if name == "run":
+            sp.add_argument("--out", "-o", help="folder for the run directory (default: out-dir key)")
+        if name == "datasets":
+            sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"fl-poison: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except Exception as exc:  # data errors etc.: one clear line, no traceback
+        from fl_poison.data.formats import DataError
+
+        if isinstance(exc, DataError):
+            print(f"fl-poison: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

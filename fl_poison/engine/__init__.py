@@ -1,0 +1,1 @@
+"""How a run executes: the in-process Grid (default) or Flower's own runtimes."""

@@ -1,0 +1,89 @@
+"""The run plan both sides derive from the config alone: data, partitions, attackers.
+
+Server and clients compute the same plan from the same config and seed, so
+nothing about who is malicious ever travels in a message: clients learn their
+own role from the plan, the experiment side uses it for metrics, and the
+defense (a Strategy) never sees it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fl_poison.config import Config, ConfigError
+from fl_poison.data.datasets import Dataset, get_spec, load_dataset
+from fl_poison.data.partition import partition
+from fl_poison.models import build_model
+from fl_poison.threat import choose_malicious, num_malicious, source_holders
+
+
+@dataclass(frozen=True)
+class Federation:
+    config: Config
+    dataset: Dataset
+    parts: tuple[np.ndarray, ...]
+    malicious: tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.spec.num_classes
+
+    @property
+    def honest(self) -> tuple[int, ...]:
+        bad = set(self.malicious)
+        return tuple(i for i in range(len(self.parts)) if i not in bad)
+
+    def client_data(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(self.parts[cid])
+        return self.dataset.x_train[idx], self.dataset.y_train[idx]
+
+
+_cache: dict[str, Federation] = {}
+_lock = threading.Lock()
+
+
+def model_name(cfg: Config) -> str:
+    return get_spec(cfg["dataset"]).default_model if cfg["model"] == "auto" else cfg["model"]
+
+
+def new_model(cfg: Config) -> nn.Module:
+    """The initial global model: the same weights for a given seed, everywhere."""
+    spec = get_spec(cfg["dataset"])
+    torch.manual_seed(cfg["seed"])
+    return build_model(model_name(cfg), spec.num_classes, spec.input_shape)
+
+
+def plan_attackers(cfg: Config, parts: list[np.ndarray], labels: np.ndarray) -> tuple[int, ...]:
+    """Choose the persistent attackers once per run (raises ConfigError when impossible)."""
+    if not cfg.has_attack:
+        return ()
+    n = num_malicious(cfg["num-clients"], cfg["malicious-fraction"], cfg["num-malicious"])
+    eligible = None
+    if cfg["malicious-from-source-holders"]:
+        eligible = source_holders([labels[p] for p in parts], cfg.source)
+    try:
+        return choose_malicious(cfg["num-clients"], n, seed=cfg["seed"], eligible=eligible)
+    except ValueError as exc:
+        key = "malicious-from-source-holders" if eligible is not None else (
+            "num-malicious" if cfg["num-malicious"] >= 0 else "malicious-fraction")
+        raise ConfigError(key, cfg[key], str(exc)) from None
+
+
+def federation_for(cfg: Config) -> Federation:
+    """Build (once per process and config) the federation's data split and attackers."""
+    key = cfg.digest()
+    with _lock:
+        if key not in _cache:
+            ds = load_dataset(cfg["dataset"], Path(cfg["data-dir"]).expanduser())
+            labels = ds.y_train.numpy()
+            parts = partition(labels, cfg["num-clients"], cfg["partition"], seed=cfg["seed"],
+                              alpha=cfg["dirichlet-alpha"], num_classes=ds.spec.num_classes)
+            mal = plan_attackers(cfg, parts, labels)
+            _cache[key] = Federation(cfg, ds, tuple(parts), mal)
+        return _cache[key]

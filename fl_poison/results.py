@@ -1,0 +1,150 @@
+"""One result format: a run directory that report code can read without anything else.
+
+Layout of a run directory::
+
+    config.json     the resolved configuration
+    rounds.csv      one row per round (round 0 = the initial model), one column per metric
+    summary.json    final and last-10-round metrics, detection, attackers, wall time
+    model.npz       the final global model (state_dict names -> arrays)
+    *.png           figures (when figures = true)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from fl_poison.config import Config
+from fl_poison.metrics.classification import coefficient_of_variation, last_k_mean
+from fl_poison.metrics.detection import Detection
+
+#: Columns averaged over the last 10 rounds in summary["last10"].
+LAST10_KEYS = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
+               "honest_train_accuracy", "malicious_train_accuracy")
+
+
+def run_dir_for(cfg: Config, out: str | Path | None = None) -> Path:
+    """``<out-dir>/<run-name>``; an empty run-name becomes ``<dataset>-<attack>-<defense>-s<seed>-<hash>``."""
+    base = Path(out if out is not None else cfg["out-dir"]).expanduser()
+    name = cfg["run-name"] or (
+        f"{cfg['dataset']}-{cfg['attack']}-{cfg['defense']}-s{cfg['seed']}-{cfg.digest()[:8]}")
+    return base / name
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no NaN: write null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (np.floating,)):
+        return _clean(float(v))
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
+class RunRecorder:
+    """Collects per-round rows and writes the run directory as the run goes."""
+
+    def __init__(self, cfg: Config, run_dir: Path, malicious: Iterable[int] = ()) -> None:
+        self.cfg = cfg
+        self.dir = run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self.malicious = sorted(malicious)
+        self.detection = Detection()
+        self.weight_sums = {"honest": [0.0, 0], "malicious": [0.0, 0]}
+        self.t0 = time.perf_counter()
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(self.dir / "config.json", cfg.to_dict())
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns and not isinstance(r[k], (list, dict))]
+        tmp = self.dir / "rounds.csv.tmp"
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                            for k, v in r.items() if k in columns})
+        tmp.replace(self.dir / "rounds.csv")
+
+    def summary(self, confusion: np.ndarray | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        trained = [r for r in self.rows if r["round"] >= 1]
+        final = self.rows[-1] if self.rows else {}
+        series = {k: [r.get(k) for r in trained] for k in LAST10_KEYS}
+        src = series["source_accuracy"]
+        det = self.detection.as_dict() if self.cfg.has_attack else None
+        if det is not None:
+            det["mean_weight_honest"] = _mean(self.weight_sums["honest"])
+            det["mean_weight_malicious"] = _mean(self.weight_sums["malicious"])
+        out = {
+            "config": self.cfg.to_dict(),
+            "rounds": len(trained),
+            "accuracy": final.get("accuracy"),
+            "loss": final.get("loss"),
+            "per_class_recall": final.get("per_class_recall"),
+            "source_accuracy": final.get("source_accuracy"),
+            "attack_success_rate": final.get("attack_success_rate"),
+            "last10": {k: last_k_mean(v, 10) for k, v in series.items()},
+            "source_accuracy_cv": coefficient_of_variation(src) if self.cfg.source is not None else None,
+            "confusion_matrix": confusion.tolist() if confusion is not None else None,
+            "malicious_clients": self.malicious,
+            "detection": det,
+            "started": self.started,
+            "wall_seconds": self.elapsed,
+        }
+        out.update(extra or {})
+        return out
+
+    def finish(self, state: dict[str, np.ndarray] | None, confusion: np.ndarray | None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        summary = self.summary(confusion, extra)
+        write_json(self.dir / "summary.json", summary)
+        if state is not None:
+            np.savez(self.dir / "model.npz", **state)
+        if self.cfg["figures"] and self.rows:
+            from fl_poison.figures import run_figures
+            run_figures(self.dir, self.rows, self.cfg)
+        return summary
+
+
+def _mean(pair: list) -> float | None:
+    return pair[0] / pair[1] if pair[1] else None
+
+
+def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
+    """rounds.csv back as dicts of floats (empty cells -> None)."""
+    with (Path(run_dir) / "rounds.csv").open() as fh:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(fh)]
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -1,0 +1,234 @@
+"""The shared Flower Strategy every defense subclasses.
+
+A defense's math is a pure function over stacked updates (see
+``strategies/aggregation.py``). This base turns Flower replies into that input
+and the result back into a global model, and makes every defense robust and
+observable the same way:
+
+* replies that are errors, lack arrays, have other array names / shapes, a
+  non-positive example count or non-finite numbers are *invalid*: logged,
+  counted as dropped, and left out; if nothing valid is left the global model
+  stays as it was and the round's metrics say so;
+* every round reports which clients took part, which were kept / flagged and
+  with what weight, in the round's MetricRecord (lists of ints / floats, which
+  Flower stores per round in its ``Result``) and in :attr:`last_report`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fl_poison.updates import Layout, flatten, make_layout, unflatten
+from strategies.aggregation import Aggregation
+
+log = logging.getLogger("fl_poison.strategy")
+
+#: A server-side sampling rule: (server_round, connected node ids, k) -> chosen node ids.
+Sampler = Callable[[int, Sequence[int], int], Sequence[int]]
+
+
+@dataclass
+class RoundReport:
+    """What a defense did in one round (per-client lists are aligned with ``clients``)."""
+
+    server_round: int
+    clients: list[int] = field(default_factory=list)
+    kept: list[bool] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    invalid: dict[int, str] = field(default_factory=dict)
+    updated: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    output_rows: np.ndarray | None = None  # [K, C, H+1] when capture is on
+
+    @property
+    def flagged(self) -> list[int]:
+        """Clients the defense flagged plus those dropped as invalid."""
+        return [c for c, k in zip(self.clients, self.kept) if not k] + sorted(self.invalid)
+
+
+def infer_output_layer(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:
+    """The module name of the last 2-D ``*.weight`` array: the classifier's output layer."""
+    for name, arr in zip(reversed(list(names)), reversed(list(arrays))):
+        if name.endswith(".weight") and np.ndim(arr) == 2:
+            return name[: -len(".weight")]
+    raise ValueError("cannot find an output layer (no 2-D '.weight' array) in the model")
+
+
+def _to_signed(node_id: int) -> int:
+    """Flower node ids are uint64; MetricRecord ints must fit int64."""
+    return node_id - (1 << 64) if node_id >= (1 << 63) else node_id
+
+
+class DefenseStrategy(FedAvg):
+    """FedAvg's sampling and messaging, with a pluggable robust aggregation.
+
+    Subclasses implement :meth:`aggregate_updates`. Parameters beyond FedAvg's:
+
+    output_layer: module name of the classifier's last Linear layer
+        (inferred as the last 2-D ``.weight`` array when ``None``).
+    sampler: server-side sampling rule; ``None`` uses FedAvg's.
+    client_ids: maps Flower node ids to the ids reports use (e.g. partition
+        ids); unmapped nodes are reported by node id.
+    capture_updates: keep each round's output-layer rows in the report.
+    """
+
+    name = "base"
+
+    def __init__(
+        self,
+        *,
+        output_layer: str | None = None,
+        sampler: Sampler | None = None,
+        clients_per_round: int | None = None,
+        client_ids: dict[int, int] | None = None,
+        capture_updates: bool = False,
+        **fedavg_kwargs: Any,
+    ) -> None:
+        super().__init__(**fedavg_kwargs)
+        self.output_layer = output_layer
+        self.sampler = sampler
+        self.clients_per_round = clients_per_round
+        self.client_ids = client_ids if client_ids is not None else {}
+        self.capture_updates = capture_updates
+        self.last_report: RoundReport | None = None
+        self._global: ArrayRecord | None = None
+
+    # --- what subclasses provide --------------------------------------------------
+    def aggregate_updates(
+        self, updates: np.ndarray, weights: np.ndarray, layout: Layout, clients: list[int], server_round: int
+    ) -> Aggregation:
+        raise NotImplementedError
+
+    # --- sampling -------------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._global = arrays
+        if self.sampler is None:
+            return super().configure_train(server_round, arrays, config, grid)
+        nodes = sorted(grid.get_node_ids())
+        k = self.clients_per_round or max(int(len(nodes) * self.fraction_train), self.min_train_nodes)
+        chosen = list(self.sampler(server_round, nodes, min(k, len(nodes))))
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, chosen, MessageType.TRAIN)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """No federated evaluation: defenses are judged on a central test set (evaluate_fn)."""
+        return []
+
+    # --- aggregation ------------------------------------------------------------
+    def label(self, node_id: int) -> int:
+        return self.client_ids.get(node_id, _to_signed(node_id))
+
+    def _validate(self, msg: Message, names: list[str], shapes: list[tuple]) -> tuple[list[np.ndarray], float] | str:
+        """The reply's arrays and example count, or the reason it is invalid."""
+        if msg.has_error():
+            return f"error reply (code {msg.error.code}): {msg.error.reason}"
+        content = msg.content
+        if len(content.array_records) != 1:
+            return f"expected one ArrayRecord, got {len(content.array_records)}"
+        if len(content.metric_records) != 1:
+            return f"expected one MetricRecord, got {len(content.metric_records)}"
+        record = next(iter(content.array_records.values()))
+        if list(record.keys()) != names:
+            return "array names differ from the global model's"
+        arrays = [record[n].numpy() for n in names]
+        bad = [n for n, a, s in zip(names, arrays, shapes) if tuple(a.shape) != s]
+        if bad:
+            return f"array shapes differ from the global model's ({', '.join(bad[:3])})"
+        metrics = next(iter(content.metric_records.values()))
+        n_ex = metrics.get(self.weighted_by_key)
+        if not isinstance(n_ex, (int, float)) or not np.isfinite(n_ex) or n_ex <= 0:
+            return f"'{self.weighted_by_key}' is {n_ex!r}, must be a positive number"
+        if not all(np.all(np.isfinite(a)) for a in arrays if np.issubdtype(a.dtype, np.floating)):
+            return "non-finite values (NaN / Inf) in the arrays"
+        return arrays, float(n_ex)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        report = RoundReport(server_round=server_round)
+        self.last_report = report
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        names = list(self._global.keys())
+        global_arrays = [self._global[n].numpy() for n in names]
+        shapes = [tuple(a.shape) for a in global_arrays]
+
+        rows, weights, losses, accs = [], [], [], []
+        for msg in replies:
+            node = self.label(msg.metadata.src_node_id)
+            checked = self._validate(msg, names, shapes)
+            if isinstance(checked, str):
+                report.invalid[node] = checked
+                log.warning("round %d: dropping client %d: %s", server_round, node, checked)
+                continue
+            arrays, n_ex = checked
+            report.clients.append(node)
+            rows.append(flatten(arrays))
+            weights.append(n_ex)
+            metrics = next(iter(msg.content.metric_records.values()))
+            losses.append(float(metrics.get("train-loss", float("nan"))))
+            accs.append(float(metrics.get("train-accuracy", float("nan"))))
+        report.train_loss, report.train_accuracy = losses, accs
+
+        if not rows:
+            log.warning("round %d: no valid client update; the global model is unchanged", server_round)
+            return None, self._round_metrics(report)
+
+        layer = self.output_layer or infer_output_layer(names, global_arrays)
+        layout = make_layout(names, global_arrays, layer)
+        g = flatten(global_arrays)
+        updates = np.stack(rows) - g
+        agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
+        report.kept = [bool(k) for k in agg.kept]
+        report.weights = [float(w) for w in agg.weights]
+        report.info = agg.info
+        if self.capture_updates:
+            report.output_rows = layout.output_rows(updates)
+        if not np.all(np.isfinite(agg.update)):
+            log.warning("round %d: the aggregate is not finite; the global model is unchanged", server_round)
+            report.info["non_finite_aggregate"] = True
+            return None, self._round_metrics(report)
+        new = unflatten(g + agg.update, layout)
+        report.updated = True
+        record = ArrayRecord({n: Array(a) for n, a in zip(names, new)})
+        return record, self._round_metrics(report)
+
+    def _round_metrics(self, report: RoundReport) -> MetricRecord:
+        """Per-round defense output as a MetricRecord (ints, floats and lists only)."""
+        def mean(xs: list[float], w: list[float]) -> float:
+            ok = [(x, v) for x, v in zip(xs, w) if np.isfinite(x)]
+            return float(sum(x * v for x, v in ok) / sum(v for _, v in ok)) if ok else float("nan")
+
+        kept_w = [1.0] * len(report.clients)
+        m = MetricRecord({
+            "num-clients": len(report.clients) + len(report.invalid),
+            "num-valid": len(report.clients),
+            "num-invalid": len(report.invalid),
+            "num-flagged": len(report.flagged),
+            "updated": int(report.updated),
+            "train-loss": mean(report.train_loss, kept_w),
+            "train-accuracy": mean(report.train_accuracy, kept_w),
+        })
+        if report.clients:
+            m["clients"] = [int(c) for c in report.clients]
+            m["kept"] = [int(k) for k in report.kept] if report.kept else [0] * len(report.clients)
+            if report.weights:
+                m["weights"] = [float(w) for w in report.weights]
+        if report.invalid:
+            m["invalid-clients"] = [int(c) for c in sorted(report.invalid)]
+        return m

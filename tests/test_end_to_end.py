@@ -1,0 +1,129 @@
+"""Real (small) federated runs through the same ServerApp / ClientApp code Flower runs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fl_poison.app import client_app as real
+from fl_poison.app.experiment import run_experiment
+from fl_poison.cli import main
+from fl_poison.config import resolve
+from fl_poison.engine.inprocess import InProcessGrid, run_inprocess
+from fl_poison.results import read_rounds, read_summary
+
+SMALL = {"dataset": "digits", "num-clients": 6, "clients-per-round": 6, "num-rounds": 3, "seed": 3,
+         "figures": False}
+
+
+def _run(tmp_path, app=real.app, **over):
+    cfg = resolve({**SMALL, **over})
+    run_inprocess_cfg = cfg.to_dict()
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 0
+    grid = InProcessGrid(app, run_inprocess_cfg, cfg["num-clients"])
+    return run_experiment(grid, cfg, out_dir=tmp_path)
+
+
+def test_cli_run_writes_the_result_format(tmp_path):
+    rc = main(["run", "--set", "num-clients=5", "--set", "clients-per-round=5", "--set", "num-rounds=4",
+               "--set", "run-name=e2e", "--out", str(tmp_path)])
+    assert rc == 0
+    d = tmp_path / "e2e"
+    for f in ("config.json", "rounds.csv", "summary.json", "model.npz", "accuracy_loss.png"):
+        assert (d / f).exists(), f
+    s = read_summary(d)
+    for key in ("config", "rounds", "accuracy", "loss", "per_class_recall", "source_accuracy",
+                "attack_success_rate", "last10", "source_accuracy_cv", "wall_seconds"):
+        assert key in s
+    assert s["rounds"] == 4 and len(s["per_class_recall"]) == 10
+    assert s["source_accuracy"] is None and s["attack_success_rate"] is None
+    rows = read_rounds(d)
+    assert [r["round"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows[-1]["accuracy"] > rows[0]["accuracy"] + 0.3  # it actually learns
+    assert s["accuracy"] == pytest.approx(rows[-1]["accuracy"])
+    assert s["last10"]["accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in rows[1:]]))
+    model = np.load(d / "model.npz")
+    assert set(model.files) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+
+
+def test_same_config_and_seed_same_numbers(tmp_path):
+    a = _run(tmp_path / "a", attack="label-flip", **{"source-class": 7, "target-class": 1,
+                                                    "malicious-fraction": 0.34, "clients-per-round": 4})
+    b = _run(tmp_path / "b", attack="label-flip", **{"source-class": 7, "target-class": 1,
+                                                    "malicious-fraction": 0.34, "clients-per-round": 4})
+    ra = read_rounds(tmp_path / "a" / next(p.name for p in (tmp_path / "a").iterdir()))
+    rb = read_rounds(tmp_path / "b" / next(p.name for p in (tmp_path / "b").iterdir()))
+    drop = {"elapsed"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in ra] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in rb]
+    assert a["malicious_clients"] == b["malicious_clients"] and len(a["malicious_clients"]) == 2
+    c = _run(tmp_path / "c", seed=4)
+    assert c["accuracy"] != a["accuracy"]
+
+
+# --- a misbehaving federation: NaN weights, wrong shapes, crashes --------------------------------
+bad_app = ClientApp()
+
+
+@bad_app.query("identify")
+def _identify(msg, context):
+    return real.identify(msg, context)
+
+
+@bad_app.train()
+def _train(msg, context):
+    pid = int(context.node_config["partition-id"])
+    if pid == 1:
+        raise RuntimeError("client 1 crashed")
+    reply = real.train(msg, context)
+    arrays = reply.content["arrays"]
+    names = list(arrays.keys())
+    nps = arrays.to_numpy_ndarrays()
+    if pid == 0:
+        nps[0] = np.full_like(nps[0], np.nan)
+    elif pid == 2:
+        nps[1] = np.zeros((3,), dtype=nps[1].dtype)  # wrong shape
+    elif pid == 3:
+        names, nps = names[:-1], nps[:-1]  # an array missing
+    else:
+        return reply
+    content = RecordDict({"arrays": ArrayRecord({n: Array(a) for n, a in zip(names, nps)}),
+                          "metrics": reply.content["metrics"]})
+    return Message(content, reply_to=msg)
+
+
+def test_bad_clients_are_dropped_and_the_run_goes_on(tmp_path, caplog):
+    s = _run(tmp_path, app=bad_app, **{"num-rounds": 2})
+    d = next(tmp_path.iterdir())
+    rows = read_rounds(d)
+    for r in rows[1:]:
+        assert r["num_invalid"] == 4 and r["num_selected"] == 6 and r["updated"] == 1
+    assert s["accuracy"] > rows[0]["accuracy"]
+    assert "client 1 crashed" in caplog.text or "dropping client 1" in caplog.text
+
+
+always_bad = ClientApp()
+
+
+@always_bad.query("identify")
+def _identify2(msg, context):
+    return real.identify(msg, context)
+
+
+@always_bad.train()
+def _train2(msg, context):
+    raise ValueError("nothing works")
+
+
+def test_no_valid_client_keeps_the_global_model(tmp_path):
+    s = _run(tmp_path, app=always_bad, **{"num-rounds": 2})
+    rows = read_rounds(next(tmp_path.iterdir()))
+    assert all(r["updated"] == 0 and r["num_invalid"] == 6 for r in rows[1:])
+    assert rows[-1]["accuracy"] == rows[0]["accuracy"]  # model unchanged
+    assert s["rounds"] == 2

@@ -1,0 +1,137 @@
+"""FoolsGold: hand-worked weights, pardoning, and a loop re-implementation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fl_poison.updates import make_layout
+from strategies.foolsgold import foolsgold, foolsgold_features, foolsgold_weights, pardoned_similarity
+
+LOGIT_099 = math.log(0.99 / 0.01) + 0.5  # ≈ 5.095 -> clipped to 1
+
+
+def tiny_layout(c: int = 3, h: int = 2):
+    arrays = [np.zeros((h, 2)), np.zeros(h), np.zeros((c, h)), np.zeros(c)]
+    return make_layout(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"], arrays, "fc2")
+
+
+def loop_foolsgold(grads: np.ndarray) -> np.ndarray:
+    """Direct transcription of the published algorithm, element by element."""
+    n = grads.shape[0]
+    cs = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                cs[i, j] = grads[i] @ grads[j] / (np.linalg.norm(grads[i]) * np.linalg.norm(grads[j]))
+    maxcs = [max(cs[i]) for i in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if i != j and maxcs[i] < maxcs[j]:
+                cs[i, j] = cs[i, j] * maxcs[i] / maxcs[j]
+    wv = [min(1.0, max(0.0, 1.0 - max(cs[i]))) for i in range(n)]
+    top = max(wv)
+    wv = [w / top for w in wv]
+    out = []
+    for w in wv:
+        if w == 1.0:
+            w = 0.99
+        v = 0.0 if w == 0 else math.log(w / (1 - w)) + 0.5
+        out.append(min(1.0, max(0.0, v)))
+    return np.array(out)
+
+
+def test_identical_sybils_get_zero_and_honest_one():
+    # sybils s = e1 (x3), honest h1 = e2, h2 = (0, 1, 1): cos(h1, h2) = 1/sqrt 2.
+    # maxcs = [1, 1, 1, .7071, .7071]; pardoning only rescales honest-sybil
+    # entries, which are 0. wv = [0, 0, 0, .2929, .2929] -> /max -> [0,0,0,1,1]
+    # -> 1 becomes .99 -> logit 5.095 -> clip 1; 0 -> 0.
+    hist = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1]], dtype=float)
+    np.testing.assert_allclose(foolsgold_weights(hist), [0, 0, 0, 1, 1], atol=0)
+
+
+def test_all_orthogonal_clients_weight_one():
+    # cs = 0 -> wv = 1 -> rescale 1 -> .99 -> ln 99 + .5 = 5.095 -> clipped to 1.
+    assert LOGIT_099 > 1
+    np.testing.assert_array_equal(foolsgold_weights(np.eye(4)), np.ones(4))
+
+
+def test_pardoning_hand_case():
+    # a=(1,0,0), b=(.6,.8,0), c=(0,1,0), d=(0,0,1):
+    # cs_ab=.6, cs_bc=.8, others 0; v = [.6, .8, .8, 0].
+    # Pardoning: v_a < v_b -> cs_ab = .6 * .6/.8 = .45 (cs_ac, cs_ad are 0).
+    # wv = [1-.45, 1-.8, 1-.8, 1] = [.55, .2, .2, 1]; max 1; d -> .99.
+    # logit: a: ln(.55/.45)+.5 = .70067; b, c: ln(.25)+.5 < 0 -> 0; d -> 1.
+    hist = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 1, 0], [0, 0, 1]])
+    cs = pardoned_similarity(hist)
+    assert cs[0, 1] == pytest.approx(0.45)
+    assert cs[1, 0] == pytest.approx(0.6)  # v_b > v_a: not pardoned
+    expected_a = math.log(0.55 / 0.45) + 0.5
+    np.testing.assert_allclose(foolsgold_weights(hist), [expected_a, 0, 0, 1], rtol=1e-12)
+    # without pardoning a would get ln(.4/.6)+.5 = .0945: the step matters here
+    assert abs(expected_a - (math.log(0.4 / 0.6) + 0.5)) > 0.5
+
+
+def test_rescale_and_logit_interior_values():
+    # wv before rescale [.55, .2, .2] (no d): max .55 -> [1, .3636, .3636]
+    # -> a: .99 -> 1; b, c: ln(.3636/.6364)+.5 = -.0596 -> 0
+    hist = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 1, 0]])
+    np.testing.assert_allclose(foolsgold_weights(hist), [1, 0, 0])
+
+
+def test_matches_loop_implementation_on_random_data():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        k, f = rng.integers(3, 12), rng.integers(2, 30)
+        base = rng.normal(size=(k, f))
+        # a few near-duplicates so that pardoning and rescaling matter
+        base[1] = base[0] + 0.1 * rng.normal(size=f)
+        base[2] = base[0] + 0.3 * rng.normal(size=f)
+        np.testing.assert_allclose(foolsgold_weights(base), loop_foolsgold(base), atol=1e-12)
+
+
+def test_all_identical_histories_give_zero_update():
+    layout = tiny_layout()
+    upd = np.tile(np.arange(layout.num_params, dtype=float), (3, 1))
+    agg = foolsgold(upd, np.ones(3), layout, history=foolsgold_features(upd, layout))
+    assert not agg.kept.any()
+    np.testing.assert_array_equal(agg.update, 0)
+    assert "fallback" in agg.info
+
+
+def test_single_client_gets_weight_one():
+    np.testing.assert_array_equal(foolsgold_weights(np.array([[1.0, 2.0]])), [1.0])
+    np.testing.assert_array_equal(foolsgold_weights(np.zeros((1, 3))), [1.0])
+
+
+def test_aggregate_is_wv_weighted_mean_ignoring_example_counts():
+    layout = tiny_layout()
+    rng = np.random.default_rng(1)
+    upd = rng.normal(size=(4, layout.num_params))
+    hist = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 1, 0], [0, 0, 1]])
+    agg = foolsgold(upd, np.array([1.0, 50.0, 7.0, 3.0]), layout, history=hist)
+    wa = math.log(0.55 / 0.45) + 0.5
+    np.testing.assert_allclose(agg.update, (wa * upd[0] + upd[3]) / (wa + 1))
+    np.testing.assert_array_equal(agg.kept, [True, False, False, True])
+    np.testing.assert_allclose(agg.weights, [wa / (wa + 1), 0, 0, 1 / (wa + 1)])
+    np.testing.assert_allclose(agg.info["wv"], [wa, 0, 0, 1])
+
+
+def test_features_and_default_history():
+    layout = tiny_layout()
+    rng = np.random.default_rng(2)
+    upd = rng.normal(size=(5, layout.num_params))
+    np.testing.assert_array_equal(foolsgold_features(upd, layout), layout.output_layer(upd))
+    np.testing.assert_array_equal(foolsgold_features(upd, layout, "all"), upd)
+    # sybils identical on the output layer only (the rest differs): caught by
+    # "output-layer", not by "all"
+    upd[1, layout.slice_of(2)] = upd[0, layout.slice_of(2)]
+    upd[1, layout.slice_of(3)] = upd[0, layout.slice_of(3)]
+    agg = foolsgold(upd, np.ones(5), layout)  # history=None: this round alone
+    assert agg.info["wv"][0] == 0 and agg.info["wv"][1] == 0
+    with pytest.raises(ValueError):
+        foolsgold_features(upd, layout, "nope")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        foolsgold(upd, np.ones(5), layout, history=np.ones((4, 3)))

@@ -1,0 +1,258 @@
+"""LFighter: hand-worked cases, planted mild / extreme attacks, helpers, degenerate inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fl_poison.updates import make_layout
+from strategies.lfighter import inverse_density, lfighter, neuron_magnitudes, top_two
+
+
+def layout_of(c: int, h: int, bias: bool = True):
+    names = ["fc1.weight", "fc1.bias", "fc2.weight"] + (["fc2.bias"] if bias else [])
+    arrays = [np.zeros((h, 3)), np.zeros(h), np.zeros((c, h))] + ([np.zeros(c)] if bias else [])
+    return make_layout(names, arrays, "fc2")
+
+
+def with_output_rows(layout, rows: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Client updates whose output rows ([K, C, H+1]) are ``rows``, other params ``rest``."""
+    upd = rest.copy()
+    c, hp1 = rows.shape[1:]
+    upd[:, layout.slice_of(layout.output_weight)] = rows[:, :, : hp1 - 1].reshape(len(rows), -1)
+    upd[:, layout.slice_of(layout.output_bias)] = rows[:, :, -1]
+    return upd
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_inverse_density_hand_computed():
+    # unit vectors at 0°, 30°, 90° (scaled arbitrarily): pairwise angles 30, 90, 60
+    # max per vector: 90, 60, 90 -> mean 80° = 4π/9
+    deg = np.radians([0.0, 30.0, 90.0])
+    v = np.stack([np.cos(deg), np.sin(deg)], axis=1) * np.array([[1.0], [5.0], [0.2]])
+    assert inverse_density(v) == pytest.approx(4 * math.pi / 9, rel=1e-12)
+    assert inverse_density(v[:1]) == 0.0  # one member: only θ_ii = 0
+    assert inverse_density(np.tile(v[1], (4, 1))) == 0.0  # identical: exactly 0
+    # opposite directions: π
+    assert inverse_density(np.array([[1.0, 1.0], [-2.0, -2.0]])) == pytest.approx(math.pi)
+
+
+def test_neuron_magnitudes_against_loop():
+    rng = np.random.default_rng(0)
+    for bias in (True, False):
+        layout = layout_of(5, 4, bias=bias)
+        upd = rng.normal(size=(6, layout.num_params))
+        w = upd[:, layout.slice_of(2)].reshape(6, 5, 4)
+        got = neuron_magnitudes(upd, layout)
+        for k in range(6):
+            for i in range(5):
+                expected = math.sqrt(sum(x * x for x in w[k, i]))
+                if bias:
+                    expected += abs(upd[k, layout.slice_of(3)][i])
+                assert got[k, i] == pytest.approx(expected, rel=1e-12)
+
+
+def test_top_two_order_and_ties():
+    np.testing.assert_array_equal(top_two(np.array([1.0, 5.0, 3.0, 5.0])), [1, 3])
+    np.testing.assert_array_equal(top_two(np.array([[0.0, 2.0, 1.0], [3.0, 1.0, 2.0]])), [[1, 2], [0, 2]])
+
+
+# ---------------------------------------------------------------- mild
+
+
+def sybil_case():
+    """C=3, H=2. Rows per neuron are [w1, w2, b].
+
+    sybils S (x3): n0 = [-4,0,0], n1 = [3,0,0]; H1: n0=[3,0,0], n1=[0,-3,0];
+    H2: n0=[0,3,0], n1=[-3,0,0]; n2 = 0 except H1's bias 0.1.
+    Σ magnitudes: n0 = 3·4+3+3 = 18, n1 = 3·3+3+3 = 15, n2 = 0.1 -> neurons [0, 1].
+    x_S = [-4,0,0,3,0,0], x_H1 = [3,0,0,0,-3,0], x_H2 = [0,3,0,-3,0,0].
+    k-means: {S,S,S} vs {H1,H2} (SSE 18; moving H1 or H2 to the sybils costs ≥ 45.75).
+    dns_S = 0 (identical); θ(H1, H2) = arccos(0) = π/2 -> dns_H = π/2.
+    score_S = 3/5 · 0 = 0 < score_H = 2/5 · π/2 = π/5 -> sybils dropped.
+    """
+    layout = layout_of(3, 2)
+    s = [[-4, 0, 0], [3, 0, 0], [0, 0, 0]]
+    h1 = [[3, 0, 0], [0, -3, 0], [0, 0, 0.1]]
+    h2 = [[0, 3, 0], [-3, 0, 0], [0, 0, 0]]
+    rows = np.array([s, s, s, h1, h2], dtype=float)
+    rest = np.random.default_rng(1).normal(size=(5, layout.num_params))
+    return layout, with_output_rows(layout, rows, rest)
+
+
+def test_identical_sybils_hand_worked():
+    layout, upd = sybil_case()
+    weights = np.array([10.0, 10.0, 10.0, 30.0, 10.0])
+    agg = lfighter(upd, weights, layout, mode="mild")
+    np.testing.assert_array_equal(agg.kept, [False, False, False, True, True])
+    assert agg.info["neurons"] == [0, 1]
+    np.testing.assert_allclose(agg.info["magnitude_sum"], [18.0, 15.0, 0.1])
+    labels = agg.info["cluster"]
+    bad = agg.info["bad_cluster"]
+    assert labels[:3] == [bad] * 3 and labels[3:] == [1 - bad] * 2
+    assert agg.info["dns"][bad] == 0.0
+    assert agg.info["dns"][1 - bad] == pytest.approx(math.pi / 2)
+    assert agg.info["scores"][bad] == 0.0
+    assert agg.info["scores"][1 - bad] == pytest.approx(math.pi / 5)
+    np.testing.assert_allclose(agg.update, (30 * upd[3] + 10 * upd[4]) / 40)
+    np.testing.assert_allclose(agg.weights, [0, 0, 0, 0.75, 0.25])
+
+
+def mild_case(seed: int, n_honest: int = 7, n_att: int = 3, src: int = 3, tgt: int = 5):
+    c, h = 10, 8
+    layout = layout_of(c, h)
+    rng = np.random.default_rng(seed)
+    k = n_honest + n_att
+    g_src, g_tgt = rng.normal(size=h + 1), rng.normal(size=h + 1)
+    rows = 0.05 * rng.normal(size=(k, c, h + 1))
+    sign = np.r_[np.ones(n_honest), -np.ones(n_att)]
+    rows[:, src, :] += sign[:, None] * 1.0 * g_src + 0.3 * rng.normal(size=(k, h + 1))
+    rows[:, tgt, :] += -sign[:, None] * 0.7 * g_tgt + 0.3 * rng.normal(size=(k, h + 1))
+    upd = with_output_rows(layout, rows, 0.1 * rng.normal(size=(k, layout.num_params)))
+    return layout, upd
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_planted_mild_attackers_dropped(seed):
+    layout, upd = mild_case(seed)
+    agg = lfighter(upd, np.ones(10), layout, mode="mild", seed=seed)
+    assert set(agg.info["neurons"]) == {3, 5}
+    np.testing.assert_array_equal(agg.kept, np.r_[np.ones(7, bool), np.zeros(3, bool)])
+    assert agg.info["scores"][agg.info["bad_cluster"]] < agg.info["scores"][1 - agg.info["bad_cluster"]]
+    np.testing.assert_allclose(agg.update, upd[:7].mean(axis=0))
+
+
+def test_sign_flip_and_scale_invariance():
+    # LFighter's gradients are (global - local)/lr = -u/lr: same decision
+    layout, upd = mild_case(11)
+    a = lfighter(upd, np.ones(10), layout, mode="mild")
+    b = lfighter(-upd / 0.01, np.ones(10), layout, mode="mild")
+    np.testing.assert_array_equal(a.kept, b.kept)
+    assert a.info["neurons"] == b.info["neurons"]
+
+
+def test_tied_scores_keep_everyone():
+    # two internally identical groups: dns = 0 for both -> scores tie at 0
+    layout, upd = sybil_case()
+    upd[4] = upd[3]
+    agg = lfighter(upd, np.ones(5), layout, mode="mild")
+    assert agg.kept.all() and agg.info["bad_cluster"] is None and "fallback" in agg.info
+
+
+# ---------------------------------------------------------------- extreme
+
+C_EX, H_EX = 10, 8
+FEATURE = {1: 0, 7: 1, 4: 2, 5: 3, 9: 4, 2: 5}  # class -> its input-feature direction
+
+
+def extreme_client(rng, layout, label: int, data_class: int, pushed: int | None = None):
+    """One-class client: its label's neuron is pulled towards the data's feature
+    direction f, every other neuron pushed slightly away. A label flipper
+    (data of class 7 labelled 1) also pushes neuron 7 hard away."""
+    f = np.eye(H_EX)[FEATURE[data_class]]
+    rows = np.zeros((C_EX, H_EX + 1))
+    rows[:, :H_EX] = -0.1 * f
+    rows[:, H_EX] = -0.05
+    rows[label, :H_EX], rows[label, H_EX] = f, 0.5
+    if pushed is not None:
+        rows[pushed, :H_EX], rows[pushed, H_EX] = -0.8 * f, -0.4
+    rows += rng.normal(0, 0.02, rows.shape)
+    return rows
+
+
+def extreme_updates(seed: int, spec):
+    layout = layout_of(C_EX, H_EX)
+    rng = np.random.default_rng(seed)
+    rows = np.array([extreme_client(rng, layout, *s) for s in spec])
+    return layout, with_output_rows(layout, rows, 0.1 * rng.normal(size=(len(spec), layout.num_params)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_extreme_smaller_cluster_with_same_top_neuron_dropped(seed):
+    # 4 honest class-1, 3 attackers (7 -> 1: they look like class-1 trainers),
+    # 3 honest class-7, 3 class-4, 3 class-5. Attackers and class-1 clusters
+    # share top neuron 1; the attackers' is smaller -> dropped.
+    spec = [(1, 1)] * 4 + [(1, 7, 7)] * 3 + [(7, 7)] * 3 + [(4, 4)] * 3 + [(5, 5)] * 3
+    layout, upd = extreme_updates(seed, spec)
+    agg = lfighter(upd, np.ones(len(spec)), layout, mode="extreme")
+    expected = np.ones(len(spec), bool)
+    expected[4:7] = False
+    np.testing.assert_array_equal(agg.kept, expected)
+    labels = np.array(agg.info["cluster"])
+    assert len(set(labels)) == 5 and (labels >= 0).all()
+    tops = dict(zip(sorted(set(labels)), agg.info["cluster_top_neuron"]))
+    assert tops[labels[0]] == tops[labels[4]] == 1 and tops[labels[7]] == 7
+    assert agg.info["bad_clusters"] == [int(labels[4])]
+    assert [n[0] for n in agg.info["neurons"]] == [1] * 7 + [7] * 3 + [4] * 3 + [5] * 3
+
+
+def test_extreme_two_attackers_with_min_samples_one_and_lone_noise():
+    # the brief's 2 attackers: with hdbscan's default min_samples a pair is not
+    # dense on its own; min_samples=1 lets it form its cluster. A lone class-9
+    # client is noise (-1) and dropped, as in the paper.
+    spec = [(1, 1)] * 4 + [(1, 7, 7)] * 2 + [(7, 7)] * 3 + [(4, 4)] * 2 + [(5, 5)] * 2 + [(9, 9)]
+    layout, upd = extreme_updates(0, spec)
+    agg = lfighter(upd, np.ones(len(spec)), layout, mode="extreme", min_samples=1)
+    expected = np.ones(len(spec), bool)
+    expected[[4, 5, 13]] = False
+    np.testing.assert_array_equal(agg.kept, expected)
+    assert agg.info["cluster"][13] == -1
+
+
+def test_extreme_every_pair_rule_drops_both_smaller_clusters():
+    # two attacker groups (7 -> 1 and 2 -> 1, 3 each) and 5 honest class-1:
+    # three clusters with top neuron 1; both smaller ones are bad (Procedure 2
+    # as written keeps only the last assignment of one bad_cluster).
+    spec = [(1, 1)] * 5 + [(1, 7, 7)] * 3 + [(1, 2, 2)] * 3 + [(4, 4)] * 3
+    layout, upd = extreme_updates(4, spec)
+    agg = lfighter(upd, np.ones(len(spec)), layout, mode="extreme")
+    expected = np.ones(len(spec), bool)
+    expected[5:11] = False
+    np.testing.assert_array_equal(agg.kept, expected)
+    assert len(agg.info["bad_clusters"]) == 2
+
+
+def test_extreme_all_noise_falls_back_to_keeping_everyone():
+    # 3 distinct clients: HDBSCAN(min_cluster_size=2) peels single points off
+    # the root, which it may not select -> everyone is noise
+    spec = [(1, 1), (4, 4), (5, 5)]
+    layout, upd = extreme_updates(0, spec)
+    agg = lfighter(upd, np.ones(3), layout, mode="extreme")
+    assert agg.info["cluster"] == [-1, -1, -1]
+    assert agg.kept.all() and "fallback" in agg.info
+
+
+# ---------------------------------------------------------------- degenerate
+
+
+@pytest.mark.parametrize("mode", ["mild", "extreme"])
+def test_degenerate_inputs(mode):
+    layout = layout_of(3, 2)
+    rng = np.random.default_rng(2)
+    for k in (1, 2):
+        upd = rng.normal(size=(k, layout.num_params))
+        agg = lfighter(upd, np.ones(k), layout, mode=mode)
+        assert agg.kept.all() and "fallback" in agg.info
+        np.testing.assert_allclose(agg.update, upd.mean(axis=0))
+    same = np.tile(rng.normal(size=layout.num_params), (5, 1))
+    agg = lfighter(same, np.ones(5), layout, mode=mode)
+    assert agg.kept.all() and "fallback" in agg.info
+    zeros = np.zeros((6, layout.num_params))
+    agg = lfighter(zeros, np.ones(6), layout, mode=mode)
+    assert agg.kept.all()
+    np.testing.assert_array_equal(agg.update, 0.0)
+    # identical output layers but different elsewhere: still no split
+    diff = rng.normal(size=(4, layout.num_params))
+    diff[:, layout.slice_of(2)] = 1.0
+    diff[:, layout.slice_of(3)] = 0.5
+    assert lfighter(diff, np.ones(4), layout, mode=mode).kept.all()
+
+
+def test_bad_mode_rejected():
+    layout = layout_of(3, 2)
+    with pytest.raises(ValueError):
+        lfighter(np.zeros((3, layout.num_params)), np.ones(3), layout, mode="iid")  # type: ignore[arg-type]

@@ -1,0 +1,200 @@
+"""Label-only poisoning transforms: targeted / untargeted flips, injection rate, timing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clients.poisoning import (
+    attack_active,
+    flip_map,
+    flip_targeted,
+    flip_untargeted,
+    injection_indices,
+    poison_labels,
+)
+
+
+def test_flip_targeted_exact_and_copy() -> None:
+    y = np.array([0, 5, 3, 5, 1, 5], dtype=np.int64)
+    out = flip_targeted(y, source=5, target=3)
+    assert out.tolist() == [0, 3, 3, 3, 1, 3]
+    assert y.tolist() == [0, 5, 3, 5, 1, 5]  # input untouched
+    assert out.dtype == y.dtype
+
+
+def test_flip_targeted_same_class_rejected() -> None:
+    with pytest.raises(ValueError, match="source-class"):
+        flip_targeted(np.array([1]), 1, 1)
+
+
+def test_reverse_map() -> None:
+    assert flip_map("reverse", 10, seed=0).tolist() == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    y = np.array([0, 1, 2, 9], dtype=np.int32)
+    out = flip_untargeted(y, flip_map("reverse", 10, seed=0))
+    assert out.tolist() == [9, 8, 7, 0] and out.dtype == np.int32
+
+
+@pytest.mark.parametrize("c", [2, 3, 10, 100])
+def test_random_map_is_seeded_derangement(c: int) -> None:
+    for seed in range(20):
+        m = flip_map("random", c, seed=seed)
+        assert sorted(m.tolist()) == list(range(c))  # a permutation
+        assert not np.any(m == np.arange(c))  # no fixed point
+        assert np.array_equal(m, flip_map("random", c, seed=seed))
+
+
+def test_random_map_depends_on_seed() -> None:
+    maps = {tuple(flip_map("random", 10, seed=s)) for s in range(10)}
+    assert len(maps) > 1
+
+
+def test_flip_map_errors() -> None:
+    with pytest.raises(ValueError, match="flip-map"):
+        flip_map("shuffle", 10, seed=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num-classes"):
+        flip_map("random", 1, seed=0)
+
+
+def test_flip_untargeted_out_of_range() -> None:
+    with pytest.raises(ValueError, match="flip-map"):
+        flip_untargeted(np.array([0, 10]), flip_map("reverse", 10, seed=0))
+
+
+def _labels(n_src: int, n_other: int, source: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    others = rng.choice([c for c in range(10) if c != source], size=n_other)
+    y = np.concatenate([np.full(n_src, source), others])
+    return y[rng.permutation(y.size)]
+
+
+def _shares(y: np.ndarray, idx: np.ndarray, source: int = 7) -> tuple[int, int]:
+    assert np.all(np.diff(idx) > 0)  # sorted, distinct
+    n_src = int(np.sum(y[idx] == source))
+    return n_src, idx.size - n_src
+
+
+def test_injection_half() -> None:
+    y = _labels(10, 90)
+    idx = injection_indices(y, 7, 0.5, np.random.default_rng(0))
+    assert _shares(y, idx) == (10, 10)
+
+
+def test_injection_rate_one_is_source_only() -> None:
+    y = _labels(10, 90)
+    idx = injection_indices(y, 7, 1.0, np.random.default_rng(0))
+    assert idx.tolist() == np.flatnonzero(y == 7).tolist()
+
+
+def test_injection_low_rate_subsamples_source() -> None:
+    # wants 10 * 0.95 / 0.05 = 190 clean but only 90 exist -> all 90 clean,
+    # source subsampled to round(90 * 0.05 / 0.95) = round(4.74) = 5.
+    y = _labels(10, 90)
+    idx = injection_indices(y, 7, 0.05, np.random.default_rng(0))
+    assert _shares(y, idx) == (5, 90)
+
+
+def test_injection_rounding_half_up() -> None:
+    # 5 * 0.8 / 0.2 = 20 clean; 3 source at 0.4 -> 3 * 0.6 / 0.4 = 4.5 -> 5
+    y = _labels(5, 50)
+    assert _shares(y, injection_indices(y, 7, 0.2, np.random.default_rng(0))) == (5, 20)
+    y = _labels(3, 50)
+    assert _shares(y, injection_indices(y, 7, 0.4, np.random.default_rng(0))) == (3, 5)
+
+
+def test_injection_keeps_one_flipped_and_no_clean_case() -> None:
+    y = _labels(10, 2)  # 2 clean at 5 %: round(2*.05/.95) = 0 -> keep 1 source
+    assert _shares(y, injection_indices(y, 7, 0.05, np.random.default_rng(0))) == (1, 2)
+    y = np.full(6, 7)  # nothing clean to dilute with -> all source
+    assert injection_indices(y, 7, 0.5, np.random.default_rng(0)).tolist() == list(range(6))
+
+
+def test_injection_no_source_is_empty() -> None:
+    idx = injection_indices(np.array([0, 1, 2]), 7, 0.5, np.random.default_rng(0))
+    assert idx.size == 0 and idx.dtype == np.int64
+
+
+def test_injection_seeded() -> None:
+    y = _labels(10, 90)
+    a = injection_indices(y, 7, 0.3, np.random.default_rng(4))
+    b = injection_indices(y, 7, 0.3, np.random.default_rng(4))
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, 1.01, float("nan")])
+def test_injection_bad_rate(rate: float) -> None:
+    with pytest.raises(ValueError, match="injection-rate"):
+        injection_indices(_labels(10, 90), 7, rate, np.random.default_rng(0))
+
+
+def test_attack_window_edges() -> None:
+    # "only before round 75"
+    assert attack_active(1, 1, 74) and attack_active(74, 1, 74)
+    assert not attack_active(75, 1, 74)
+    # "from round 75 on"
+    assert not attack_active(74, 75, -1)
+    assert attack_active(75, 75, -1) and attack_active(10_000, 75, -1)
+    assert attack_active(5, 5, 5) and not attack_active(4, 5, 5) and not attack_active(6, 5, 5)
+
+
+def test_attack_window_errors() -> None:
+    with pytest.raises(ValueError, match="attack-end-round"):
+        attack_active(1, 10, 5)
+    with pytest.raises(ValueError, match="attack-start-round"):
+        attack_active(1, -1, 5)
+
+
+def test_poison_labels_label_flip_all_data() -> None:
+    y = np.array([0, 1, 2, 1, 3])
+    idx, new = poison_labels(
+        y, attack="label-flip", source=1, target=3, mapping=None,
+        injection_rate=-1.0, rng=np.random.default_rng(0),
+    )
+    assert idx.tolist() == [0, 1, 2, 3, 4]
+    assert new.tolist() == [0, 3, 2, 3, 3]
+
+
+def test_poison_labels_label_flip_injection() -> None:
+    y = _labels(10, 90)
+    idx, new = poison_labels(
+        y, attack="label-flip", source=7, target=2, mapping=None,
+        injection_rate=0.5, rng=np.random.default_rng(0),
+    )
+    assert idx.size == 20 and new.size == 20
+    assert not np.any(new == 7)
+    assert np.array_equal(new, np.where(y[idx] == 7, 2, y[idx]))
+    empty, labels = poison_labels(
+        np.array([0, 1]), attack="label-flip", source=7, target=2, mapping=None,
+        injection_rate=0.5, rng=np.random.default_rng(0),
+    )
+    assert empty.size == 0 and labels.size == 0
+
+
+def test_poison_labels_untargeted() -> None:
+    y = np.array([0, 1, 2, 3])
+    idx, new = poison_labels(
+        y, attack="untargeted-flip", source=None, target=None,
+        mapping=flip_map("reverse", 4, seed=0), injection_rate=-1.0,
+        rng=np.random.default_rng(0),
+    )
+    assert idx.tolist() == [0, 1, 2, 3] and new.tolist() == [3, 2, 1, 0]
+
+
+def test_poison_labels_errors() -> None:
+    y = np.array([0, 1])
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="attack"):
+        poison_labels(y, attack="backdoor", source=0, target=1, mapping=None,
+                      injection_rate=-1, rng=rng)
+    with pytest.raises(ValueError, match="injection-rate"):
+        poison_labels(y, attack="untargeted-flip", source=None, target=None,
+                      mapping=flip_map("reverse", 2, seed=0), injection_rate=0.5, rng=rng)
+    with pytest.raises(ValueError, match="flip-map"):
+        poison_labels(y, attack="untargeted-flip", source=None, target=None,
+                      mapping=None, injection_rate=-1, rng=rng)
+    with pytest.raises(ValueError, match="source-class"):
+        poison_labels(y, attack="label-flip", source=None, target=1, mapping=None,
+                      injection_rate=-1, rng=rng)
+    with pytest.raises(ValueError, match="injection-rate"):
+        poison_labels(y, attack="label-flip", source=0, target=1, mapping=None,
+                      injection_rate=0.0, rng=rng)

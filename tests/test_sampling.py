@@ -1,0 +1,104 @@
+"""Per-round selection: uniform and Tolpegin §3.4 malicious availability."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fl_poison.sampling import sample_clients, sample_with_availability
+
+HONEST = list(range(25, 50))
+MALICIOUS = list(range(25))
+ROUNDS = 2000
+
+
+def _malicious_counts(alpha: float, honest=HONEST, malicious=MALICIOUS, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    mal = set(malicious)
+    counts = []
+    for _ in range(ROUNDS):
+        sel = sample_with_availability(rng, honest, malicious, k, alpha)
+        assert sel == sorted(set(sel)) and len(sel) == k
+        counts.append(sum(c in mal for c in sel))
+    return np.array(counts)
+
+
+def test_sample_clients_uniform_sorted_seeded() -> None:
+    a = sample_clients(np.random.default_rng(3), 50, 5)
+    assert a == sample_clients(np.random.default_rng(3), 50, 5)
+    assert a == sorted(set(a)) and len(a) == 5
+    rng = np.random.default_rng(0)
+    hits = np.zeros(50)
+    for _ in range(ROUNDS):
+        hits[sample_clients(rng, 50, 5)] += 1
+    # each client: Binomial(2000, 0.1) -> 200 +- 13.4; allow 5 sd
+    assert np.all(np.abs(hits - 200) < 5 * math.sqrt(ROUNDS * 0.1 * 0.9))
+
+
+def test_sample_clients_bad_k() -> None:
+    with pytest.raises(ValueError, match="clients-per-round"):
+        sample_clients(np.random.default_rng(0), 4, 5)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 0.6, 0.9])
+def test_mean_malicious_matches_alpha(alpha: float) -> None:
+    # 25 of each: neither pool can run out in 5 slots, so the count is
+    # Binomial(5, alpha) per round.
+    counts = _malicious_counts(alpha)
+    expected = alpha * 5
+    se = math.sqrt(5 * alpha * (1 - alpha) / ROUNDS)
+    assert abs(counts.mean() - expected) < 3 * se
+
+
+def test_alpha_zero_and_one() -> None:
+    assert _malicious_counts(0.0).max() == 0
+    assert _malicious_counts(1.0).min() == 5
+
+
+def test_bounded_by_number_of_malicious() -> None:
+    honest = list(range(2, 50))
+    counts = _malicious_counts(0.9, honest=honest, malicious=[0, 1])
+    assert counts.max() <= 2
+    # count = min(Binomial(5, 0.9), 2): P(0) = .1^5, P(1) = 5*.9*.1^4
+    p0, p1 = 0.1**5, 5 * 0.9 * 0.1**4
+    expected = 1 * p1 + 2 * (1 - p0 - p1)
+    var = 1 * p1 + 4 * (1 - p0 - p1) - expected**2
+    assert abs(counts.mean() - expected) < 3 * math.sqrt(var / ROUNDS) + 1e-12
+
+
+def test_honest_exhausted_falls_back_to_malicious() -> None:
+    counts = _malicious_counts(0.0, honest=[0, 1], malicious=list(range(2, 12)))
+    assert np.all(counts == 3)
+
+
+def test_same_seed_same_sequence() -> None:
+    def seq(seed: int):
+        rng = np.random.default_rng(seed)
+        return [sample_with_availability(rng, HONEST, MALICIOUS, 5, 0.7) for _ in range(50)]
+
+    assert seq(11) == seq(11)
+    assert seq(11) != seq(12)
+
+
+def test_input_order_does_not_matter() -> None:
+    a = sample_with_availability(np.random.default_rng(5), HONEST, MALICIOUS, 5, 0.5)
+    b = sample_with_availability(
+        np.random.default_rng(5), HONEST[::-1], MALICIOUS[::-1], 5, 0.5
+    )
+    assert a == b
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.1, float("nan")])
+def test_bad_alpha(alpha: float) -> None:
+    with pytest.raises(ValueError, match="malicious-availability"):
+        sample_with_availability(np.random.default_rng(0), HONEST, MALICIOUS, 5, alpha)
+
+
+def test_bad_pools() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="clients-per-round"):
+        sample_with_availability(rng, [0, 1], [2], 4, 0.5)
+    with pytest.raises(ValueError, match="both honest and malicious"):
+        sample_with_availability(rng, [0, 1], [1], 1, 0.5)
