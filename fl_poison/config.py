@@ -67,6 +67,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("data-dir", str, "data", "folder holding the data set files (<data-dir>/<dataset>/...)"),
     Key("model", str, "auto", "model architecture; auto = the data set's default", MODEL_CHOICES),
     Key("partition", str, "iid", "how training data is split among clients", ("iid", "dirichlet", "extreme")),
+    Key("train-samples", int, -1, "use a seeded random subset of this many training samples (-1 = all)",
+        check=lambda v: v == -1 or v >= 1, allowed="an integer >= 1, or -1 for all"),
     Key("dirichlet-alpha", float, 1.0, "concentration of the Dirichlet split", check=lambda v: v > 0, allowed="a number > 0"),
     # --- federation -------------------------------------------------------------
     Key("num-clients", int, 10, "clients in the federation", check=_ge(1), allowed="an integer >= 1"),

@@ -75,6 +75,14 @@ def plan_attackers(cfg: Config, parts: list[np.ndarray], labels: np.ndarray) -> 
         raise ConfigError(key, cfg[key], str(exc)) from None
 
 
+def training_pool(n: int, train_samples: int, seed: int) -> np.ndarray:
+    """Indices of the training samples the federation shares: all, or a seeded random subset."""
+    if train_samples < 0 or train_samples >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, 0x7EA1])
+    return np.sort(rng.choice(n, size=train_samples, replace=False))
+
+
 def federation_for(cfg: Config) -> Federation:
     """Build (once per process and config) the federation's data split and attackers."""
     key = cfg.digest()
@@ -82,8 +90,10 @@ def federation_for(cfg: Config) -> Federation:
         if key not in _cache:
             ds = load_dataset(cfg["dataset"], Path(cfg["data-dir"]).expanduser())
             labels = ds.y_train.numpy()
-            parts = partition(labels, cfg["num-clients"], cfg["partition"], seed=cfg["seed"],
+            pool = training_pool(len(labels), cfg["train-samples"], cfg["seed"])
+            local = partition(labels[pool], cfg["num-clients"], cfg["partition"], seed=cfg["seed"],
                               alpha=cfg["dirichlet-alpha"], num_classes=ds.spec.num_classes)
+            parts = [pool[p] for p in local]
             mal = plan_attackers(cfg, parts, labels)
             _cache[key] = Federation(cfg, ds, tuple(parts), mal)
         return _cache[key]

@@ -193,7 +193,14 @@ class DefenseStrategy(FedAvg):
         layout = make_layout(names, global_arrays, layer)
         g = flatten(global_arrays)
         updates = np.stack(rows) - g
-        agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
+        try:
+            agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
+        except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires
+            log.warning("round %d: %s cannot aggregate %d update(s): %s; the global model is unchanged",
+                        server_round, self.name, len(rows), exc)
+            report.kept = [True] * len(rows)
+            report.info["error"] = str(exc)
+            return None, self._round_metrics(report)
         report.kept = [bool(k) for k in agg.kept]
         report.weights = [float(w) for w in agg.weights]
         report.info = agg.info
@@ -210,19 +217,18 @@ class DefenseStrategy(FedAvg):
 
     def _round_metrics(self, report: RoundReport) -> MetricRecord:
         """Per-round defense output as a MetricRecord (ints, floats and lists only)."""
-        def mean(xs: list[float], w: list[float]) -> float:
-            ok = [(x, v) for x, v in zip(xs, w) if np.isfinite(x)]
-            return float(sum(x * v for x, v in ok) / sum(v for _, v in ok)) if ok else float("nan")
+        def mean(xs: list[float]) -> float:
+            ok = [x for x in xs if np.isfinite(x)]
+            return float(np.mean(ok)) if ok else float("nan")
 
-        kept_w = [1.0] * len(report.clients)
         m = MetricRecord({
             "num-clients": len(report.clients) + len(report.invalid),
             "num-valid": len(report.clients),
             "num-invalid": len(report.invalid),
             "num-flagged": len(report.flagged),
             "updated": int(report.updated),
-            "train-loss": mean(report.train_loss, kept_w),
-            "train-accuracy": mean(report.train_accuracy, kept_w),
+            "train-loss": mean(report.train_loss),
+            "train-accuracy": mean(report.train_accuracy),
         })
         if report.clients:
             m["clients"] = [int(c) for c in report.clients]

@@ -54,7 +54,8 @@ from sklearn.cluster import KMeans
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
-from strategies.similarity import angle_matrix, kept_mean
+from strategies.fedavg_math import fedavg
+from strategies.similarity import angle_matrix
 
 N_INIT = 10
 Mode = Literal["mild", "extreme"]
@@ -217,5 +218,5 @@ def lfighter(
         bad, info = _filter_extreme(rows, mags, min_samples)
     info["mode"] = mode
     kept = ~bad
-    update, share = kept_mean(updates, weights, kept)
-    return Aggregation(update, kept, share, info)
+    avg = fedavg(updates, weights, layout, kept=kept)
+    return Aggregation(avg.update, kept, avg.weights, info)

@@ -45,7 +45,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
-from strategies.similarity import kept_mean
+from strategies.fedavg_math import fedavg
 
 N_INIT = 10
 
@@ -158,5 +158,5 @@ def pca_filter(
     info["flagged"] = np.flatnonzero(drop).tolist()
 
     kept = np.ones(k, dtype=bool) if visualise_only else ~drop
-    update, share = kept_mean(updates, weights, kept)
-    return Aggregation(update, kept, share, info)
+    avg = fedavg(updates, weights, layout, kept=kept)
+    return Aggregation(avg.update, kept, avg.weights, info)

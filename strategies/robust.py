@@ -274,7 +274,7 @@ def _reweight_block(
     abs_e = np.abs(e)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where(abs_e == 0, 1.0, np.minimum(1.0, bound * root / abs_e))
-    spread = w.std(axis=1)
+    spread = w.std(axis=1, ddof=1)
     confidence = w * spread[:, None]
     restricted = np.where(w >= thresh, y, line)
     return confidence, restricted, w
@@ -329,7 +329,8 @@ def repeated_median(
     rows) the shares are uniform, where the authors' code would divide 0 by 0.
     ``kept`` is all True (the reweighting is soft), ``weights`` = ``s``,
     ``info["restricted_fraction"]`` = share of each client's coordinates
-    replaced by the line. Defaults ``lambda = 2``, ``threshold = 0.1`` are the
+    replaced by the line. (The std's ``ddof`` only scales every ``c_k`` by the
+    same factor, which the max-normalisation cancels.) Defaults ``lambda = 2``, ``threshold = 0.1`` are the
     authors'. Differences from their code: float64 instead of float32, every
     coordinate is treated alike (they skip 0-d tensors), non-finite models are
     not filtered out.
@@ -357,8 +358,8 @@ def repeated_median(
     restricted = np.empty_like(u)
     conf_sum = np.zeros(k, dtype=np.float64)
     n_restricted = np.zeros(k, dtype=np.float64)
-    # siegel_slopes holds ~3 arrays of K*(K-1) float64 per coordinate.
-    step = _chunk_cols(k * k, p, 32, max_chunk_bytes)
+    # siegel_slopes holds ~5 temporaries of K*(K-1) float64 per coordinate.
+    step = _chunk_cols(k * k, p, 48, max_chunk_bytes)
     for start in range(0, p, step):
         stop = min(p, start + step)
         conf, rest, w = _reweight_block(u[:, start:stop].T, lam, thresh)

@@ -51,24 +51,3 @@ def angle_matrix(x: np.ndarray) -> np.ndarray:
     np.fill_diagonal(theta, 0.0)
     return theta
 
-
-def kept_mean(
-    updates: np.ndarray, weights: np.ndarray, kept: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Example-weighted mean of the kept rows (FedAvg over ``kept``).
-
-    ``u = Σ_{k kept} n_k u_k / Σ_{k kept} n_k``; returns ``(u, share)`` with
-    ``share_k = n_k / Σ n`` for kept clients and 0 otherwise. If the kept
-    clients' example counts sum to 0, they are weighted equally; if nothing is
-    kept the update is zero and every share is 0.
-    """
-    # TODO: use strategies.fedavg_math.fedavg
-    updates = np.asarray(updates, dtype=np.float64)
-    kept = np.asarray(kept, dtype=bool)
-    w = np.where(kept, np.asarray(weights, dtype=np.float64), 0.0)
-    if not kept.any():
-        return np.zeros(updates.shape[1]), np.zeros(len(kept))
-    if w.sum() <= 0:
-        w = kept.astype(np.float64)
-    share = w / w.sum()
-    return share @ updates, share
