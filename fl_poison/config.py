@@ -66,6 +66,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("dataset", str, "digits", "data set", DATASET_CHOICES),
     Key("data-dir", str, "data", "folder holding the data set files (<data-dir>/<dataset>/...)"),
     Key("model", str, "auto", "model architecture; auto = the data set's default", MODEL_CHOICES),
+    Key("dropout", float, -1.0, "dropout probability of models that have dropout (-1 = the model's default)",
+        check=lambda v: v == -1 or 0 <= v < 1, allowed="a number in [0, 1), or -1 for the model's default"),
     Key("partition", str, "iid", "how training data is split among clients", ("iid", "dirichlet", "extreme")),
     Key("train-samples", int, -1, "use a seeded random subset of this many training samples (-1 = all)",
         check=lambda v: v == -1 or v >= 1, allowed="an integer >= 1, or -1 for all"),
@@ -253,6 +255,13 @@ def _check_relations(c: dict[str, Any]) -> None:
         problem = check_compatible(c["model"], spec.input_shape)
         if problem:
             raise ConfigError("model", c["model"], problem)
+    if c["dropout"] > 0:
+        from fl_poison.models import DROPOUT_MODELS
+
+        chosen = spec.default_model if c["model"] == "auto" else c["model"]
+        if chosen not in DROPOUT_MODELS:
+            raise ConfigError("dropout", c["dropout"], f"-1 or 0 for model {chosen} (it has no dropout layers; "
+                              f"dropout applies to {', '.join(DROPOUT_MODELS)})")
     if c["attack"] == "label-flip":
         for name in ("source-class", "target-class"):
             if c[name] < 0:

@@ -56,7 +56,8 @@ def new_model(cfg: Config) -> nn.Module:
     """The initial global model: the same weights for a given seed, everywhere."""
     spec = get_spec(cfg["dataset"])
     torch.manual_seed(cfg["seed"])
-    return build_model(model_name(cfg), spec.num_classes, spec.input_shape)
+    dropout = None if cfg["dropout"] < 0 else cfg["dropout"]
+    return build_model(model_name(cfg), spec.num_classes, spec.input_shape, dropout=dropout)
 
 
 def plan_attackers(cfg: Config, parts: list[np.ndarray], labels: np.ndarray) -> tuple[int, ...]:

@@ -101,3 +101,10 @@ def test_malicious_from_source_holders_impossible(tmp_path, capsys):
                "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "malicious-from-source-holders" in err
+
+
+def test_dropout_only_for_models_that_have_it():
+    assert C.resolve({"dataset": "mnist", "dropout": 0.5})["dropout"] == 0.5
+    with pytest.raises(C.ConfigError) as err:
+        C.resolve({"dataset": "digits", "dropout": 0.5})
+    assert err.value.key == "dropout" and "mlp" in str(err.value)

@@ -234,3 +234,17 @@ def test_seeding_is_callers_job() -> None:
     c = build_model("mlp", 10, DIGITS)
     assert not torch.equal(a.fc1.weight, b.fc1.weight)
     assert torch.equal(a.fc1.weight, c.fc1.weight)
+
+
+def test_lfighter_dropout_switch_paper_vs_authors_code():
+    """Paper (default): no dropout, so train-mode forward is deterministic; authors' code: p = 0.5."""
+    from fl_poison.models import build_model as bm
+
+    x = torch.randn(8, 1, 28, 28)
+    paper = bm("lfighter-cnn", 10, (1, 28, 28)).train()
+    assert torch.equal(paper(x), paper(x))
+    code = bm("lfighter-cnn", 10, (1, 28, 28), dropout=0.5).train()
+    assert code.drop.p == 0.5 and code.conv2_drop.p == 0.5
+    assert not torch.equal(code(x), code(x))
+    with pytest.raises(ValueError, match="no dropout"):
+        bm("mlp", 10, (1, 8, 8), dropout=0.3)
