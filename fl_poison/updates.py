@@ -117,3 +117,29 @@ def unflatten(flat: np.ndarray, layout: Layout) -> list[np.ndarray]:
             part = np.rint(part)
         out.append(part.astype(dtype))
     return out
+
+
+def infer_layout(names: Sequence[str], arrays: Sequence[np.ndarray], output_layer: str | None = None) -> Layout:
+    """A :class:`Layout` whose output layer is named, or else inferred.
+
+    Inference takes the last 2-D array as the output layer's weight (the
+    classifier's last Linear layer, as LFighter's authors define the output
+    layer) and the array right after it as its bias when it is 1-D of the
+    matching length. It needs no names, so it works on any ``ArrayRecord``.
+    """
+    if output_layer is not None:
+        return make_layout(names, arrays, output_layer)
+    dims = [np.ndim(a) for a in arrays]
+    w_idx = max((i for i, d in enumerate(dims) if d == 2), default=None)
+    if w_idx is None:
+        raise ValueError("cannot find an output layer: the model has no 2-D weight array")
+    c = int(np.shape(arrays[w_idx])[0])
+    nxt = w_idx + 1
+    b_idx = nxt if nxt < len(arrays) and np.shape(arrays[nxt]) == (c,) else None
+    return Layout(
+        names=tuple(names),
+        shapes=tuple(tuple(int(d) for d in np.shape(a)) for a in arrays),
+        dtypes=tuple(str(np.asarray(a).dtype) for a in arrays),
+        output_weight=w_idx,
+        output_bias=b_idx,
+    )

@@ -25,7 +25,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fl_poison.updates import Layout, flatten, make_layout, unflatten
+from fl_poison.updates import Layout, flatten, infer_layout, unflatten
 from strategies.aggregation import Aggregation
 
 log = logging.getLogger("fl_poison.strategy")
@@ -55,14 +55,6 @@ class RoundReport:
         return [c for c, k in zip(self.clients, self.kept) if not k] + sorted(self.invalid)
 
 
-def infer_output_layer(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:
-    """The module name of the last 2-D ``*.weight`` array: the classifier's output layer."""
-    for name, arr in zip(reversed(list(names)), reversed(list(arrays))):
-        if name.endswith(".weight") and np.ndim(arr) == 2:
-            return name[: -len(".weight")]
-    raise ValueError("cannot find an output layer (no 2-D '.weight' array) in the model")
-
-
 def _to_signed(node_id: int) -> int:
     """Flower node ids are uint64; MetricRecord ints must fit int64."""
     return node_id - (1 << 64) if node_id >= (1 << 63) else node_id
@@ -74,7 +66,7 @@ class DefenseStrategy(FedAvg):
     Subclasses implement :meth:`aggregate_updates`. Parameters beyond FedAvg's:
 
     output_layer: module name of the classifier's last Linear layer
-        (inferred as the last 2-D ``.weight`` array when ``None``).
+        (inferred as the last 2-D array when ``None``; see ``infer_layout``).
     sampler: server-side sampling rule; ``None`` uses FedAvg's.
     client_ids: maps Flower node ids to the ids reports use (e.g. partition
         ids); unmapped nodes are reported by node id.
@@ -189,8 +181,7 @@ class DefenseStrategy(FedAvg):
             log.warning("round %d: no valid client update; the global model is unchanged", server_round)
             return None, self._round_metrics(report)
 
-        layer = self.output_layer or infer_output_layer(names, global_arrays)
-        layout = make_layout(names, global_arrays, layer)
+        layout = infer_layout(names, global_arrays, self.output_layer)
         g = flatten(global_arrays)
         updates = np.stack(rows) - g
         try:

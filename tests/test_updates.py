@@ -30,3 +30,14 @@ def test_output_rows_are_weights_then_bias_per_neuron():
     assert rows[0, 1].tolist() == [4, 5, 6, 7, 101]
     assert rows[1, 2].tolist() == [16, 18, 20, 22, 204]
     assert layout.output_layer(flat[0]).shape == (15,)
+
+
+def test_infer_layout_finds_last_2d_array_and_its_bias():
+    from fl_poison.updates import infer_layout
+
+    names, arrays = _arrays()
+    lay = infer_layout([str(i) for i in range(len(arrays))], arrays)
+    assert (lay.output_weight, lay.output_bias) == (1, 2)
+    assert infer_layout(names, arrays, "fc") == lay.__class__(**{**lay.__dict__, "names": tuple(names)})
+    no_bias = infer_layout(["a", "b"], [np.zeros((3, 4)), np.zeros(5)])
+    assert no_bias.output_bias is None

@@ -1,0 +1,194 @@
+"""The defenses as Flower Strategies: agreement with Flower's own, per-round reporting, robustness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import Bulyan as FlBulyan
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
+from flwr.serverapp.strategy import Krum as FlKrum
+from flwr.serverapp.strategy import MultiKrum as FlMultiKrum
+
+from flower_replies import arrays_of, make_reply
+from strategies import defenses as D
+from strategies.registry import STRATEGIES, build_strategy
+from fl_poison.config import resolve
+
+
+@pytest.fixture(autouse=True)
+def _server_identity():
+    """Message() needs the identity a ServerApp process has (run id, SuperLink node id)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 0
+
+
+class StubGrid:
+    def __init__(self, nodes):
+        self.nodes = list(nodes)
+
+    def get_node_ids(self):
+        return self.nodes
+
+
+def _global(rng, shapes=((4, 3), (3,), (5, 4), (5,))):
+    return [rng.normal(size=s).astype(np.float32) for s in shapes]
+
+
+def _clients(rng, g, k, scale=0.1):
+    return [[a + scale * rng.normal(size=a.shape).astype(np.float32) for a in g] for _ in range(k)]
+
+
+def _prime(strategy, g, nodes):
+    """configure_train records the global model the replies are updates of."""
+    record = ArrayRecord([np.asarray(a) for a in g])
+    msgs = list(strategy.configure_train(1, record, ConfigRecord(), StubGrid(nodes)))
+    return record, msgs
+
+
+PAIRS = [
+    ("fedavg", lambda: D.FedAvgDefense(), lambda: FedAvg(), 7),
+    ("median", lambda: D.Median(), lambda: FedMedian(), 8),
+    ("trimmed-mean", lambda: D.TrimmedMean(beta=0.2), lambda: FedTrimmedAvg(beta=0.2), 10),
+    ("krum", lambda: D.Krum(num_byzantine=2), lambda: FlKrum(num_malicious_nodes=2), 9),
+    ("multi-krum", lambda: D.MultiKrum(num_byzantine=2, keep=4),
+     lambda: FlMultiKrum(num_malicious_nodes=2, num_nodes_to_select=4), 9),
+    ("bulyan", lambda: D.Bulyan(num_byzantine=2), lambda: FlBulyan(num_malicious_nodes=2), 11),
+]
+
+
+@pytest.mark.parametrize("name,ours,theirs,k", PAIRS, ids=[p[0] for p in PAIRS])
+def test_agrees_with_flowers_own_strategy(name, ours, theirs, k):
+    rng = np.random.default_rng(k)
+    g = _global(rng)
+    clients = _clients(rng, g, k)
+    clients[0] = [a + 5.0 for a in clients[0]]  # an outlier, so the rules actually differ from the mean
+    sizes = rng.integers(20, 200, size=k)
+    ours_s = ours()
+    _prime(ours_s, g, range(100, 100 + k))
+    mine, metrics = ours_s.aggregate_train(1, [make_reply(c, n, 100 + i) for i, (c, n) in enumerate(zip(clients, sizes))])
+    ref, _ = theirs().aggregate_train(1, [make_reply(c, n, 100 + i) for i, (c, n) in enumerate(zip(clients, sizes))])
+    for a, b in zip(arrays_of(mine), arrays_of(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert metrics["num-valid"] == k and len(metrics["kept"]) == k
+    if name in ("krum", "multi-krum", "bulyan"):
+        assert metrics["kept"][0] == 0  # the outlier is never selected
+        assert sum(metrics["kept"]) == {"krum": 1, "multi-krum": 4, "bulyan": k - 4}[name]
+
+
+def test_every_defense_reports_clients_kept_and_weights():
+    rng = np.random.default_rng(0)
+    g = _global(rng)
+    for name, cls in STRATEGIES.items():
+        s = build_strategy(resolve({"defense": name, "num-clients": 11, "clients-per-round": 11}))
+        _prime(s, g, range(11))
+        arrays, m = s.aggregate_train(1, [make_reply(c, 50, i) for i, c in enumerate(_clients(rng, g, 11))])
+        assert arrays is not None, name
+        assert m["clients"] == list(range(11)), name
+        assert len(m["kept"]) == 11 and len(m["weights"]) == 11, name
+        rep = s.last_report
+        assert rep.server_round == 1 and len(rep.train_accuracy) == 11
+
+
+def test_client_ids_map_node_ids_in_reports():
+    rng = np.random.default_rng(1)
+    g = _global(rng)
+    big = [2**63 + 5, 2**64 - 7, 12345]
+    s = D.FedAvgDefense(client_ids={big[0]: 0, big[1]: 1})
+    _prime(s, g, big)
+    _, m = s.aggregate_train(1, [make_reply(c, 10, n) for c, n in zip(_clients(rng, g, 3), big)])
+    assert m["clients"] == [0, 1, 12345]
+
+
+def test_invalid_replies_are_dropped_and_reported():
+    rng = np.random.default_rng(2)
+    g = _global(rng)
+    s = D.Median()
+    record, msgs = _prime(s, g, range(6))
+    good = [make_reply(c, 30, i) for i, c in enumerate(_clients(rng, g, 3))]
+    nan = make_reply([np.full_like(a, np.nan) for a in g], 30, 3)
+    inf = make_reply([a + np.inf for a in g], 30, 4)
+    shape = make_reply([np.zeros((2, 2), np.float32)] + g[1:], 30, 5)
+    zero = make_reply(g, 0, 6)
+    err = Message(Error(code=2, reason="boom"), reply_to=msgs[0])
+    arrays, m = s.aggregate_train(1, good + [nan, inf, shape, zero, err])
+    assert arrays is not None and m["num-valid"] == 3 and m["num-invalid"] == 5
+    assert sorted(m["invalid-clients"]) == sorted([3, 4, 5, 6, msgs[0].metadata.dst_node_id])
+    assert all(np.isfinite(a).all() for a in arrays_of(arrays))
+    ref, _ = FedMedian().aggregate_train(1, [make_reply(c, 30, i) for i, c in enumerate(
+        [[a.numpy() for a in [r.content["arrays"][k] for k in r.content["arrays"].keys()]] for r in good])])
+    for a, b in zip(arrays_of(arrays), arrays_of(ref)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert "boom" in s.last_report.invalid[msgs[0].metadata.dst_node_id]
+
+
+def test_nothing_valid_keeps_the_model_and_says_so():
+    rng = np.random.default_rng(3)
+    g = _global(rng)
+    s = D.LFighter()
+    _prime(s, g, range(2))
+    arrays, m = s.aggregate_train(1, [make_reply([np.full_like(a, np.nan) for a in g], 5, 0)])
+    assert arrays is None and m["num-valid"] == 0 and m["updated"] == 0 and m["num-invalid"] == 1
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("k", [1, 2])
+def test_one_or_two_clients_do_not_crash(name, k):
+    rng = np.random.default_rng(k)
+    g = _global(rng)
+    s = STRATEGIES[name](min_available_nodes=1, min_train_nodes=1)
+    _prime(s, g, range(k))
+    arrays, m = s.aggregate_train(1, [make_reply(c, 10, i) for i, c in enumerate(_clients(rng, g, k))])
+    assert m["num-valid"] == k  # either aggregated or, for a rule that cannot, model kept with a reason
+    if arrays is None:
+        assert "error" in s.last_report.info
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_identical_updates_give_that_update(name):
+    rng = np.random.default_rng(4)
+    g = _global(rng)
+    same = _clients(rng, g, 1)[0]
+    s = STRATEGIES[name]()
+    _prime(s, g, range(7))
+    arrays, _ = s.aggregate_train(1, [make_reply(same, 10, i) for i in range(7)])
+    if name == "foolsgold":  # identical clients are sybils to FoolsGold: all weights 0, model unchanged
+        assert arrays is None or all(np.allclose(a, b, atol=1e-6) for a, b in zip(arrays_of(arrays), g))
+        return
+    for a, b in zip(arrays_of(arrays), same):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_foolsgold_history_accumulates_across_rounds():
+    """Sybils that send the same direction every round are down-weighted; the history is per client."""
+    rng = np.random.default_rng(5)
+    g = _global(rng)
+    s = D.FoolsGold()
+    direction = [rng.normal(size=a.shape).astype(np.float32) for a in g]
+    for rnd in (1, 2, 3):
+        _prime(s, g, range(6))
+        honest = _clients(rng, g, 3, scale=1.0)
+        sybils = [[a + 0.5 * d + 0.001 * rng.normal(size=a.shape).astype(np.float32) for a, d in zip(g, direction)]
+                  for _ in range(3)]
+        _, m = s.aggregate_train(rnd, [make_reply(c, 10, i) for i, c in enumerate(honest + sybils)])
+    w = np.asarray(m["weights"])
+    assert w[3:].max() < 0.05 and w[:3].min() > 0.2
+    assert m["kept"][3:] == [0, 0, 0]
+    assert set(s.history) == set(range(6))
+
+
+def test_krum_with_too_few_valid_clients_keeps_the_model():
+    rng = np.random.default_rng(6)
+    g = _global(rng)
+    s = D.Krum(num_byzantine=3)
+    _prime(s, g, range(4))
+    arrays, m = s.aggregate_train(1, [make_reply(c, 10, i) for i, c in enumerate(_clients(rng, g, 4))])
+    assert arrays is None and m["updated"] == 0 and "num-byzantine" in s.last_report.info["error"]
+
+
+def test_sampler_is_used_for_selection():
+    s = D.FedAvgDefense(sampler=lambda rnd, nodes, k: [nodes[-1], nodes[0]], clients_per_round=2)
+    msgs = list(s.configure_train(3, ArrayRecord([np.zeros(3)]), ConfigRecord(), StubGrid([7, 8, 9])))
+    assert [m.metadata.dst_node_id for m in msgs] == [9, 7]
+    assert msgs[0].content["config"]["server-round"] == 3
