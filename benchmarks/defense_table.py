@@ -5,6 +5,7 @@ Resumable: a run whose summary.json exists is read, not re-run. Usage:
     python benchmarks/defense_table.py --out results/lf-table \
         --set dataset=mnist --set data-dir=../shared/data ... \
         --defenses fedavg,median,lfighter --vary partition=iid,dirichlet --baseline
+    python benchmarks/defense_table.py --out results/lf --config experiments/lfighter_mnist.toml --sweep defenses
 
 Prints one markdown row per run: accuracy, source accuracy, ASR (last-10 means,
 the LFighter paper's convention) and detection precision / recall / F1.
@@ -47,7 +48,8 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--config")
-    ap.add_argument("--defenses", default="fedavg")
+    ap.add_argument("--sweep", help="a [sweep.NAME] grid of the --config experiment file")
+    ap.add_argument("--defenses", default="")
     ap.add_argument("--vary", action="append", default=[], help="key=v1,v2 (repeatable)")
     ap.add_argument("--baseline", action="store_true", help="also run attack=none per setting")
     args = ap.parse_args()
@@ -55,14 +57,24 @@ def main() -> int:
     logging.getLogger("flwr").setLevel(logging.ERROR)
     out = Path(args.out)
     axes = [(kv.split("=", 1)[0], kv.split("=", 1)[1].split(",")) for kv in args.vary]
-    combos = list(itertools.product(*[vals for _, vals in axes])) or [()]
+    combos = [[f"{k}={v}" for (k, _), v in zip(axes, combo)] for combo in itertools.product(*[v for _, v in axes])]
+    if args.sweep:
+        from fl_poison.grid import expand, load_experiment
+
+        grid = load_experiment(args.config).sweeps.get(args.sweep)
+        if grid is None:
+            ap.error(f"{args.config} has no [sweep.{args.sweep}]")
+        combos = [[f"{k}={v}" for k, v in point.items()] for point in expand(grid)]
+    combos = combos or [[]]
     print("| setting | defense | accuracy | source acc | ASR | precision | recall | F1 | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for combo in combos:
-        extra = [f"{k}={v}" for (k, _), v in zip(axes, combo)]
-        label = " ".join(extra) or "-"
+    for extra in combos:
+        label = " ".join(e for e in extra if not e.startswith("defense=")) or "-"
         runs = [("no attack", extra + ["attack=none", "defense=fedavg", "malicious-fraction=0"])] if args.baseline else []
-        runs += [(d, extra + [f"defense={d}"]) for d in args.defenses.split(",")]
+        if args.defenses:
+            runs += [(d, extra + [f"defense={d}"]) for d in args.defenses.split(",")]
+        else:
+            runs.append((next((e.split("=", 1)[1] for e in extra if e.startswith("defense=")), "config"), extra))
         for name, sets in runs:
             cfg = config_from_args(args.config, args.set + sets)
             s = run_one(cfg, out)

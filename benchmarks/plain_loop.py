@@ -14,8 +14,11 @@ from fl_poison.metrics.classification import accuracy
 from fl_poison.training import TrainSettings, evaluate, train_local
 
 
-def plain_fedavg(cfg: Config, dropout: bool = True) -> tuple[list[float], list[float]]:
-    """Return (seconds per round, test accuracy per round); all clients train every round."""
+def plain_fedavg(cfg: Config) -> tuple[list[float], list[float]]:
+    """Return (seconds per round, test accuracy per round); all clients train every round.
+
+    A round's time includes the central evaluation, as it does in the engines' ``rounds.csv``.
+    """
     fed = federation_for(cfg)
     model = new_model(cfg)
     settings = TrainSettings.from_config(cfg)
@@ -37,8 +40,8 @@ def plain_fedavg(cfg: Config, dropout: bool = True) -> tuple[list[float], list[f
                 for k, v in sd.items():
                     acc_state[k] += v.detach().double() * n
         model.load_state_dict({k: (v / total).to(global_state[k].dtype) for k, v in acc_state.items()})
+        _, cm = evaluate(model, fed.dataset.x_test, fed.dataset.y_test, fed.num_classes)  # as the engines do
         times.append(time.perf_counter() - t0)
-        _, cm = evaluate(model, fed.dataset.x_test, fed.dataset.y_test, fed.num_classes)
         accs.append(accuracy(cm))
     return times, accs
 

@@ -16,17 +16,10 @@ EXIT_BAD_CONFIG = 2
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """An experiment file: flat run keys, optionally under a [config] table."""
-    import tomllib
+    """An experiment file's base ``[config]`` (its ``[sweep.*]`` grids are for sweeps)."""
+    from fl_poison.grid import load_experiment
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("--config", str(p), "an existing TOML file")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", str(p), f"valid TOML ({exc})") from None
-    return dict(data.get("config", {k: v for k, v in data.items() if not isinstance(v, dict)}))
+    return load_experiment(path).config
 
 
 def config_from_args(config_file: str | None, sets: Sequence[str]) -> Config:

@@ -1,0 +1,65 @@
+"""Experiment files: a base ``[config]``, named grids ``[sweep.NAME]`` and the paper's ``[paper]`` notes.
+
+A grid maps run keys to lists of values and expands to their Cartesian
+product. Keys joined by commas vary together (a zipped axis), for settings
+that only make sense as pairs, e.g. ``"source-class,target-class" = [[6, 0], [4, 6]]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fl_poison.config import ConfigError, KEYS
+
+
+@dataclass
+class Experiment:
+    path: Path
+    config: dict[str, Any]
+    sweeps: dict[str, dict[str, list]] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("--config", str(p), "an existing TOML file")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", str(p), f"valid TOML ({exc})") from None
+    config = data.get("config", {k: v for k, v in data.items() if not isinstance(v, dict)})
+    sweeps = data.get("sweep", {})
+    for name, grid in sweeps.items():
+        for axis in grid:
+            for key in axis.split(","):
+                if key.strip() not in KEYS:
+                    raise ConfigError(f"sweep.{name}", key, "a run key (see `fl-poison keys`)")
+    return Experiment(p, dict(config), {k: dict(v) for k, v in sweeps.items()}, dict(data.get("paper", {})))
+
+
+def expand(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """All points of a grid, in a stable order (first axis varies slowest)."""
+    axes: list[list[dict[str, Any]]] = []
+    for axis, values in grid.items():
+        keys = [k.strip() for k in axis.split(",")]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(axis, values, "a non-empty list of values")
+        points = []
+        for v in values:
+            vs = v if len(keys) > 1 else [v]
+            if len(keys) > 1 and (not isinstance(v, list) or len(v) != len(keys)):
+                raise ConfigError(axis, v, f"a list of {len(keys)} values ({', '.join(keys)})")
+            points.append(dict(zip(keys, vs)))
+        axes.append(points)
+    points = []
+    for combo in itertools.product(*axes):
+        merged: dict[str, Any] = {}
+        for part in combo:
+            merged.update(part)
+        points.append(merged)
+    return points

@@ -1,0 +1,36 @@
+"""Experiment files and grid expansion; every bundled experiment must resolve."""
+
+from pathlib import Path
+
+import pytest
+
+from fl_poison.config import ConfigError, resolve
+from fl_poison.grid import expand, load_experiment
+
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
+
+
+def test_cartesian_and_zipped_axes():
+    pts = expand({"seed": [0, 1], "source-class,target-class": [[7, 1], [4, 6]]})
+    assert pts == [{"seed": 0, "source-class": 7, "target-class": 1}, {"seed": 0, "source-class": 4, "target-class": 6},
+                   {"seed": 1, "source-class": 7, "target-class": 1}, {"seed": 1, "source-class": 4, "target-class": 6}]
+    assert expand({}) == [{}]
+    with pytest.raises(ConfigError):
+        expand({"source-class,target-class": [[7]]})
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_bundled_experiments_resolve_at_every_point(path):
+    exp = load_experiment(path)
+    assert exp.paper.get("finding"), f"{path.name} must say what the paper found"
+    for grid in exp.sweeps.values() or [{}]:
+        for point in expand(grid):
+            resolve(exp.config, point)  # raises ConfigError on any invalid point
+
+
+def test_unknown_sweep_key_is_rejected(tmp_path):
+    f = tmp_path / "x.toml"
+    f.write_text('[config]\ndataset="digits"\n[sweep.a]\n"sed" = [1, 2]\n[paper]\nfinding="x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_experiment(f)
+    assert "sed" in str(err.value)
