@@ -109,6 +109,24 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fl_poison.compare import compare_runs
+
+    try:
+        r = compare_runs(args.attack_run, args.baseline_run)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"fl-poison: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    s, t = r["source_class"], r["target_class"]
+    print(f"baseline m_cnt({s}->{t}) = {r['baseline_m_cnt']}   (most confused pairs: "
+          + ", ".join(f"{i}->{j}:{c}" for i, j, c in r["baseline_top_confusions"]) + ")")
+    print(f"delta source recall  {r['delta_source_recall']:+.4f}")
+    print(f"delta target recall  {r['delta_target_recall']:+.4f}")
+    print(f"sum delta other recall {r['delta_other_recall']:+.4f}")
+    print(f"accuracy {r['accuracy_baseline']:.4f} -> {r['accuracy_attack']:.4f}")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     for line in describe_keys():
         print(line)
@@ -120,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("run", cmd_run, "run one experiment in-process"),
                             ("datasets", cmd_datasets, "list data sets, their files and partition statistics"),
-                            ("keys", cmd_keys, "list every run key with its default")):
+                            ("keys", cmd_keys, "list every run key with its default"),
+                            ("compare", cmd_compare, "Tolpegin's m_cnt and recall deltas: attack run vs baseline")):
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(fn=fn)
         if name in ("run", "datasets"):
@@ -129,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="override a run key (repeatable)")
         if name == "run":
             sp.add_argument("--out", "-o", help="folder for the run directory (default: out-dir key)")
+        if name == "compare":
+            sp.add_argument("attack_run", help="run directory of the attack run")
+            sp.add_argument("baseline_run", help="run directory of the same setup without attack")
         if name == "datasets":
             sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
     return p

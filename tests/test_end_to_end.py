@@ -127,3 +127,34 @@ def test_no_valid_client_keeps_the_global_model(tmp_path):
     assert all(r["updated"] == 0 and r["num_invalid"] == 6 for r in rows[1:])
     assert rows[-1]["accuracy"] == rows[0]["accuracy"]  # model unchanged
     assert s["rounds"] == 2
+
+
+def test_compare_attack_with_baseline(tmp_path, capsys):
+    keys = ["--set", "num-clients=4", "--set", "clients-per-round=4", "--set", "num-rounds=2", "--set", "figures=false",
+            "--set", "source-class=7", "--set", "target-class=1"]
+    assert main(["run", *keys, "--set", "run-name=base", "--out", str(tmp_path)]) == 0
+    assert main(["run", *keys, "--set", "attack=label-flip", "--set", "num-malicious=2", "--set", "run-name=att",
+                 "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "att"), str(tmp_path / "base")]) == 0
+    out = capsys.readouterr().out
+    base, att = read_summary(tmp_path / "base"), read_summary(tmp_path / "att")
+    expected = att["per_class_recall"][7] - base["per_class_recall"][7]
+    assert f"delta source recall  {expected:+.4f}" in out
+    assert f"m_cnt(7->1) = {base['confusion_matrix'][7][1]}" in out
+
+
+def test_availability_sampler_follows_alpha():
+    """The ServerApp's sampler with Tolpegin's rule: malicious slots per round ~ alpha * k (bounded)."""
+    from types import SimpleNamespace
+
+    from fl_poison.app.experiment import make_sampler
+
+    cfg = resolve({"num-clients": 50, "clients-per-round": 5, "malicious-availability": 0.8, "seed": 1})
+    fed = SimpleNamespace(honest=tuple(range(10, 50)), malicious=tuple(range(10)))
+    node_of = {c: 1000 + c for c in range(50)}
+    sampler = make_sampler(cfg, fed, node_of)
+    counts = [sum(n < 1010 for n in sampler(r, list(node_of.values()), 5)) for r in range(1, 1001)]
+    assert abs(np.mean(counts) - 0.8 * 5) < 3 * np.sqrt(5 * 0.8 * 0.2 / 1000)
+    first, second = make_sampler(cfg, fed, node_of), make_sampler(cfg, fed, node_of)
+    assert [first(r, [], 5) for r in range(1, 6)] == [second(r, [], 5) for r in range(1, 6)]  # seeded
