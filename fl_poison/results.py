@@ -5,6 +5,7 @@ Layout of a run directory::
     config.json     the resolved configuration
     rounds.csv      one row per round (round 0 = the initial model), one column per metric
     summary.json    final and last-10-round metrics, detection, attackers, wall time
+    defense.jsonl   per round: the clients, who the defense kept, their weights, its diagnostics
     model.npz       the final global model (state_dict names -> arrays)
     *.png           figures (when figures = true)
 """
@@ -66,6 +67,7 @@ class RunRecorder:
         self.cfg = cfg
         self.dir = run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "defense.jsonl").unlink(missing_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.malicious = sorted(malicious)
         self.detection = Detection()
@@ -81,6 +83,11 @@ class RunRecorder:
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         self._write_csv()
+
+    def log_defense(self, entry: dict[str, Any]) -> None:
+        """Append one round's defense decision (JSON Lines: a crash keeps every finished round)."""
+        with (self.dir / "defense.jsonl").open("a") as fh:
+            fh.write(json.dumps(_clean(entry), allow_nan=False) + "\n")
 
     def _write_csv(self) -> None:
         columns: list[str] = []

@@ -48,6 +48,8 @@ def test_cli_run_writes_the_result_format(tmp_path):
     assert rows[-1]["accuracy"] > rows[0]["accuracy"] + 0.3  # it actually learns
     assert s["accuracy"] == pytest.approx(rows[-1]["accuracy"])
     assert s["last10"]["accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in rows[1:]]))
+    log = [json.loads(line) for line in (d / "defense.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in log] == [1, 2, 3, 4] and log[0]["clients"] == [0, 1, 2, 3, 4]
     model = np.load(d / "model.npz")
     assert set(model.files) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
 

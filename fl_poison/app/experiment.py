@@ -154,6 +154,10 @@ class Experiment:
                 self.recorder.weight_sums[group][1] += len(ws)
             out["weight_honest"] = _mean(w_h)
             out["weight_malicious"] = _mean(w_m)
+        self.recorder.log_defense({"round": server_round, "clients": list(rep.clients), "kept": list(rep.kept),
+                                   "weights": list(rep.weights), "invalid": {str(k): v for k, v in rep.invalid.items()},
+                                   "malicious_selected": sorted(c for c in participants if c in mal),
+                                   "info": rep.info})
         if rep.output_rows is not None:
             self.captured.append({"round": server_round, "clients": list(rep.clients),
                                   "kept": list(rep.kept), "rows": rep.output_rows})
