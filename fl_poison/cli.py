@@ -87,9 +87,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     cfg = config_from_args(args.config, args.set)
     for name, spec in DATASETS.items():
         info = describe_files(name, Path(cfg["data-dir"]).expanduser())
-        print(f"{name:14s} {spec.num_classes} classes, input {spec.input_shape}, model {spec.default_model}")
-        for k, v in info.items():
-            print(f"    {k}: {v}")
+        found = [p for p in info["files"].values() if p]
+        if info["complete"] and not info["files"]:
+            where = info.get("source", "bundled")
+        elif info["complete"]:
+            where = f"found in {Path(found[0]).parent}"
+        else:
+            missing = [f for f, p in info["files"].items() if not p]
+            where = f"missing {', '.join(missing)} (searched {', '.join(map(str, info['searched']))})"
+        print(f"{name:14s} {spec.num_classes} classes, input {spec.input_shape}, model {spec.default_model}: {where}")
     if args.stats:
         import numpy as np
 

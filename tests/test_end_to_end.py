@@ -160,3 +160,11 @@ def test_availability_sampler_follows_alpha():
     assert abs(np.mean(counts) - 0.8 * 5) < 3 * np.sqrt(5 * 0.8 * 0.2 / 1000)
     first, second = make_sampler(cfg, fed, node_of), make_sampler(cfg, fed, node_of)
     assert [first(r, [], 5) for r in range(1, 6)] == [second(r, [], 5) for r in range(1, 6)]  # seeded
+
+
+def test_datasets_command_lists_files(capsys, shared_data):
+    assert main(["datasets", "--set", f"data-dir={shared_data}"]) == 0
+    out = capsys.readouterr().out
+    assert "digits" in out and "bundled" in out
+    assert f"found in {shared_data / 'mnist'}" in out
+    assert "cifar10" in out and "missing data_batch_1" in out
