@@ -22,6 +22,22 @@ def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list
     return xs, ys
 
 
+def _line_figure(path: Path, rows, title: str, ylabel: str, lines) -> Path:
+    """One [0, 1]-scaled line plot per round; ``lines`` = (column, label, style, colour)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label, style, colour in lines:
+        ax.plot(*_series(rows, key), style, label=label, color=colour, ms=3)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def run_figures(run_dir: Path, rows: Sequence[dict[str, Any]], cfg) -> list[Path]:
     """accuracy_loss.png always; attack.png with source accuracy / ASR when a source class is set;
     train_accuracy.png with honest vs malicious client-side accuracy when there are attackers."""
@@ -42,30 +58,12 @@ def run_figures(run_dir: Path, rows: Sequence[dict[str, Any]], cfg) -> list[Path
     plt.close(fig)
 
     if cfg["source-class"] >= 0:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(*_series(rows, "source_accuracy"), "o-", label=f"source accuracy (class {cfg['source-class']})", ms=3)
-        ax.plot(*_series(rows, "attack_success_rate"), "s-",
-                label=f"attack success ({cfg['source-class']}→{cfg['target-class']})", ms=3)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("round")
-        ax.legend()
-        ax.set_title(title, fontsize=9)
-        fig.tight_layout()
-        out.append(run_dir / "attack.png")
-        fig.savefig(out[-1], dpi=110)
-        plt.close(fig)
-
+        src, tgt = cfg["source-class"], cfg["target-class"]
+        out.append(_line_figure(run_dir / "attack.png", rows, title, "", [
+            ("source_accuracy", f"source accuracy (class {src})", "o-", None),
+            ("attack_success_rate", f"attack success ({src}→{tgt})", "s-", None)]))
     if cfg["attack"] != "none":
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(*_series(rows, "honest_train_accuracy"), "o-", label="honest clients", ms=3)
-        ax.plot(*_series(rows, "malicious_train_accuracy"), "s-", color="tab:red", label="malicious clients", ms=3)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("round")
-        ax.set_ylabel("client-side training accuracy")
-        ax.legend()
-        ax.set_title(title, fontsize=9)
-        fig.tight_layout()
-        out.append(run_dir / "train_accuracy.png")
-        fig.savefig(out[-1], dpi=110)
-        plt.close(fig)
+        out.append(_line_figure(run_dir / "train_accuracy.png", rows, title, "client-side training accuracy", [
+            ("honest_train_accuracy", "honest clients", "o-", None),
+            ("malicious_train_accuracy", "malicious clients", "s-", "tab:red")]))
     return out

@@ -61,15 +61,20 @@ _CIFAR_ROW = 3 * 32 * 32
 # --------------------------------------------------------------------------- IDX
 
 
-def _read_maybe_gzipped(path: Path) -> bytes:
-    """Return the file's (decompressed) bytes; gzip is sniffed, not guessed
-    from the suffix, so un-gzipped files named ``*.gz`` (or the reverse) work."""
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, or a DataError that names the file."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read file ({exc})") from exc
+
+
+def _read_maybe_gzipped(path: Path) -> bytes:
+    """Return the file's (decompressed) bytes; gzip is sniffed, not guessed
+    from the suffix, so un-gzipped files named ``*.gz`` (or the reverse) work."""
+    raw = _read_bytes(path)
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
@@ -170,12 +175,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_pickle(path: Path) -> object:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read file ({exc})") from exc
+    raw = _read_bytes(path)
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # pickle raises many types on corrupt input
