@@ -168,3 +168,15 @@ def test_datasets_command_lists_files(capsys, shared_data):
     assert "digits" in out and "bundled" in out
     assert f"found in {shared_data / 'mnist'}" in out
     assert "cifar10" in out and "missing data_batch_1" in out
+
+
+def test_attackers_are_honest_outside_their_window(tmp_path):
+    """A window that starts after the last round gives exactly the no-attack numbers; inside it, it bites."""
+    keys = {"source-class": 7, "target-class": 1, "num-malicious": 3, "clients-per-round": 6}
+    late = _run(tmp_path / "late", attack="label-flip", **{**keys, "attack-start-round": 10})
+    none = _run(tmp_path / "none", **{"source-class": 7, "target-class": 1, "clients-per-round": 6})
+    on = _run(tmp_path / "on", attack="label-flip", **{**keys, "attack-start-round": 2})
+    assert late["per_class_recall"] == none["per_class_recall"] and late["loss"] == none["loss"]
+    assert on["loss"] != none["loss"]
+    rows = read_rounds(next((tmp_path / "on").iterdir()))
+    assert rows[1]["malicious_train_accuracy"] > 0.5 * rows[1]["honest_train_accuracy"]  # round 1: still honest
