@@ -20,23 +20,17 @@ import sys
 from pathlib import Path
 
 from fl_poison.cli import config_from_args
-from fl_poison.engine.inprocess import InProcessGrid
+from fl_poison.engine.inprocess import inprocess_grid
 from fl_poison.results import read_summary, run_dir_for
 
 
 def run_one(cfg, out: Path) -> dict:
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from fl_poison.app.client_app import app as client_app
     from fl_poison.app.experiment import run_experiment
 
     d = run_dir_for(cfg, out)
     if (d / "summary.json").exists():
         return read_summary(d)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 0
-    grid = InProcessGrid(client_app, cfg.to_dict(), cfg["num-clients"])
-    return run_experiment(grid, cfg, out_dir=out)
+    return run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"]), cfg, out_dir=out)
 
 
 def fmt(v, digits=3) -> str:

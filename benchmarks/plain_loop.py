@@ -6,7 +6,6 @@ import copy
 import time
 
 import numpy as np
-import torch
 
 from fl_poison.config import Config
 from fl_poison.federation import federation_for, new_model

@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,9 +54,8 @@ class Progress:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args.config, args.set)
-    from fl_poison.app.client_app import app as client_app
     from fl_poison.app.experiment import run_experiment
-    from fl_poison.engine.inprocess import InProcessGrid
+    from fl_poison.engine.inprocess import inprocess_grid
     from fl_poison.federation import federation_for
     from fl_poison.results import run_dir_for
 
@@ -65,12 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = run_dir_for(cfg, args.out)
     print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
           f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.supercore.task_identity import TaskIdentity
-
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 0
-    grid = InProcessGrid(client_app, cfg.to_dict(), cfg["num-clients"])
+    grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"])
     summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress())
     line = f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}"
     if summary["source_accuracy"] is not None:

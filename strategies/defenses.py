@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from fl_poison.updates import Layout
 from strategies import foolsgold as fg
 from strategies import lfighter as lf
 from strategies import norm_clipping, pca_filter, robust

@@ -1,18 +1,17 @@
 """Real (small) federated runs through the same ServerApp / ClientApp code Flower runs."""
 
 import json
-import math
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fl_poison.app import client_app as real
 from fl_poison.app.experiment import run_experiment
 from fl_poison.cli import main
 from fl_poison.config import resolve
-from fl_poison.engine.inprocess import InProcessGrid, run_inprocess
+from fl_poison.engine.inprocess import inprocess_grid, run_inprocess
 from fl_poison.results import read_rounds, read_summary
 
 SMALL = {"dataset": "digits", "num-clients": 6, "clients-per-round": 6, "num-rounds": 3, "seed": 3,
@@ -21,13 +20,16 @@ SMALL = {"dataset": "digits", "num-clients": 6, "clients-per-round": 6, "num-rou
 
 def _run(tmp_path, app=real.app, **over):
     cfg = resolve({**SMALL, **over})
-    run_inprocess_cfg = cfg.to_dict()
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.supercore.task_identity import TaskIdentity
+    return run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"], app), cfg, out_dir=tmp_path)
 
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 0
-    grid = InProcessGrid(app, run_inprocess_cfg, cfg["num-clients"])
-    return run_experiment(grid, cfg, out_dir=tmp_path)
+
+def test_the_flower_serverapp_runs_in_process(tmp_path):
+    """The exact ServerApp `flwr run` starts, driven by the in-process Grid."""
+    from fl_poison.app.server_app import app as server_app
+
+    cfg = resolve({**SMALL, "num-rounds": 1, "out-dir": str(tmp_path), "run-name": "sa"})
+    run_inprocess(server_app, cfg.to_dict(), cfg["num-clients"])
+    assert read_summary(tmp_path / "sa")["rounds"] == 1
 
 
 def test_cli_run_writes_the_result_format(tmp_path):

@@ -26,7 +26,7 @@ from fl_poison.metrics.classification import (
 from fl_poison.metrics.detection import detect
 from fl_poison.results import RunRecorder, run_dir_for
 from fl_poison.sampling import sample_clients, sample_with_availability
-from fl_poison.training import evaluate, get_state, set_state
+from fl_poison.training import evaluate, set_state
 from strategies.registry import build_strategy
 
 log = logging.getLogger("fl_poison.experiment")

@@ -93,12 +93,24 @@ class InProcessGrid(Grid):
         return list(self.pull_messages(self.push_messages(messages)))
 
 
-def run_inprocess(server_app: ServerApp, client_app: ClientApp, run_config: dict, num_nodes: int) -> None:
-    """Run a ServerApp against ``num_nodes`` in-process ClientApp nodes."""
+def inprocess_grid(run_config: dict, num_nodes: int, client_app: ClientApp | None = None) -> InProcessGrid:
+    """A Grid of ``num_nodes`` in-process nodes running ``client_app`` (default: fl-poison's).
+
+    Also gives this process the identity of a ServerApp (run id, SuperLink node
+    id), which Flower's ``Message()`` constructor reads when the server sends.
+    """
+    if client_app is None:
+        from fl_poison.app.client_app import app as client_app
     TaskIdentity.run_id = 1
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     TaskIdentity.task_id = 0
-    grid = InProcessGrid(client_app, run_config, num_nodes)
+    return InProcessGrid(client_app, run_config, num_nodes)
+
+
+def run_inprocess(server_app: ServerApp, run_config: dict, num_nodes: int,
+                  client_app: ClientApp | None = None) -> None:
+    """Run a ServerApp (e.g. the one ``flwr run`` runs) against in-process ClientApp nodes."""
+    grid = inprocess_grid(run_config, num_nodes, client_app)
     context = Context(run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(),
                       run_config=dict(run_config))
     server_app(grid, context)
