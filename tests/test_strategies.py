@@ -192,3 +192,25 @@ def test_sampler_is_used_for_selection():
     msgs = list(s.configure_train(3, ArrayRecord([np.zeros(3)]), ConfigRecord(), StubGrid([7, 8, 9])))
     assert [m.metadata.dst_node_id for m in msgs] == [9, 7]
     assert msgs[0].content["config"]["server-round"] == 3
+
+
+def test_clientapp_replies_pass_flowers_consistency_check():
+    """Our ClientApp's train replies work with Flower's stock strategies too (one ArrayRecord, one MetricRecord)."""
+    from flwr.app import Context
+    from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
+
+    from fl_poison.app.client_app import app
+    from fl_poison.federation import new_model
+
+    cfg = resolve({"num-clients": 3, "clients-per-round": 3, "attack": "label-flip", "source-class": 7,
+                   "target-class": 1, "num-malicious": 1})
+    content = RecordDict({"arrays": ArrayRecord(new_model(cfg).state_dict()),
+                          "config": ConfigRecord({"server-round": 1})})
+    replies = []
+    for pid in range(3):
+        ctx = Context(run_id=1, node_id=10 + pid, node_config={"partition-id": pid, "num-partitions": 3},
+                      state=RecordDict(), run_config=cfg.to_dict())
+        replies.append(app(Message(content, 10 + pid, "train"), ctx))
+    validate_message_reply_consistency([r.content for r in replies], "num-examples", check_arrayrecord=True)
+    arrays, _ = FedAvg().aggregate_train(1, replies)
+    assert list(arrays.keys()) == list(new_model(cfg).state_dict().keys())
