@@ -109,6 +109,11 @@ class RunRecorder:
         src = series["source_accuracy"]
         det = self.detection.as_dict() if self.cfg.has_attack else None
         if det is not None:
+            tail = Detection()
+            for r in trained[-10:]:
+                if r.get("tp") is not None:
+                    tail = tail + Detection(r["tp"], r["fp"], r["fn"], r["tn"])
+            det["last10"] = tail.as_dict()
             det["mean_weight_honest"] = _mean(self.weight_sums["honest"])
             det["mean_weight_malicious"] = _mean(self.weight_sums["malicious"])
         out = {

@@ -182,3 +182,16 @@ def test_attackers_are_honest_outside_their_window(tmp_path):
     assert on["loss"] != none["loss"]
     rows = read_rounds(next((tmp_path / "on").iterdir()))
     assert rows[1]["malicious_train_accuracy"] > 0.5 * rows[1]["honest_train_accuracy"]  # round 1: still honest
+
+
+def test_detection_summary_overall_and_last10(tmp_path):
+    s = _run(tmp_path, attack="label-flip", defense="krum", **{"source-class": 7, "target-class": 1,
+                                                             "num-malicious": 2, "num-rounds": 2})
+    rows = read_rounds(next(tmp_path.iterdir()))
+    det = s["detection"]
+    assert det["tp"] == sum(r["tp"] for r in rows[1:]) and det["fp"] == sum(r["fp"] for r in rows[1:])
+    assert det["tp"] + det["fn"] == sum(r["num_malicious_selected"] for r in rows[1:]) == 4
+    assert det["last10"]["tp"] == det["tp"]  # a 2-round run: the last 10 rounds are all rounds
+    # krum keeps exactly one client per round, so it flags 5 of 6
+    assert det["tp"] + det["fp"] == 2 * 5
+    assert set(s["malicious_source_samples"]) == {str(c) for c in s["malicious_clients"]}

@@ -184,4 +184,8 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
         capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
     extra = {"engine": type(grid).__name__, "model": type(exp.model).__name__,
              "num_parameters": int(sum(v.size for v in state.values()))}
+    if cfg.source is not None and fed.malicious:
+        labels = fed.dataset.y_train.numpy()
+        extra["malicious_source_samples"] = {str(c): int((labels[fed.parts[c]] == cfg.source).sum())
+                                             for c in fed.malicious}
     return recorder.finish(state, exp.confusion, extra)
