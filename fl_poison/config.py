@@ -111,6 +111,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("pca-class", int, -1, "output neuron the PCA filter inspects (-1 = choose each round)", check=_ge(-1), allowed="a class index of the data set, or -1"),
     Key("pca-visualise-only", bool, False, "PCA detects but keeps everyone (the paper's original use)"),
     Key("lfighter-mode", str, "auto", "LFighter clustering: k-means (mild) or HDBSCAN (extreme); auto follows partition", ("auto", "mild", "extreme")),
+    Key("lfighter-min-samples", int, -1, "HDBSCAN min_samples in LFighter's extreme mode (-1 = the paper's: "
+        "min_cluster_size=2 only; 1 lets two clients form a cluster)", check=lambda v: v == -1 or v >= 1,
+        allowed="an integer >= 1, or -1"),
     # --- output ---------------------------------------------------------------
     Key("out-dir", str, "results", "folder that receives run directories"),
     Key("run-name", str, "", "name of the run directory ('' = generated)"),

@@ -161,9 +161,10 @@ class LFighter(DefenseStrategy):
 
     name = "lfighter"
 
-    def __init__(self, *, mode: str = "mild", seed: int = 0, **kw: Any) -> None:
+    def __init__(self, *, mode: str = "mild", seed: int = 0, min_samples: int | None = None, **kw: Any) -> None:
         super().__init__(**kw)
-        self.mode, self.seed = mode, seed
+        self.mode, self.seed, self.min_samples = mode, seed, min_samples
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed + server_round)
+        return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed + server_round,
+                           min_samples=self.min_samples)

@@ -38,7 +38,8 @@ def defense_params(cfg) -> dict[str, Any]:
         mode = cfg["lfighter-mode"]
         if mode == "auto":
             mode = "extreme" if cfg["partition"] == "extreme" else "mild"
-        return {"mode": mode, "seed": cfg["seed"]}
+        min_samples = cfg["lfighter-min-samples"]
+        return {"mode": mode, "seed": cfg["seed"], "min_samples": None if min_samples < 0 else min_samples}
     return {}
 
 
