@@ -64,6 +64,8 @@ def run_figures(run_dir: Path, rows: Sequence[dict[str, Any]], cfg) -> list[Path
             ("attack_success_rate", f"attack success ({src}→{tgt})", "s-", None)]))
     if cfg["attack"] != "none":
         out.append(_line_figure(run_dir / "train_accuracy.png", rows, title, "client-side training accuracy", [
-            ("honest_train_accuracy", "honest clients", "o-", None),
-            ("malicious_train_accuracy", "malicious clients", "s-", "tab:red")]))
+            ("honest_train_accuracy", "honest: during local training", "o-", "tab:blue"),
+            ("malicious_train_accuracy", "malicious: during local training", "s-", "tab:red"),
+            ("honest_received_model_accuracy", "honest: received model on local data", "o--", "tab:cyan"),
+            ("malicious_received_model_accuracy", "malicious: received model on local data", "s--", "tab:orange")]))
     return out

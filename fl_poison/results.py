@@ -28,7 +28,8 @@ from fl_poison.metrics.detection import Detection
 
 #: Columns averaged over the last 10 rounds in summary["last10"].
 LAST10_KEYS = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
-               "honest_train_accuracy", "malicious_train_accuracy")
+               "honest_train_accuracy", "malicious_train_accuracy",
+               "honest_received_model_accuracy", "malicious_received_model_accuracy")
 
 
 def run_dir_for(cfg: Config, out: str | Path | None = None) -> Path:

@@ -79,6 +79,22 @@ def train_local(
 
 
 @torch.no_grad()
+def local_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Accuracy of ``model`` on a client's training set *as the client labels it*, before training.
+
+    This is the "training accuracy" a FEDn client reports (the received global
+    model validated on local training data): near 0 for a client whose labels
+    are flipped, whatever its optimiser does afterwards.
+    """
+    if int(y.shape[0]) == 0:
+        return float("nan")
+    model.eval()
+    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+                  for i in range(0, int(y.shape[0]), batch_size))
+    return correct / int(y.shape[0])
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
              batch_size: int = 1000) -> tuple[float, np.ndarray]:
     """Mean cross-entropy (the papers' test error, TE) and the confusion matrix."""

@@ -44,6 +44,7 @@ class RoundReport:
     weights: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
+    received_accuracy: list[float] = field(default_factory=list)
     invalid: dict[int, str] = field(default_factory=dict)
     updated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
@@ -160,7 +161,7 @@ class DefenseStrategy(FedAvg):
         global_arrays = [self._global[n].numpy() for n in names]
         shapes = [tuple(a.shape) for a in global_arrays]
 
-        rows, weights, losses, accs = [], [], [], []
+        rows, weights, losses, accs, received = [], [], [], [], []
         for msg in replies:
             node = self.label(msg.metadata.src_node_id)
             checked = self._validate(msg, names, shapes)
@@ -175,7 +176,8 @@ class DefenseStrategy(FedAvg):
             metrics = next(iter(msg.content.metric_records.values()))
             losses.append(float(metrics.get("train-loss", float("nan"))))
             accs.append(float(metrics.get("train-accuracy", float("nan"))))
-        report.train_loss, report.train_accuracy = losses, accs
+            received.append(float(metrics.get("received-model-accuracy", float("nan"))))
+        report.train_loss, report.train_accuracy, report.received_accuracy = losses, accs, received
 
         if not rows:
             log.warning("round %d: no valid client update; the global model is unchanged", server_round)
@@ -220,6 +222,7 @@ class DefenseStrategy(FedAvg):
             "updated": int(report.updated),
             "train-loss": mean(report.train_loss),
             "train-accuracy": mean(report.train_accuracy),
+            "received-model-accuracy": mean(report.received_accuracy),
         })
         if report.clients:
             m["clients"] = [int(c) for c in report.clients]

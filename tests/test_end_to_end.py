@@ -195,3 +195,12 @@ def test_detection_summary_overall_and_last10(tmp_path):
     # krum keeps exactly one client per round, so it flags 5 of 6
     assert det["tp"] + det["fp"] == 2 * 5
     assert set(s["malicious_source_samples"]) == {str(c) for c in s["malicious_clients"]}
+
+
+def test_flippers_show_in_client_side_accuracy(tmp_path):
+    """The blog's signal: the received global model scores far worse on a flipper's (relabelled) data."""
+    _run(tmp_path, attack="untargeted-flip", **{"num-malicious": 2, "num-rounds": 3})
+    last = read_rounds(next(tmp_path.iterdir()))[-1]
+    assert last["honest_received_model_accuracy"] > 0.6
+    assert last["malicious_received_model_accuracy"] < 0.3 * last["honest_received_model_accuracy"]
+    assert last["malicious_train_accuracy"] < last["honest_train_accuracy"]

@@ -12,7 +12,7 @@ from flwr.clientapp import ClientApp
 from clients.behaviour import behaviour_for
 from fl_poison.config import Config, resolve
 from fl_poison.federation import federation_for, new_model
-from fl_poison.training import TrainSettings, get_state, set_state, train_local
+from fl_poison.training import TrainSettings, get_state, local_accuracy, set_state, train_local
 
 app = ClientApp()
 
@@ -74,12 +74,13 @@ def train(msg: Message, context: Context) -> Message:
 
     behaviour = behaviour_for(cfg, cid, cid in fed.malicious, fed.num_classes)
     x, y = behaviour.training_set(*fed.client_data(cid), server_round)
+    received_acc = local_accuracy(model, x, y)
     loss, acc = train_local(model, x, y, TrainSettings.from_config(cfg),
                             seed=client_seed(cfg, server_round, cid), augment=fed.dataset.augment)
     state = behaviour.craft(get_state(model), global_state, server_round)
     reply = RecordDict({
         "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()}),
         "metrics": MetricRecord({"num-examples": int(y.shape[0]), "train-loss": float(loss),
-                                 "train-accuracy": float(acc)}),
+                                 "train-accuracy": float(acc), "received-model-accuracy": received_acc}),
     })
     return Message(reply, reply_to=msg)

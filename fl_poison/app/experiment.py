@@ -131,6 +131,8 @@ class Experiment:
         mal_acc = [a for c, a in zip(rep.clients, rep.train_accuracy) if c in mal]
         honest_loss = [a for c, a in zip(rep.clients, rep.train_loss) if c not in mal]
         mal_loss = [a for c, a in zip(rep.clients, rep.train_loss) if c in mal]
+        honest_recv = [a for c, a in zip(rep.clients, rep.received_accuracy) if c not in mal]
+        mal_recv = [a for c, a in zip(rep.clients, rep.received_accuracy) if c in mal]
         out: dict[str, Any] = {
             "num_selected": len(participants),
             "num_malicious_selected": sum(c in mal for c in participants),
@@ -139,6 +141,8 @@ class Experiment:
             "updated": int(rep.updated),
             "honest_train_accuracy": _mean(honest_acc),
             "malicious_train_accuracy": _mean(mal_acc),
+            "honest_received_model_accuracy": _mean(honest_recv),
+            "malicious_received_model_accuracy": _mean(mal_recv),
             "honest_train_loss": _mean(honest_loss),
             "malicious_train_loss": _mean(mal_loss),
         }
