@@ -59,6 +59,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fl_poison.federation import federation_for
     from fl_poison.results import run_dir_for
 
+    if args.config:
+        from fl_poison.grid import load_experiment
+
+        sweeps = load_experiment(args.config).sweeps
+        if sweeps:
+            print(f"fl-poison: running the base [config] of {args.config}; its grids ({', '.join(sweeps)}) run with "
+                  f"python benchmarks/defense_table.py --config {args.config} --sweep NAME --out DIR", file=sys.stderr)
     federation_for(cfg)  # load data and plan attackers first: bad data or plans fail before training
     out = run_dir_for(cfg, args.out)
     print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
