@@ -59,7 +59,8 @@ def flower_simulation(cfg, out: Path) -> tuple[list[float], float]:
 
     values = {**cfg.to_dict(), "out-dir": str(out), "run-name": "simulation"}
     run_config = " ".join(f"{k}={lit(v)}" for k, v in values.items())
-    env = {**os.environ, "FLWR_HOME": tempfile.mkdtemp(prefix="flwr-home-"),
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "FLWR_HOME": tempfile.mkdtemp(prefix="flwr-home-"),
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0"}
     flwr = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
     t0 = time.perf_counter()

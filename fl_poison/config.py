@@ -84,6 +84,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("momentum", float, 0.9, "SGD momentum", check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
     Key("weight-decay", float, 0.0, "L2 weight decay", check=_ge(0), allowed="a number >= 0"),
     Key("optimizer", str, "sgd", "local optimiser", ("sgd", "adam")),
+    Key("received-eval-samples", int, 512, "local samples a client scores the received model on (-1 = all, 0 = off)",
+        check=lambda v: v >= -1, allowed="an integer >= 0, or -1 for all"),
     Key("eval-batch-size", int, 1000, "batch size of the central evaluation", check=_ge(1), allowed="an integer >= 1"),
     # --- attack ---------------------------------------------------------------
     Key("attack", str, "none", "what malicious clients do", ATTACK_CHOICES),

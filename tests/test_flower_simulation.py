@@ -43,6 +43,7 @@ def _stop_local_superlink(flwr_home: Path) -> None:
 def test_flwr_run_matches_the_inprocess_engine(tmp_path):
     home = tmp_path / "flwr-home"
     env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "FLWR_TELEMETRY_ENABLED": "0"}
     run_config = " ".join(f"{k}={_lit(v)}" for k, v in {**KEYS, "out-dir": str(tmp_path), "run-name": "sim"}.items())
     try:

@@ -6,6 +6,7 @@ import copy
 import functools
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -50,6 +51,16 @@ def client_seed(cfg: Config, server_round: int, cid: int) -> int:
     return int(np.random.SeedSequence([cfg["seed"], server_round, cid]).generate_state(1)[0])
 
 
+def received_model_accuracy(model, x, y, n: int, seed: int) -> float:
+    """The received model's accuracy on up to ``n`` seeded local samples (a cheap, unbiased estimate)."""
+    if n == 0:
+        return float("nan")
+    if 0 < n < int(y.shape[0]):
+        idx = torch.randperm(int(y.shape[0]), generator=torch.Generator().manual_seed(seed))[:n]
+        x, y = x[idx], y[idx]
+    return local_accuracy(model, x, y)
+
+
 @app.query("identify")
 def identify(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node trains on (the experiment's bookkeeping)."""
@@ -74,7 +85,8 @@ def train(msg: Message, context: Context) -> Message:
 
     behaviour = behaviour_for(cfg, cid, cid in fed.malicious, fed.num_classes)
     x, y = behaviour.training_set(*fed.client_data(cid), server_round)
-    received_acc = local_accuracy(model, x, y)
+    received_acc = received_model_accuracy(model, x, y, cfg["received-eval-samples"],
+                                           client_seed(cfg, server_round, cid))
     loss, acc = train_local(model, x, y, TrainSettings.from_config(cfg),
                             seed=client_seed(cfg, server_round, cid), augment=fed.dataset.augment)
     state = behaviour.craft(get_state(model), global_state, server_round)
