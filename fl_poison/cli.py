@@ -46,7 +46,7 @@ class Progress:
         parts += [f"elapsed {elapsed:6.1f}s", f"eta {eta:6.1f}s" if r else "eta    -"]
         line = "  ".join(parts)
         if self.tty:
-            self.stream.write("\r" + line + ("\n" if r == total else ""))
+            self.stream.write("\r" + line + "\033[K" + ("\n" if r == total else ""))
         else:
             self.stream.write(line + "\n")
         self.stream.flush()

@@ -108,3 +108,17 @@ def test_dropout_only_for_models_that_have_it():
     with pytest.raises(C.ConfigError) as err:
         C.resolve({"dataset": "digits", "dropout": 0.5})
     assert err.value.key == "dropout" and "mlp" in str(err.value)
+
+
+def test_progress_plain_lines_when_not_a_tty():
+    import io
+
+    from fl_poison.cli import Progress
+
+    buf = io.StringIO()
+    p = Progress(buf)
+    cfg = C.resolve({"num-rounds": 4})
+    p({"round": 2, "accuracy": 0.5, "loss": 1.0}, cfg, 10.0)
+    out = buf.getvalue()
+    assert out.endswith("\n") and "\r" not in out
+    assert "round   2/4" in out and "eta   10.0s" in out  # 10 s for 2 rounds -> 10 s for the 2 left
