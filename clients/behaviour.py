@@ -1,78 +1,159 @@
-"""What a client does with the global model: honest training, or an attack.
+"""What a client does in a round: honest training by default, an attack where a plug-in overrides it.
 
-An attack is a behaviour with the same inputs and the same reply shape as an
-honest client. Data-poisoning attacks only change the local training set;
-model-poisoning attacks (later) change the trained weights via
-:meth:`Behaviour.craft`.
+One call, :meth:`Behaviour.local_work`, receives everything a round offers
+(:class:`RoundInput`: the received global model loaded into an ``nn.Module``
+and its arrays, the node's local data, the training settings, the run config,
+a seeded generator and a per-node store that persists across rounds) and
+returns the reply's content (:class:`LocalResult`). Honest training is the
+default implementation; an attack is a subclass that overrides only what it
+changes:
+
+* :meth:`Behaviour.training_set` -- data poisoning (what the client trains on);
+* :meth:`Behaviour.craft` -- model poisoning (what it sends after training);
+* :meth:`Behaviour.local_work` -- anything else (e.g. look at the global model
+  before training).
+
+Outside the attack window (``attack-start-round`` .. ``attack-end-round``) a
+malicious client behaves exactly like an honest one.
+
+A subclass that sets ``name`` (and optionally ``keys``, its run keys)
+registers itself as an attack plug-in (see :mod:`fl_poison.plugins`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from clients.poisoning import attack_active, flip_map, poison_labels
-from fl_poison.config import Config
+from clients.poisoning import attack_active
+from clients.store import NodeStore
+from fl_poison import plugins
+from fl_poison.config import Config, Key
+from fl_poison.training import TrainSettings, get_state, local_accuracy, train_local
 
 
 @dataclass
-class Behaviour:
-    """Honest training: the local data as it is."""
+class RoundInput:
+    """Everything one client's round offers.
+
+    ``model`` holds the received global weights (a private copy: the behaviour
+    may train it in place); ``global_state`` the same weights as arrays
+    (``state_dict`` order). ``seed`` is distinct per (run seed, round, client);
+    ``rng`` is a numpy generator seeded from it. ``store`` persists across
+    rounds on this node, in every engine (Flower's ``Context.state``).
+    """
 
     cid: int
+    server_round: int
     config: Config
-
-    @property
-    def malicious(self) -> bool:
-        return False
-
-    def training_set(self, x: torch.Tensor, y: torch.Tensor, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, y
-
-    def craft(self, state: dict[str, np.ndarray], global_state: dict[str, np.ndarray],
-              server_round: int) -> dict[str, np.ndarray]:
-        """Post-training change of the weights; honest clients send what they trained."""
-        return state
+    model: nn.Module
+    global_state: dict[str, np.ndarray]
+    x: torch.Tensor
+    y: torch.Tensor
+    settings: TrainSettings
+    num_classes: int
+    seed: int
+    rng: np.random.Generator
+    store: NodeStore
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
 
 @dataclass
-class LabelFlipper(Behaviour):
-    """Targeted (source -> target) or untargeted flipping, inside the attack window only."""
+class LocalResult:
+    """The reply: the model state to send, its example count and the client-side metrics."""
 
-    num_classes: int = 10
+    state: dict[str, np.ndarray]
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def malicious(self) -> bool:
-        return True
 
+def received_model_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> float:
+    """The received model's accuracy on up to ``n`` seeded local samples (a cheap, unbiased estimate)."""
+    if n == 0:
+        return float("nan")
+    if 0 < n < int(y.shape[0]):
+        idx = torch.randperm(int(y.shape[0]), generator=torch.Generator().manual_seed(seed))[:n]
+        x, y = x[idx], y[idx]
+    return local_accuracy(model, x, y)
+
+
+class Behaviour:
+    """Honest training (``attack=none``, and every client that is not malicious)."""
+
+    name: ClassVar[str] = "none"
+    keys: ClassVar[tuple[Key, ...]] = ()
+    help: ClassVar[str] = "no attack: every client trains honestly"
+    #: False for honest training; True for every attack plug-in.
+    malicious: ClassVar[bool] = False
+
+    def __init__(self, cid: int, config: Config) -> None:
+        self.cid, self.config = cid, config
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            plugins.register("attack", cls)
+
+    # --- what a plug-in may declare --------------------------------------------
+    @classmethod
+    def check_config(cls, config: dict[str, Any], spec: Any) -> None:
+        """Relations between run keys this attack needs (raise ConfigError); run before any data loads."""
+
+    @classmethod
+    def model_outputs(cls, config: Config, num_classes: int) -> int:
+        """Output units of the federation's model under this attack (the GAN attack adds one)."""
+        return num_classes
+
+    # --- the round --------------------------------------------------------------
     def active(self, server_round: int) -> bool:
+        """Inside the attack window (always False for honest training)."""
+        if not self.malicious:
+            return False
         c = self.config
         return attack_active(server_round, c["attack-start-round"], c["attack-end-round"])
 
-    def training_set(self, x, y, server_round):
-        if not self.active(server_round):
-            return x, y
-        c = self.config
-        mapping = None
-        if c["attack"] == "untargeted-flip":
-            mapping = flip_map(c["flip-map"], self.num_classes, c["seed"])
-        rng = np.random.default_rng([c["seed"], server_round, self.cid, 7])
-        idx, labels = poison_labels(
-            y.numpy(), attack=c["attack"], source=c.source, target=c.target, mapping=mapping,
-            injection_rate=c["injection-rate"], rng=rng,
-        )
-        if len(idx) == 0:  # nothing to poison with (no source examples): train honestly
-            return x, y
-        idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-        return x[idx_t], torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    @property
+    def data_only(self) -> bool:
+        """True when only :meth:`training_set` differs from honest training (engines may batch such clients)."""
+        cls = type(self)
+        return cls.local_work is Behaviour.local_work and cls.craft is Behaviour.craft
+
+    def training_set(self, r: RoundInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """What to train on this round (called inside the attack window only)."""
+        return r.x, r.y
+
+    def craft(self, r: RoundInput, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What to send after training (called inside the attack window only)."""
+        return state
+
+    def local_work(self, r: RoundInput) -> LocalResult:
+        """Train on (possibly poisoned) local data, then send the (possibly crafted) weights."""
+        active = self.active(r.server_round)
+        x, y = self.training_set(r) if active else (r.x, r.y)
+        received = received_model_accuracy(r.model, x, y, r.config["received-eval-samples"], r.seed)
+        loss, acc = train_local(r.model, x, y, r.settings, seed=r.seed, augment=r.augment)
+        state = get_state(r.model)
+        if active:
+            state = self.craft(r, state)
+        return LocalResult(state, int(y.shape[0]), {
+            "train-loss": float(loss), "train-accuracy": float(acc), "received-model-accuracy": received,
+        })
 
 
-def behaviour_for(config: Config, cid: int, malicious: bool, num_classes: int) -> Behaviour:
-    """The behaviour of client ``cid`` under this config."""
+plugins.register("attack", Behaviour)  # attack=none: the base class itself
+
+
+def behaviour_class(config: Config, malicious: bool) -> type[Behaviour]:
+    """The class a client runs: the configured attack for malicious clients, honest training otherwise."""
     if not malicious or config["attack"] == "none":
-        return Behaviour(cid, config)
-    if config["attack"] in ("label-flip", "untargeted-flip"):
-        return LabelFlipper(cid, config, num_classes=num_classes)
-    raise ValueError(f"no client behaviour for attack={config['attack']!r}")
+        return Behaviour
+    return plugins.get("attack", config["attack"])
+
+
+def behaviour_for(config: Config, cid: int, malicious: bool) -> Behaviour:
+    """The behaviour of client ``cid`` under this config."""
+    return behaviour_class(config, malicious)(cid, config)

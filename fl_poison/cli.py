@@ -135,6 +135,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    from fl_poison.config import render_flwr_config, write_pyproject
+
+    if args.write_pyproject:
+        changed = write_pyproject(args.write_pyproject)
+        print(f"{args.write_pyproject}: {'updated' if changed else 'already up to date'}", file=sys.stderr)
+        return 0
+    if args.toml:
+        print(render_flwr_config(), end="")
+        return 0
     for line in describe_keys():
         print(line)
     return 0
@@ -145,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("run", cmd_run, "run one experiment in-process"),
                             ("datasets", cmd_datasets, "list data sets, their files and partition statistics"),
-                            ("keys", cmd_keys, "list every run key with its default"),
+                            ("keys", cmd_keys, "list every run key with its default, grouped by plug-in"),
                             ("compare", cmd_compare, "Tolpegin's m_cnt and recall deltas: attack run vs baseline")):
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(fn=fn)
@@ -158,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "compare":
             sp.add_argument("attack_run", help="run directory of the attack run")
             sp.add_argument("baseline_run", help="run directory of the same setup without attack")
+        if name == "keys":
+            sp.add_argument("--toml", action="store_true", help="print pyproject's [tool.flwr.app.config] table")
+            sp.add_argument("--write-pyproject", metavar="PYPROJECT",
+                            help="regenerate the [tool.flwr.app.config] table of this pyproject.toml in place")
         if name == "datasets":
             sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
     return p

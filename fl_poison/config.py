@@ -14,17 +14,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
 DATASET_CHOICES = ("digits", "mnist", "fashion-mnist", "cifar10")
 MODEL_CHOICES = (
     "auto", "mlp", "lfighter-cnn", "tolpegin-fmnist-cnn", "tolpegin-cifar-cnn", "ada-cnn", "resnet18",
-)
-ATTACK_CHOICES = ("none", "label-flip", "untargeted-flip")
-DEFENSE_CHOICES = (
-    "fedavg", "median", "trimmed-mean", "repeated-median", "krum", "multi-krum", "bulyan",
-    "foolsgold", "ndc", "pca", "lfighter",
 )
 
 
@@ -47,6 +42,8 @@ class Key:
     choices: tuple[str, ...] | None = None
     check: Callable[[Any], bool] | None = None
     allowed: str = ""
+    #: keyword argument of the plug-in's constructor that receives the value (plug-in keys only)
+    param: str | None = None
 
 
 def _ge(lo: float) -> Callable[[Any], bool]:
@@ -61,7 +58,7 @@ def _unit_or_off(v: float) -> bool:
     return v == -1 or 0.0 <= v <= 1.0
 
 
-SCHEMA: tuple[Key, ...] = (
+CORE_KEYS: tuple[Key, ...] = (
     # --- data and model -------------------------------------------------------
     Key("dataset", str, "digits", "data set", DATASET_CHOICES),
     Key("data-dir", str, "data", "folder holding the data set files (<data-dir>/<dataset>/...)"),
@@ -88,34 +85,18 @@ SCHEMA: tuple[Key, ...] = (
         check=lambda v: v >= -1, allowed="an integer >= 0, or -1 for all"),
     Key("eval-batch-size", int, 1000, "batch size of the central evaluation", check=_ge(1), allowed="an integer >= 1"),
     # --- attack ---------------------------------------------------------------
-    Key("attack", str, "none", "what malicious clients do", ATTACK_CHOICES),
+    Key("attack", str, "none", "what malicious clients do (an attack plug-in)", ()),
     Key("source-class", int, -1, "attacked class (-1 = none)", check=_ge(-1), allowed="a class index of the data set, or -1"),
     Key("target-class", int, -1, "class the source is flipped to (-1 = none)", check=_ge(-1), allowed="a class index of the data set, or -1"),
     Key("malicious-fraction", float, 0.0, "share of clients that are malicious", check=_unit, allowed="a number in [0, 1]"),
     Key("num-malicious", int, -1, "number of malicious clients (-1 = use malicious-fraction)", check=_ge(-1), allowed="an integer >= 0, or -1"),
     Key("malicious-from-source-holders", bool, False, "draw attackers only among clients holding the source class"),
-    Key("injection-rate", float, -1.0, "poisoned share of an attacker's local set (-1 = all local data, source flipped)",
-        check=lambda v: v == -1 or 0 < v <= 1, allowed="a number in (0, 1], or -1 for off"),
-    Key("flip-map", str, "reverse", "untargeted flipping: y -> C-1-y, or a seeded derangement", ("reverse", "random")),
     Key("attack-start-round", int, 1, "first round the attackers poison", check=_ge(1), allowed="an integer >= 1"),
     Key("attack-end-round", int, -1, "last round the attackers poison (-1 = to the end)", check=_ge(-1), allowed="an integer >= 1, or -1"),
     Key("malicious-availability", float, -1.0, "probability a sampled slot goes to an attacker (-1 = uniform sampling)",
         check=_unit_or_off, allowed="a number in [0, 1], or -1 for uniform sampling"),
     # --- defense --------------------------------------------------------------
-    Key("defense", str, "fedavg", "aggregation rule / defense", DEFENSE_CHOICES),
-    Key("trim-beta", float, 0.1, "fraction trimmed from each end (trimmed-mean)", check=lambda v: 0 <= v < 0.5, allowed="a number in [0, 0.5)"),
-    Key("num-byzantine", int, -1, "f assumed by Krum / multi-Krum / Bulyan (-1 = the largest the rule tolerates)", check=_ge(-1), allowed="an integer >= 0, or -1"),
-    Key("multi-krum-keep", int, -1, "updates multi-Krum averages (-1 = clients-per-round - f)", check=_ge(-1), allowed="an integer >= 1, or -1"),
-    Key("repeated-median-reweight", bool, False, "repeated median with residual-based reweighting"),
-    Key("foolsgold-features", str, "output-layer", "what FoolsGold accumulates per client", ("output-layer", "all")),
-    Key("ndc-bound", str, "median", "norm bound of NDC: a number > 0, or 'median' (the round's median norm)"),
-    Key("ndc-mode", str, "clip", "NDC clips large updates or drops them", ("clip", "drop")),
-    Key("pca-class", int, -1, "output neuron the PCA filter inspects (-1 = choose each round)", check=_ge(-1), allowed="a class index of the data set, or -1"),
-    Key("pca-visualise-only", bool, False, "PCA detects but keeps everyone (the paper's original use)"),
-    Key("lfighter-mode", str, "auto", "LFighter clustering: k-means (mild) or HDBSCAN (extreme); auto follows partition", ("auto", "mild", "extreme")),
-    Key("lfighter-min-samples", int, -1, "HDBSCAN min_samples in LFighter's extreme mode (-1 = the paper's: "
-        "min_cluster_size=2 only; 1 lets two clients form a cluster)", check=lambda v: v == -1 or v >= 1,
-        allowed="an integer >= 1, or -1"),
+    Key("defense", str, "fedavg", "aggregation rule / defense (a defense plug-in)", ()),
     # --- output ---------------------------------------------------------------
     Key("out-dir", str, "results", "folder that receives run directories"),
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
@@ -123,8 +104,80 @@ SCHEMA: tuple[Key, ...] = (
     Key("capture-updates", bool, False, "store output-neuron gradients each round and draw the PCA view"),
 )
 
-KEYS: dict[str, Key] = {k.name: k for k in SCHEMA}
-DEFAULTS: dict[str, Any] = {k.name: k.default for k in SCHEMA}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The assembled schema: core keys, then every plug-in's keys, and who declared each."""
+
+    keys: tuple[Key, ...]
+    owners: dict[str, tuple[str, ...]]  # key name -> ("core",) or ("attack label-flip", "defense krum", ...)
+
+    @property
+    def by_name(self) -> dict[str, Key]:
+        return {k.name: k for k in self.keys}
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {k.name: k.default for k in self.keys}
+
+
+_schema_cache: tuple[int, Schema] | None = None
+
+
+def schema() -> Schema:
+    """Core keys plus the keys the registered plug-ins declare (rebuilt when a plug-in registers).
+
+    The ``attack`` and ``defense`` keys take their choices from the registry. A
+    key declared by several plug-ins (e.g. ``num-byzantine`` by the Krum family)
+    must be declared identically -- the same :class:`Key` object, or equal
+    fields -- otherwise the defaults would disagree between layers.
+    """
+    global _schema_cache
+    from fl_poison import plugins
+
+    plugins.discover()
+    if _schema_cache is not None and _schema_cache[0] == plugins.version:
+        return _schema_cache[1]
+    version = plugins.version
+    attacks, defenses = plugins.plugins("attack"), plugins.plugins("defense")
+    keys: dict[str, Key] = {}
+    owners: dict[str, list[str]] = {}
+    for k in CORE_KEYS:
+        if k.name == "attack":
+            k = replace(k, choices=tuple(sorted(attacks, key=lambda n: (n != "none", n))))
+        elif k.name == "defense":
+            k = replace(k, choices=tuple(sorted(defenses, key=lambda n: (n != "fedavg", n))))
+        keys[k.name] = k
+        owners[k.name] = ["core"]
+    for kind, found in (("attack", attacks), ("defense", defenses)):
+        for name, cls in sorted(found.items()):
+            for k in getattr(cls, "keys", ()):
+                if k.name in keys and owners[k.name] == ["core"]:
+                    raise TypeError(f"{kind} plug-in {name!r} redeclares the core key {k.name!r}")
+                if k.name in keys and _comparable(keys[k.name]) != _comparable(k):
+                    raise TypeError(f"{kind} plug-in {name!r} declares run key {k.name!r} differently from "
+                                    f"{', '.join(owners[k.name])}: declare it once and share the Key")
+                keys.setdefault(k.name, k)
+                owners.setdefault(k.name, []).append(f"{kind} {name}")
+    built = Schema(tuple(keys.values()), {n: tuple(o) for n, o in owners.items()})
+    _schema_cache = (version, built)
+    return built
+
+
+def _comparable(k: Key) -> tuple:
+    return (k.type, k.default, k.help, k.choices, k.allowed, k.param)
+
+
+def __getattr__(name: str) -> Any:
+    """``SCHEMA`` / ``KEYS`` / ``DEFAULTS`` are views of the assembled :func:`schema`."""
+    if name == "SCHEMA":
+        return schema().keys
+    if name == "KEYS":
+        return schema().by_name
+    if name == "DEFAULTS":
+        return schema().defaults
+    raise AttributeError(name)
 
 
 class Config(Mapping[str, Any]):
@@ -168,7 +221,7 @@ class Config(Mapping[str, Any]):
 
 
 def _suggest(name: str) -> str:
-    close = difflib.get_close_matches(name, KEYS, n=3)
+    close = difflib.get_close_matches(name, schema().by_name, n=3)
     return f"did you mean {', '.join(close)}?" if close else "see `fl-poison keys` for the list"
 
 
@@ -223,13 +276,15 @@ def parse_assignment(text: str) -> tuple[str, str]:
 
 def resolve(*layers: Mapping[str, Any] | None) -> Config:
     """Merge layers (later wins) over the defaults, coerce and validate everything."""
-    merged: dict[str, Any] = dict(DEFAULTS)
+    s = schema()
+    by_name = s.by_name
+    merged: dict[str, Any] = s.defaults
     for layer in layers:
         for name, value in (layer or {}).items():
-            if name not in KEYS:
+            if name not in by_name:
                 raise ConfigError(name, value, f"unknown key; {_suggest(name)}")
-            merged[name] = coerce(KEYS[name], value)
-    for key in SCHEMA:
+            merged[name] = coerce(by_name[name], value)
+    for key in s.keys:
         value = merged[key.name]
         if key.choices is not None and value not in key.choices:
             raise ConfigError(key.name, value, f"one of {', '.join(key.choices)}")
@@ -240,7 +295,12 @@ def resolve(*layers: Mapping[str, Any] | None) -> Config:
 
 
 def _check_relations(c: dict[str, Any]) -> None:
-    """Checks that involve several keys or the data set's shape (no data is loaded)."""
+    """Checks that involve several keys or the data set's shape (no data is loaded).
+
+    Core relations here; each selected plug-in adds its own through its
+    ``check_config(config, spec)`` class method.
+    """
+    from fl_poison import plugins
     from fl_poison.data.datasets import get_spec
     from fl_poison.models import check_compatible
 
@@ -249,7 +309,7 @@ def _check_relations(c: dict[str, Any]) -> None:
     if c["clients-per-round"] > c["num-clients"]:
         raise ConfigError("clients-per-round", c["clients-per-round"],
                           f"at most num-clients ({c['num-clients']})")
-    for name in ("source-class", "target-class", "pca-class"):
+    for name in ("source-class", "target-class"):
         if c[name] >= n_classes:
             raise ConfigError(name, c[name], f"a class of {c['dataset']}: 0..{n_classes - 1}, or -1")
     if c["partition"] == "extreme" and c["num-clients"] < n_classes:
@@ -267,10 +327,6 @@ def _check_relations(c: dict[str, Any]) -> None:
         if chosen not in DROPOUT_MODELS:
             raise ConfigError("dropout", c["dropout"], f"-1 or 0 for model {chosen} (it has no dropout layers; "
                               f"dropout applies to {', '.join(DROPOUT_MODELS)})")
-    if c["attack"] == "label-flip":
-        for name in ("source-class", "target-class"):
-            if c[name] < 0:
-                raise ConfigError(name, c[name], f"attack=label-flip needs a class 0..{n_classes - 1}")
     if c["source-class"] >= 0 and c["source-class"] == c["target-class"]:
         raise ConfigError("target-class", c["target-class"], "a class different from source-class")
     if (c["source-class"] < 0) != (c["target-class"] < 0):
@@ -283,40 +339,64 @@ def _check_relations(c: dict[str, Any]) -> None:
     if c["attack-end-round"] >= 0 and c["attack-end-round"] < c["attack-start-round"]:
         raise ConfigError("attack-end-round", c["attack-end-round"],
                           f"-1 or a round >= attack-start-round ({c['attack-start-round']})")
-    if c["ndc-bound"] != "median":
-        try:
-            ok = float(c["ndc-bound"]) > 0
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ConfigError("ndc-bound", c["ndc-bound"], "a number > 0, or 'median'")
-    _check_byzantine(c)
+    for kind in ("attack", "defense"):
+        check = getattr(plugins.get(kind, c[kind]), "check_config", None)
+        if check is not None:
+            check(c, spec)
 
 
-def byzantine_budget(defense: str, k: int, f: int) -> int:
-    """The f a Krum-family rule uses: the given one, or the largest it tolerates for k clients."""
-    if f >= 0:
-        return f
-    if defense == "bulyan":
-        return max(0, (k - 3) // 4)
-    return max(0, (k - 3) // 2)
-
-
-def _check_byzantine(c: dict[str, Any]) -> None:
-    k = c["clients-per-round"]
-    f = byzantine_budget(c["defense"], k, c["num-byzantine"])
-    if c["defense"] in ("krum", "multi-krum") and k - f - 2 < 1:
-        raise ConfigError("num-byzantine", c["num-byzantine"],
-                          f"Krum needs clients-per-round - num-byzantine - 2 >= 1; with {k} clients f <= {max(k - 3, 0)}")
-    if c["defense"] == "bulyan" and k < 4 * f + 3:
-        raise ConfigError("num-byzantine", c["num-byzantine"],
-                          f"Bulyan needs clients-per-round >= 4*f + 3; with {k} clients f <= {max((k - 3) // 4, 0)}")
-    if c["defense"] == "multi-krum" and c["multi-krum-keep"] > k:
-        raise ConfigError("multi-krum-keep", c["multi-krum-keep"], f"at most clients-per-round ({k})")
+def check_class_pair(c: dict[str, Any], spec: Any, attack: str) -> None:
+    """Shared by attacks that move a source class onto a target class: both set, both valid."""
+    n = spec.num_classes
+    for name in ("source-class", "target-class"):
+        if c[name] < 0:
+            raise ConfigError(name, c[name], f"attack={attack} needs a class 0..{n - 1}")
 
 
 def describe_keys() -> Iterable[str]:
-    """Human-readable lines for `fl-poison keys`."""
-    for k in SCHEMA:
-        allowed = f" [{'|'.join(k.choices)}]" if k.choices else (f" [{k.allowed}]" if k.allowed else "")
-        yield f"{k.name:32s} {k.default!r:>14}  {k.help}{allowed}"
+    """Human-readable lines for `fl-poison keys`, grouped by who declares each key."""
+    s = schema()
+    groups: dict[str, list[Key]] = {}
+    for k in s.keys:
+        groups.setdefault(" / ".join(s.owners[k.name]), []).append(k)
+    for owner, keys in groups.items():
+        yield f"# {owner}"
+        for k in keys:
+            allowed = f" [{'|'.join(k.choices)}]" if k.choices else (f" [{k.allowed}]" if k.allowed else "")
+            yield f"  {k.name:32s} {k.default!r:>14}  {k.help}{allowed}"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)
+
+
+def render_flwr_config() -> str:
+    """The ``[tool.flwr.app.config]`` table of pyproject.toml: every run key with its default."""
+    lines = ["[tool.flwr.app.config]"]
+    lines += [f"{k.name} = {_toml_value(k.default)}" for k in schema().keys]
+    return "\n".join(lines) + "\n"
+
+
+FLWR_CONFIG_MARKER = "# Every run key with its default (generated by `fl-poison keys --write-pyproject`; a test checks it)."
+
+
+def write_pyproject(path: str) -> bool:
+    """Regenerate the run-config table in ``path`` in place; True when the file changed."""
+    from pathlib import Path
+
+    p = Path(path)
+    text = p.read_text()
+    start = text.index("[tool.flwr.app.config]")
+    end = text.find("\n[", start + 1)
+    head = text[:start].rstrip("\n")
+    if head.splitlines()[-1].startswith("# Every run key"):
+        head = "\n".join(head.splitlines()[:-1]).rstrip("\n")
+    new = head + "\n\n" + FLWR_CONFIG_MARKER + "\n" + render_flwr_config() + (text[end:] if end >= 0 else "")
+    if new != text:
+        p.write_text(new)
+        return True
+    return False

@@ -57,7 +57,18 @@ def new_model(cfg: Config) -> nn.Module:
     spec = get_spec(cfg["dataset"])
     torch.manual_seed(cfg["seed"])
     dropout = None if cfg["dropout"] < 0 else cfg["dropout"]
-    return build_model(model_name(cfg), spec.num_classes, spec.input_shape, dropout=dropout)
+    return build_model(model_name(cfg), model_outputs(cfg), spec.input_shape, dropout=dropout)
+
+
+def model_outputs(cfg: Config) -> int:
+    """Output units of the federation's model: the data set's classes, unless the attack plug-in says otherwise.
+
+    Both sides derive it from the config (e.g. the GAN attack's extra "fake" class
+    agreed by label voting), so server and clients build the same model.
+    """
+    from fl_poison import plugins
+
+    return int(plugins.get("attack", cfg["attack"]).model_outputs(cfg, get_spec(cfg["dataset"]).num_classes))
 
 
 def plan_attackers(cfg: Config, parts: list[np.ndarray], labels: np.ndarray) -> tuple[int, ...]:

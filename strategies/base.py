@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fl_poison import plugins
+from fl_poison.config import Key
 from fl_poison.updates import Layout, flatten, infer_layout, unflatten
 from strategies.aggregation import Aggregation
 
@@ -45,6 +47,8 @@ class RoundReport:
     train_loss: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
     received_accuracy: list[float] = field(default_factory=list)
+    #: every other numeric metric each valid reply carried (attack plug-ins report e.g. their chosen target)
+    client_metrics: list[dict[str, float]] = field(default_factory=list)
     invalid: dict[int, str] = field(default_factory=dict)
     updated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +58,10 @@ class RoundReport:
     def flagged(self) -> list[int]:
         """Clients the defense flagged plus those dropped as invalid."""
         return [c for c, k in zip(self.clients, self.kept) if not k] + sorted(self.invalid)
+
+
+#: Reply metrics every client sends; any other numeric metric is passed through in ``client_metrics``.
+STANDARD_METRICS = ("num-examples", "train-loss", "train-accuracy", "received-model-accuracy")
 
 
 def _to_signed(node_id: int) -> int:
@@ -74,7 +82,24 @@ class DefenseStrategy(FedAvg):
     capture_updates: keep each round's output-layer rows in the report.
     """
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    #: run keys this defense declares (each with ``param`` = the constructor argument it fills)
+    keys: ClassVar[tuple[Key, ...]] = ()
+    help: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            plugins.register("defense", cls)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], spec: Any) -> None:
+        """Relations between run keys this defense needs (raise ConfigError); run before any data loads."""
+
+    @classmethod
+    def params_from_config(cls, config: Any) -> dict[str, Any]:
+        """Constructor arguments from a run config: each declared key's value under its ``param`` name."""
+        return {k.param: config[k.name] for k in cls.keys if k.param}
 
     def __init__(
         self,
@@ -177,6 +202,8 @@ class DefenseStrategy(FedAvg):
             losses.append(float(metrics.get("train-loss", float("nan"))))
             accs.append(float(metrics.get("train-accuracy", float("nan"))))
             received.append(float(metrics.get("received-model-accuracy", float("nan"))))
+            report.client_metrics.append({k: float(v) for k, v in metrics.items()
+                                          if k not in STANDARD_METRICS and isinstance(v, (int, float))})
         report.train_loss, report.train_accuracy, report.received_accuracy = losses, accs, received
 
         if not rows:

@@ -1,51 +1,28 @@
-"""Build the defense a run config names."""
+"""Build the defense a run config names, from the plug-in registry."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from strategies import defenses as d
+from fl_poison import plugins
 from strategies.base import DefenseStrategy
 
-STRATEGIES: dict[str, type[DefenseStrategy]] = {
-    cls.name: cls for cls in (
-        d.FedAvgDefense, d.Median, d.TrimmedMean, d.RepeatedMedian, d.Krum, d.MultiKrum, d.Bulyan,
-        d.NormDifferenceClipping, d.FoolsGold, d.PCAFilter, d.LFighter,
-    )
-}
+
+def __getattr__(name: str) -> Any:
+    """``STRATEGIES``: every registered defense by name (a live view of the registry)."""
+    if name == "STRATEGIES":
+        return plugins.plugins("defense")
+    raise AttributeError(name)
 
 
 def defense_params(cfg) -> dict[str, Any]:
-    """The defense-specific keyword arguments from a run config."""
-    name = cfg["defense"]
-    if name == "trimmed-mean":
-        return {"beta": cfg["trim-beta"]}
-    if name == "repeated-median":
-        return {"reweight": cfg["repeated-median-reweight"]}
-    if name in ("krum", "bulyan"):
-        return {"num_byzantine": cfg["num-byzantine"]}
-    if name == "multi-krum":
-        return {"num_byzantine": cfg["num-byzantine"], "keep": cfg["multi-krum-keep"]}
-    if name == "ndc":
-        return {"bound": cfg["ndc-bound"], "mode": cfg["ndc-mode"]}
-    if name == "foolsgold":
-        return {"features": cfg["foolsgold-features"]}
-    if name == "pca":
-        # The defender's own setting, never the attack's source class: unset = every class in turn.
-        return {"source_class": cfg["pca-class"] if cfg["pca-class"] >= 0 else None,
-                "visualise_only": cfg["pca-visualise-only"], "seed": cfg["seed"]}
-    if name == "lfighter":
-        mode = cfg["lfighter-mode"]
-        if mode == "auto":
-            mode = "extreme" if cfg["partition"] == "extreme" else "mild"
-        min_samples = cfg["lfighter-min-samples"]
-        return {"mode": mode, "seed": cfg["seed"], "min_samples": None if min_samples < 0 else min_samples}
-    return {}
+    """The defense-specific keyword arguments from a run config (the plug-in's ``params_from_config``)."""
+    return plugins.get("defense", cfg["defense"]).params_from_config(cfg)
 
 
 def build_strategy(cfg, **kwargs: Any) -> DefenseStrategy:
     """The configured defense, sampling ``clients-per-round`` of ``num-clients`` nodes."""
-    cls = STRATEGIES[cfg["defense"]]
+    cls = plugins.get("defense", cfg["defense"])
     n = cfg["num-clients"]
     return cls(
         clients_per_round=cfg["clients-per-round"],

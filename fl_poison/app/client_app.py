@@ -1,4 +1,4 @@
-"""The ClientApp: one app for every client; its behaviour follows from the run plan."""
+"""The ClientApp: one app for every client; its behaviour (honest or an attack plug-in) follows from the run plan."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import copy
 import functools
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.behaviour import behaviour_for
+from clients.behaviour import RoundInput, behaviour_class
+from clients.store import NodeStore
 from fl_poison.config import Config, resolve
 from fl_poison.federation import federation_for, new_model
-from fl_poison.training import TrainSettings, get_state, local_accuracy, set_state, train_local
+from fl_poison.training import TrainSettings, set_state
 
 app = ClientApp()
 
@@ -51,16 +51,6 @@ def client_seed(cfg: Config, server_round: int, cid: int) -> int:
     return int(np.random.SeedSequence([cfg["seed"], server_round, cid]).generate_state(1)[0])
 
 
-def received_model_accuracy(model, x, y, n: int, seed: int) -> float:
-    """The received model's accuracy on up to ``n`` seeded local samples (a cheap, unbiased estimate)."""
-    if n == 0:
-        return float("nan")
-    if 0 < n < int(y.shape[0]):
-        idx = torch.randperm(int(y.shape[0]), generator=torch.Generator().manual_seed(seed))[:n]
-        x, y = x[idx], y[idx]
-    return local_accuracy(model, x, y)
-
-
 @app.query("identify")
 def identify(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node trains on (the experiment's bookkeeping)."""
@@ -71,6 +61,11 @@ def identify(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"identity": record}), reply_to=msg)
 
 
+def to_array_record(state: dict[str, np.ndarray]) -> ArrayRecord:
+    """Arrays of a state dict, shapes kept exactly (0-d buffers such as ``num_batches_tracked`` included)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v).reshape(np.shape(v))) for k, v in state.items()})
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = config_of(context)
@@ -78,21 +73,18 @@ def train(msg: Message, context: Context) -> Message:
     fed = federation_for(cfg)
     server_round = int(msg.content["config"]["server-round"])
     model = copy.deepcopy(_template(cfg))
-    global_state = msg.content["arrays"].to_numpy_ndarrays()
-    names = list(msg.content["arrays"].keys())
-    global_state = dict(zip(names, global_state))
+    record = msg.content["arrays"]
+    global_state = dict(zip(record.keys(), record.to_numpy_ndarrays()))
     set_state(model, global_state)
 
-    behaviour = behaviour_for(cfg, cid, cid in fed.malicious, fed.num_classes)
-    x, y = behaviour.training_set(*fed.client_data(cid), server_round)
-    received_acc = received_model_accuracy(model, x, y, cfg["received-eval-samples"],
-                                           client_seed(cfg, server_round, cid))
-    loss, acc = train_local(model, x, y, TrainSettings.from_config(cfg),
-                            seed=client_seed(cfg, server_round, cid), augment=fed.dataset.augment)
-    state = behaviour.craft(get_state(model), global_state, server_round)
-    reply = RecordDict({
-        "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()}),
-        "metrics": MetricRecord({"num-examples": int(y.shape[0]), "train-loss": float(loss),
-                                 "train-accuracy": float(acc), "received-model-accuracy": received_acc}),
-    })
+    cls = behaviour_class(cfg, cid in fed.malicious)
+    seed = client_seed(cfg, server_round, cid)
+    x, y = fed.client_data(cid)
+    r = RoundInput(cid=cid, server_round=server_round, config=cfg, model=model, global_state=global_state,
+                   x=x, y=y, settings=TrainSettings.from_config(cfg), num_classes=fed.num_classes, seed=seed,
+                   rng=np.random.default_rng(seed), store=NodeStore(context.state, prefix=cls.name),
+                   augment=fed.dataset.augment)
+    result = cls(cid, cfg).local_work(r)
+    metrics = {"num-examples": int(result.num_examples), **{k: float(v) for k, v in result.metrics.items()}}
+    reply = RecordDict({"arrays": to_array_record(result.state), "metrics": MetricRecord(metrics)})
     return Message(reply, reply_to=msg)

@@ -89,6 +89,18 @@ def _mean(xs: list[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+def _extra_metrics(clients: list[int], metrics: list[dict[str, float]], mal: set[int]) -> dict[str, Any]:
+    """Plug-in metrics of the replies, as ``honest_<name>`` / ``malicious_<name>`` means (``-`` -> ``_``)."""
+    out: dict[str, Any] = {}
+    names = sorted({k for m in metrics for k in m})
+    for name in names:
+        col = name.replace("-", "_")
+        for group, members in (("honest", [m for c, m in zip(clients, metrics) if c not in mal]),
+                               ("malicious", [m for c, m in zip(clients, metrics) if c in mal])):
+            out[f"{group}_{col}"] = _mean([m[name] for m in members if name in m])
+    return out
+
+
 class Experiment:
     """Evaluates each round and turns the defense's report into a results row."""
 
@@ -146,6 +158,7 @@ class Experiment:
             "honest_train_loss": _mean(honest_loss),
             "malicious_train_loss": _mean(mal_loss),
         }
+        out.update(_extra_metrics(rep.clients, rep.client_metrics, mal))
         if self.cfg.has_attack:
             d = detect(rep.flagged, mal, participants)
             self.recorder.detection = self.recorder.detection + d

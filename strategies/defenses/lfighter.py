@@ -1,0 +1,41 @@
+"""``defense=lfighter`` (Jebreel et al.): cluster the two most-changed output neurons' gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_poison.config import Key
+from strategies import lfighter as lf
+from strategies.base import DefenseStrategy
+
+MODE = Key("lfighter-mode", str, "auto",
+           "LFighter clustering: k-means (mild) or HDBSCAN (extreme); auto follows partition",
+           ("auto", "mild", "extreme"))
+MIN_SAMPLES = Key("lfighter-min-samples", int, -1,
+                  "HDBSCAN min_samples in LFighter's extreme mode (-1 = the paper's: min_cluster_size=2 only; "
+                  "1 lets two clients form a cluster)", check=lambda v: v == -1 or v >= 1,
+                  allowed="an integer >= 1, or -1")
+
+
+class LFighter(DefenseStrategy):
+    """LFighter's filter, then FedAvg of the kept clients (the math: ``strategies.lfighter``)."""
+
+    name = "lfighter"
+    keys = (MODE, MIN_SAMPLES)
+    help = "LFighter (Jebreel et al.): k-means / HDBSCAN on output-neuron gradients"
+
+    def __init__(self, *, mode: str = "mild", seed: int = 0, min_samples: int | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.mode, self.seed, self.min_samples = mode, seed, min_samples
+
+    @classmethod
+    def params_from_config(cls, config: Any) -> dict[str, Any]:
+        mode = config["lfighter-mode"]
+        if mode == "auto":
+            mode = "extreme" if config["partition"] == "extreme" else "mild"
+        m = config["lfighter-min-samples"]
+        return {"mode": mode, "seed": config["seed"], "min_samples": None if m < 0 else m}
+
+    def aggregate_updates(self, updates, weights, layout, clients, server_round):
+        return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed + server_round,
+                           min_samples=self.min_samples)

@@ -1,0 +1,49 @@
+"""``defense=ndc``: norm-difference clipping (Sun et al. 2019), the defense ADA evades."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_poison.config import Key
+from strategies import norm_clipping
+from strategies.base import DefenseStrategy
+
+
+
+def parse_bound(value: str | float) -> float | str:
+    """'median' or a positive number (ValueError otherwise)."""
+    if value == "median":
+        return "median"
+    bound = float(value)
+    if not bound > 0 or bound == float("inf"):
+        raise ValueError(f"{value!r} is not a positive finite number")
+    return bound
+
+
+def _bound_ok(value: str) -> bool:
+    try:
+        parse_bound(value)
+    except ValueError:
+        return False
+    return True
+
+
+NDC_BOUND = Key("ndc-bound", str, "median", "norm bound of NDC: a number > 0, or 'median' (the round's median norm)",
+                check=_bound_ok, allowed="a number > 0, or 'median'", param="bound")
+NDC_MODE = Key("ndc-mode", str, "clip", "NDC clips large updates or drops them", ("clip", "drop"), param="mode")
+
+
+class NormDifferenceClipping(DefenseStrategy):
+    """Clip (or drop) updates whose L2 norm exceeds ``bound``."""
+
+    name = "ndc"
+    keys = (NDC_BOUND, NDC_MODE)
+    help = "norm-difference clipping (Sun et al. 2019)"
+
+    def __init__(self, *, bound: float | str = NDC_BOUND.default, mode: str = NDC_MODE.default, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.bound = parse_bound(bound)
+        self.mode = mode
+
+    def aggregate_updates(self, updates, weights, layout, clients, server_round):
+        return norm_clipping.ndc(updates, weights, layout, bound=self.bound, mode=self.mode)

@@ -1,0 +1,43 @@
+"""``defense=pca``: Tolpegin et al.'s PCA view of source-neuron updates, turned into a filter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_poison.config import ConfigError, Key
+from strategies import pca_filter
+from strategies.base import DefenseStrategy
+
+PCA_CLASS = Key("pca-class", int, -1, "output neuron the PCA filter inspects (-1 = choose each round)",
+                check=lambda v: v >= -1, allowed="a class index of the data set, or -1")
+VISUALISE_ONLY = Key("pca-visualise-only", bool, False, "PCA detects but keeps everyone (the paper's original use)",
+                     param="visualise_only")
+
+
+class PCAFilter(DefenseStrategy):
+    """2-component PCA of the standardised source-neuron rows, the minority cluster dropped."""
+
+    name = "pca"
+    keys = (PCA_CLASS, VISUALISE_ONLY)
+    help = "PCA filter on source-class output-neuron updates (Tolpegin et al. 2020)"
+
+    def __init__(self, *, source_class: int | None = None, visualise_only: bool = VISUALISE_ONLY.default,
+                 seed: int = 0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.source_class, self.visualise_only, self.seed = source_class, visualise_only, seed
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], spec: Any) -> None:
+        if config["pca-class"] >= spec.num_classes:
+            raise ConfigError("pca-class", config["pca-class"],
+                              f"a class of {config['dataset']}: 0..{spec.num_classes - 1}, or -1")
+
+    @classmethod
+    def params_from_config(cls, config: Any) -> dict[str, Any]:
+        # The defender's own setting, never the attack's source class: unset = every class in turn.
+        return {**super().params_from_config(config),
+                "source_class": config["pca-class"] if config["pca-class"] >= 0 else None, "seed": config["seed"]}
+
+    def aggregate_updates(self, updates, weights, layout, clients, server_round):
+        return pca_filter.pca_filter(updates, weights, layout, source_class=self.source_class,
+                                     visualise_only=self.visualise_only, seed=self.seed + server_round)

@@ -1,0 +1,27 @@
+"""``defense=trimmed-mean``: coordinate-wise trimmed mean (Yin et al. 2018), as Flower's FedTrimmedAvg."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_poison.config import Key
+from strategies import robust
+from strategies.base import DefenseStrategy
+
+TRIM_BETA = Key("trim-beta", float, 0.1, "fraction trimmed from each end (trimmed-mean)",
+                check=lambda v: 0 <= v < 0.5, allowed="a number in [0, 0.5)", param="beta")
+
+
+class TrimmedMean(DefenseStrategy):
+    """Drops the ``beta`` share of largest and smallest values per coordinate, averages the rest."""
+
+    name = "trimmed-mean"
+    keys = (TRIM_BETA,)
+    help = "coordinate-wise trimmed mean (Yin et al. 2018)"
+
+    def __init__(self, *, beta: float = TRIM_BETA.default, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.beta = beta
+
+    def aggregate_updates(self, updates, weights, layout, clients, server_round):
+        return robust.trimmed_mean(updates, weights, layout, beta=self.beta)
