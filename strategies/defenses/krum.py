@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from fl_poison.config import ConfigError, Key
 from strategies import robust
@@ -25,6 +25,15 @@ def byzantine_budget(defense: str, k: int, f: int) -> int:
     if defense == "bulyan":
         return max(0, (k - 3) // 4)
     return max(0, (k - 3) // 2)
+
+
+def check_budget(config: dict[str, Any], defense: str, fits: Callable[[int, int], bool], rule: str,
+                 largest: Callable[[int], int]) -> None:
+    """ConfigError unless the rule's f fits clients-per-round; the message says the largest f that does."""
+    k = config["clients-per-round"]
+    if not fits(k, byzantine_budget(defense, k, config["num-byzantine"])):
+        hint = f"f <= {largest(k)}" if fits(k, 0) else "no f works: more clients per round are needed"
+        raise ConfigError("num-byzantine", config["num-byzantine"], f"{rule}; with {k} clients {hint}")
 
 
 class _ByzantineBudget(DefenseStrategy):
@@ -47,12 +56,8 @@ class Krum(_ByzantineBudget):
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        k = config["clients-per-round"]
-        f = byzantine_budget(cls.name, k, config["num-byzantine"])
-        if k - f - 2 < 1:
-            raise ConfigError("num-byzantine", config["num-byzantine"],
-                              f"Krum needs clients-per-round - num-byzantine - 2 >= 1; with {k} clients "
-                              f"f <= {max(k - 3, 0)}" + (" (Krum needs at least 3 clients per round)" if k < 3 else ""))
+        check_budget(config, cls.name, lambda k, f: k - f - 2 >= 1,
+                     "Krum needs clients-per-round - num-byzantine - 2 >= 1", lambda k: k - 3)
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         return robust.krum(updates, weights, layout, num_byzantine=self.f_for(len(updates)))
