@@ -14,6 +14,7 @@ import numpy as np
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
+from strategies.defaults import NDC_BOUND, NDC_MODE
 from strategies.fedavg_math import check_updates, fedavg
 
 MODES = ("clip", "drop")
@@ -39,8 +40,8 @@ def ndc(
     weights: np.ndarray,
     layout: Layout | None = None,
     *,
-    bound: float | str = "median",
-    mode: str = "drop",
+    bound: float | str = NDC_BOUND,
+    mode: str = NDC_MODE,
 ) -> Aggregation:
     """Norm difference clipping of client updates, then FedAvg.
 
