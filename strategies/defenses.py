@@ -16,6 +16,7 @@ from strategies import lfighter as lf
 from strategies import norm_clipping, pca_filter, robust
 from strategies.aggregation import Aggregation
 from strategies.base import DefenseStrategy
+from strategies.defaults import NDC_BOUND, NDC_MODE, TRIM_BETA
 from strategies.fedavg_math import fedavg
 
 
@@ -42,7 +43,7 @@ class TrimmedMean(DefenseStrategy):
 
     name = "trimmed-mean"
 
-    def __init__(self, *, beta: float = 0.1, **kw: Any) -> None:
+    def __init__(self, *, beta: float = TRIM_BETA, **kw: Any) -> None:
         super().__init__(**kw)
         self.beta = beta
 
@@ -77,12 +78,20 @@ class _ByzantineBudget(DefenseStrategy):
 
 
 class Krum(_ByzantineBudget):
-    """Krum (Blanchard et al. 2017): the single update closest to its K − f − 2 neighbours."""
+    """Krum (Blanchard et al. 2017): the single update closest to its K − f − 2 neighbours.
+
+    ``krum_distance``: "squared" (paper, Flower) | "lfighter-code" (see robust.krum_scores).
+    """
 
     name = "krum"
 
+    def __init__(self, *, krum_distance: str = "squared", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.distance = krum_distance
+
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        return robust.krum(updates, weights, layout, num_byzantine=self.f_for(len(updates)))
+        return robust.krum(updates, weights, layout, num_byzantine=self.f_for(len(updates)),
+                           distance=self.distance)
 
 
 class MultiKrum(_ByzantineBudget):
@@ -90,23 +99,29 @@ class MultiKrum(_ByzantineBudget):
 
     name = "multi-krum"
 
-    def __init__(self, *, keep: int = -1, **kw: Any) -> None:
+    def __init__(self, *, keep: int = -1, krum_distance: str = "squared", **kw: Any) -> None:
         super().__init__(**kw)
-        self.keep = keep
+        self.keep, self.distance = keep, krum_distance
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         f = self.f_for(len(updates))
         m = self.keep if self.keep > 0 else max(len(updates) - f, 1)
-        return robust.multi_krum(updates, weights, layout, num_byzantine=f, num_selected=min(m, len(updates)))
+        return robust.multi_krum(updates, weights, layout, num_byzantine=f, num_selected=min(m, len(updates)),
+                                 distance=self.distance)
 
 
 class Bulyan(_ByzantineBudget):
-    """Bulyan (El Mhamdi et al. 2018) as Flower defines it."""
+    """Bulyan (El Mhamdi et al. 2018): ``selection`` "iterated" (paper) | "flower" (Flower's one-pass shortcut)."""
 
     name = "bulyan"
 
+    def __init__(self, *, selection: str = "iterated", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.selection = selection
+
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        return robust.bulyan(updates, weights, layout, num_byzantine=self.f_for(len(updates)))
+        return robust.bulyan(updates, weights, layout, num_byzantine=self.f_for(len(updates)),
+                             selection=self.selection)
 
 
 class NormDifferenceClipping(DefenseStrategy):
@@ -114,7 +129,7 @@ class NormDifferenceClipping(DefenseStrategy):
 
     name = "ndc"
 
-    def __init__(self, *, bound: float | str = "median", mode: str = "clip", **kw: Any) -> None:
+    def __init__(self, *, bound: float | str = NDC_BOUND, mode: str = NDC_MODE, **kw: Any) -> None:
         super().__init__(**kw)
         self.bound = bound if bound == "median" else float(bound)
         self.mode = mode
@@ -124,21 +139,32 @@ class NormDifferenceClipping(DefenseStrategy):
 
 
 class FoolsGold(DefenseStrategy):
-    """FoolsGold (Fung et al. 2020) with per-client accumulated history across rounds."""
+    """FoolsGold (Fung et al. 2020) with per-client accumulated history across rounds.
+
+    ``scope``: "all-seen" (original FoolsGold, LFighter's baseline: similarity over every client
+    seen so far) | "round" (only this round's clients). History: ``[clients seen, F]``.
+    """
 
     name = "foolsgold"
 
-    def __init__(self, *, features: str = "output-layer", **kw: Any) -> None:
+    def __init__(self, *, features: str = "output-layer", scope: str = "all-seen", **kw: Any) -> None:
         super().__init__(**kw)
-        self.features = features
+        if scope not in fg.SCOPES:
+            raise ValueError(f"scope must be one of {fg.SCOPES}, got {scope!r}")
+        self.features, self.scope = features, scope
         self.history: dict[int, np.ndarray] = {}
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         feats = fg.foolsgold_features(updates, layout, self.features)
         for c, row in zip(clients, feats):
             self.history[c] = self.history.get(c, 0.0) + row
-        hist = np.stack([self.history[c] for c in clients])
-        return fg.foolsgold(updates, weights, layout, history=hist, features=self.features)
+        if self.scope == "round":
+            hist = np.stack([self.history[c] for c in clients])
+            return fg.foolsgold(updates, weights, layout, history=hist, features=self.features)
+        order = {c: i for i, c in enumerate(self.history)}
+        hist = np.stack(list(self.history.values()))
+        return fg.foolsgold(updates, weights, layout, history=hist, features=self.features,
+                            sampled=np.array([order[c] for c in clients]))
 
 
 class PCAFilter(DefenseStrategy):
@@ -161,10 +187,13 @@ class LFighter(DefenseStrategy):
 
     name = "lfighter"
 
-    def __init__(self, *, mode: str = "mild", seed: int = 0, min_samples: int | None = None, **kw: Any) -> None:
+    def __init__(self, *, mode: str = "mild", seed: int = 0, min_samples: int | None = None,
+                 include_bias: bool = False, n_init: int = lf.N_INIT, score: str = "paper", **kw: Any) -> None:
         super().__init__(**kw)
         self.mode, self.seed, self.min_samples = mode, seed, min_samples
+        self.include_bias, self.n_init, self.score = include_bias, n_init, score
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed + server_round,
-                           min_samples=self.min_samples)
+        # one k-means seed for the whole run (issue 8; it was seed + round), as the authors' random_state=0
+        return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed, min_samples=self.min_samples,
+                           include_bias=self.include_bias, n_init=self.n_init, score=self.score)
