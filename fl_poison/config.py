@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from strategies.defaults import KMEANS_N_INIT, NDC_BOUND, NDC_MODE, TRIM_BETA
+
 DATASET_CHOICES = ("digits", "mnist", "fashion-mnist", "cifar10")
 MODEL_CHOICES = (
     "auto", "mlp", "lfighter-cnn", "tolpegin-fmnist-cnn", "tolpegin-cifar-cnn", "ada-cnn", "resnet18",
@@ -103,19 +105,34 @@ SCHEMA: tuple[Key, ...] = (
         check=_unit_or_off, allowed="a number in [0, 1], or -1 for uniform sampling"),
     # --- defense --------------------------------------------------------------
     Key("defense", str, "fedavg", "aggregation rule / defense", DEFENSE_CHOICES),
-    Key("trim-beta", float, 0.1, "fraction trimmed from each end (trimmed-mean)", check=lambda v: 0 <= v < 0.5, allowed="a number in [0, 0.5)"),
+    Key("trim-beta", float, TRIM_BETA, "fraction trimmed from each end (trimmed-mean)", check=lambda v: 0 <= v < 0.5, allowed="a number in [0, 0.5)"),
     Key("num-byzantine", int, -1, "f assumed by Krum / multi-Krum / Bulyan (-1 = the largest the rule tolerates)", check=_ge(-1), allowed="an integer >= 0, or -1"),
     Key("multi-krum-keep", int, -1, "updates multi-Krum averages (-1 = clients-per-round - f)", check=_ge(-1), allowed="an integer >= 1, or -1"),
     Key("repeated-median-reweight", bool, False, "repeated median with residual-based reweighting"),
     Key("foolsgold-features", str, "output-layer", "what FoolsGold accumulates per client", ("output-layer", "all")),
-    Key("ndc-bound", str, "median", "norm bound of NDC: a number > 0, or 'median' (the round's median norm)"),
-    Key("ndc-mode", str, "clip", "NDC clips large updates or drops them", ("clip", "drop")),
+    Key("ndc-bound", str, NDC_BOUND, "norm bound of NDC: a number > 0, or 'median' (the round's median norm)"),
+    Key("ndc-mode", str, NDC_MODE, "NDC clips large updates or drops them", ("clip", "drop")),
     Key("pca-class", int, -1, "output neuron the PCA filter inspects (-1 = choose each round)", check=_ge(-1), allowed="a class index of the data set, or -1"),
     Key("pca-visualise-only", bool, False, "PCA detects but keeps everyone (the paper's original use)"),
     Key("lfighter-mode", str, "auto", "LFighter clustering: k-means (mild) or HDBSCAN (extreme); auto follows partition", ("auto", "mild", "extreme")),
     Key("lfighter-min-samples", int, -1, "HDBSCAN min_samples in LFighter's extreme mode (-1 = the paper's: "
         "min_cluster_size=2 only; 1 lets two clients form a cluster)", check=lambda v: v == -1 or v >= 1,
         allowed="an integer >= 1, or -1"),
+    # issue 8: defense fidelity -- the paper's choice by default, the authors' code as a switch
+    Key("foolsgold-scope", str, "all-seen", "FoolsGold compares the histories of every client seen so far "
+        "(FoolsGold, LFighter's code) or of this round's clients only", ("all-seen", "round")),
+    Key("lfighter-bias", bool, False, "LFighter clusters the two neurons' weight rows (paper, code); true adds their biases"),
+    Key("lfighter-n-init", int, KMEANS_N_INIT, "k-means initialisations in LFighter's mild mode (one seed per run)",
+        check=_ge(1), allowed="an integer >= 1"),
+    Key("lfighter-score", str, "paper", "LFighter cluster score: mean max angle (paper) or the authors' code's "
+        "1 - mean min (cos - I)", ("paper", "code")),
+    Key("bulyan-selection", str, "iterated", "Bulyan selection: Krum iterated n - 2f times (paper) or one "
+        "Multi-Krum pass (Flower)", ("iterated", "flower")),
+    Key("krum-distance", str, "squared", "Krum / multi-Krum score: squared distances to the others (paper, "
+        "Flower) or LFighter's code (plain distances, self counted)", ("squared", "lfighter-code")),
+    Key("pca-history-rounds", int, 1, "rounds of source-class rows the PCA filter pools (1 = this round; "
+        "-1 = all rounds, Tolpegin's Algorithm 1)", check=lambda v: v == -1 or v >= 1,
+        allowed="an integer >= 1, or -1 for all rounds"),
     # --- output ---------------------------------------------------------------
     Key("out-dir", str, "results", "folder that receives run directories"),
     Key("run-name", str, "", "name of the run directory ('' = generated)"),

@@ -173,13 +173,21 @@ class PCAFilter(DefenseStrategy):
     name = "pca"
 
     def __init__(self, *, source_class: int | None = None, visualise_only: bool = False, seed: int = 0,
-                 **kw: Any) -> None:
+                 history_rounds: int = 1, **kw: Any) -> None:
         super().__init__(**kw)
         self.source_class, self.visualise_only, self.seed = source_class, visualise_only, seed
+        self.history_rounds = history_rounds  # 1: this round alone; -1: every round (Tolpegin's Alg. 1 pools)
+        self.past: list[np.ndarray] = []  # earlier rounds' output rows, oldest first
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        return pca_filter.pca_filter(updates, weights, layout, source_class=self.source_class,
-                                     visualise_only=self.visualise_only, seed=self.seed + server_round)
+        keep = len(self.past) if self.history_rounds < 0 else self.history_rounds - 1
+        past = self.past[len(self.past) - keep:] if keep > 0 else []
+        agg = pca_filter.pca_filter(updates, weights, layout, source_class=self.source_class,
+                                    visualise_only=self.visualise_only, seed=self.seed + server_round,
+                                    history_rows=np.concatenate(past) if past else None)
+        if self.history_rounds != 1:
+            self.past = past + [layout.output_rows(np.atleast_2d(np.asarray(updates, dtype=np.float64)))]
+        return agg
 
 
 class LFighter(DefenseStrategy):

@@ -22,24 +22,30 @@ def defense_params(cfg) -> dict[str, Any]:
         return {"beta": cfg["trim-beta"]}
     if name == "repeated-median":
         return {"reweight": cfg["repeated-median-reweight"]}
-    if name in ("krum", "bulyan"):
-        return {"num_byzantine": cfg["num-byzantine"]}
+    if name == "krum":
+        return {"num_byzantine": cfg["num-byzantine"], "krum_distance": cfg["krum-distance"]}
+    if name == "bulyan":
+        return {"num_byzantine": cfg["num-byzantine"], "selection": cfg["bulyan-selection"]}
     if name == "multi-krum":
-        return {"num_byzantine": cfg["num-byzantine"], "keep": cfg["multi-krum-keep"]}
+        return {"num_byzantine": cfg["num-byzantine"], "keep": cfg["multi-krum-keep"],
+                "krum_distance": cfg["krum-distance"]}
     if name == "ndc":
         return {"bound": cfg["ndc-bound"], "mode": cfg["ndc-mode"]}
     if name == "foolsgold":
-        return {"features": cfg["foolsgold-features"]}
+        return {"features": cfg["foolsgold-features"], "scope": cfg["foolsgold-scope"]}
     if name == "pca":
         # The defender's own setting, never the attack's source class: unset = every class in turn.
         return {"source_class": cfg["pca-class"] if cfg["pca-class"] >= 0 else None,
-                "visualise_only": cfg["pca-visualise-only"], "seed": cfg["seed"]}
+                "visualise_only": cfg["pca-visualise-only"], "seed": cfg["seed"],
+                "history_rounds": cfg["pca-history-rounds"]}
     if name == "lfighter":
         mode = cfg["lfighter-mode"]
         if mode == "auto":
             mode = "extreme" if cfg["partition"] == "extreme" else "mild"
         min_samples = cfg["lfighter-min-samples"]
-        return {"mode": mode, "seed": cfg["seed"], "min_samples": None if min_samples < 0 else min_samples}
+        return {"mode": mode, "seed": cfg["seed"], "min_samples": None if min_samples < 0 else min_samples,
+                "include_bias": cfg["lfighter-bias"], "n_init": cfg["lfighter-n-init"],
+                "score": cfg["lfighter-score"]}
     return {}
 
 
