@@ -64,6 +64,11 @@ def ndc(
     flagged clients still contribute their clipped update, so ``weights`` holds
     the example shares of all clients. ``info``: ``norms``, ``bound``, ``mode``,
     ``num_flagged``, ``empty``.
+
+    Defaults (one place, :mod:`strategies.defaults`, shared with the run keys
+    ``ndc-mode`` / ``ndc-bound``): ``mode="clip"`` -- Sun et al.'s norm
+    clipping; ``mode="drop"`` is the ADA paper's reference code. Before issue 8
+    this function defaulted to ``"drop"`` while the run key said ``"clip"``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

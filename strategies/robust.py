@@ -215,7 +215,9 @@ def trimmed_mean(
     i.e. ``c`` values are cut from EACH end and the remaining ``K - 2c`` are
     averaged without example weights. ``beta`` in ``[0, 0.5)`` (ValueError
     otherwise), so at least one value always remains. ``kept`` is all True,
-    ``weights`` NaN; ``info["trimmed_per_side"] = c``.
+    ``weights`` NaN; ``info["trimmed_per_side"] = c``. The default ``beta`` is
+    :data:`strategies.defaults.TRIM_BETA` (0.1), the run key ``trim-beta``'s
+    default (it was 0.2 here before issue 8).
     """
     b = check_beta(beta)
     u, _ = check_updates(updates, weights)
