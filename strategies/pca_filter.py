@@ -61,9 +61,10 @@ from sklearn.preprocessing import StandardScaler
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
+from strategies.defaults import KMEANS_N_INIT
 from strategies.fedavg_math import fedavg
 
-N_INIT = 10
+N_INIT = KMEANS_N_INIT
 
 
 def standardise(rows: np.ndarray) -> np.ndarray:
