@@ -4,8 +4,21 @@ Sybils pushing the same poisoned objective keep sending similar updates, so
 FoolsGold down-weights clients whose *accumulated* update history is too
 similar to another client's. The defense is stateful (the history); this
 module is the pure, stateless part: the Strategy adapter keeps each client's
-running sum of :func:`foolsgold_features` and passes the rows of the clients
-sampled this round.
+running sum of :func:`foolsgold_features`.
+
+Whose histories are compared (issue 8). The original FoolsGold code
+(``ML/code/ML_*.py``: ``summed_deltas`` of every client, all clients every
+iteration) and the LFighter authors' baseline (``FoolsGold.score_gradients``:
+``memory[num_peers, F]``, the selected peers' rows updated, ``foolsgold(memory)``
+over ALL rows, then ``wv[selected]``) compute the similarity over the whole
+history and then weight the sampled clients. That is our default,
+``scope="all-seen"``: every client seen at least once (a client never sampled
+has no history; the LFighter code keeps a zero row for it, which has cosine 0
+with everyone and only matters through step 5's rescaling -- not reproduced).
+``scope="round"`` (what this module did before issue 8) compares only the
+clients sampled this round; under partial participation a sybil whose twins
+are not sampled this round then looks unique. Memory: the history is
+``[clients seen, F]`` (``F`` = the output layer's size by default).
 
 Weights (:func:`foolsgold_weights`), as in the authors' ``foolsgold(grads)``,
 for history rows ``h_1..h_K``:
@@ -32,6 +45,8 @@ from strategies.aggregation import Aggregation
 from strategies.similarity import cosine_matrix
 
 Features = Literal["output-layer", "all"]
+#: Whose histories FoolsGold compares: every client seen so far (paper/code) or this round's only.
+SCOPES = ("all-seen", "round")
 
 
 def foolsgold_features(
@@ -95,13 +110,18 @@ def foolsgold(
     layout: Layout,
     *,
     history: np.ndarray | None = None,
+    sampled: np.ndarray | None = None,
     features: Features = "output-layer",
 ) -> Aggregation:
     """Aggregate with FoolsGold weights: ``u = Σ_k α_k u_k / Σ_k α_k``.
 
-    ``history`` (``[K, F]``) holds these clients' accumulated
-    :func:`foolsgold_features`, *including* this round; ``None`` means "no
-    memory": this round's features alone.
+    ``history`` holds accumulated :func:`foolsgold_features`, *including* this
+    round: either ``[K, F]`` (these clients only, ``sampled=None``) or
+    ``[N, F]`` for every client seen so far, with ``sampled`` (``[K]`` row
+    indices into it, in the order of ``updates``): the weights are then
+    computed over all ``N`` rows and those of the sampled rows used (the
+    FoolsGold / LFighter-code rule, see the module docstring). ``None`` means
+    "no memory": this round's features alone.
 
     Aggregation choice. The original FoolsGold code applies the weights as an
     unnormalised sum, ``Σ_k α_k Δ_k`` (a per-client learning-rate scale); the
@@ -120,10 +140,16 @@ def foolsgold(
     if history is None:
         history = foolsgold_features(updates, layout, features)
     history = np.atleast_2d(np.asarray(history, dtype=np.float64))
-    if history.shape[0] != k:
-        raise ValueError(f"history has {history.shape[0]} rows for {k} updates")
-    wv = foolsgold_weights(history)
-    info: dict = {"wv": [float(a) for a in wv], "features": features}
+    if sampled is None:
+        if history.shape[0] != k:
+            raise ValueError(f"history has {history.shape[0]} rows for {k} updates")
+        wv = foolsgold_weights(history)
+    else:
+        sampled = np.asarray(sampled, dtype=int)
+        if sampled.shape != (k,) or sampled.min(initial=0) < 0 or sampled.max(initial=0) >= history.shape[0]:
+            raise ValueError(f"sampled must hold {k} row indices into a history of {history.shape[0]} rows")
+        wv = foolsgold_weights(history)[sampled]
+    info: dict = {"wv": [float(a) for a in wv], "features": features, "history_rows": int(history.shape[0])}
     total = wv.sum()
     if total <= 0:
         info["fallback"] = "all FoolsGold weights are 0: zero update"

@@ -15,16 +15,19 @@ its bias, from ``layout.output_rows``):
 ``mode="mild"`` (iid / mild non-iid; Alg. 1 l. 17-19, Procedure 1):
 
 * ``i1, i2`` = the two largest entries of ``Σ_k m_k`` (ties: lower index);
-* ``x_k = [w_k,i1, b_k,i1, w_k,i2, b_k,i2]``; k-means(2) on ``x`` (seeded, ``n_init=10``);
+* ``x_k = [w_k,i1, w_k,i2]`` (the two neurons' weight rows; ``include_bias=True``
+  appends each neuron's bias: ``[w_k,i1, b_k,i1, w_k,i2, b_k,i2]``);
+  k-means(2) on ``x`` with ONE seed for the whole run and ``n_init`` initialisations;
 * inverse density of a cluster ``dns = mean_i max_j θ(x_i, x_j)`` over its
   members (``j`` ranges over the cluster, ``θ_ii = 0``) -- :func:`inverse_density`;
   a one-member cluster has ``dns = 0`` (its only angle is ``θ_ii``);
-* ``score = |cl| / (|cl_1| + |cl_2|) · dns``; the lower-scoring cluster is bad.
+* ``score = |cl| / (|cl_1| + |cl_2|) · dns``; Procedure 1: ``cl_1`` is bad if
+  ``score_1 < score_2``, else ``cl_2`` (so a tie drops ``cl_2``, k-means label 1).
 
 ``mode="extreme"`` (one class per client; Alg. 1 l. 21, Procedure 2):
 
 * each client's own two largest neurons ``i1_k, i2_k``; ``x_k = [w_k,i1_k,
-  b_k,i1_k, w_k,i2_k, b_k,i2_k]``; ``HDBSCAN(min_cluster_size=2)`` on ``x``;
+  w_k,i2_k]`` (biases appended with ``include_bias``); ``HDBSCAN(min_cluster_size=2)`` on ``x``;
 * per cluster ``j``, ``μ_j`` = the neuron-wise mean of its members' magnitude
   vectors ``m_k`` (Procedure 2's wording; the prose describes the mean of the
   gradients followed by magnitudes, which differs when members' rows point
@@ -35,13 +38,28 @@ its bias, from ``layout.output_rows``):
 Aggregation: FedAvg (example-weighted) over the kept clients, as Algorithm 1
 line 23 says; the authors' code averages the kept models with equal weights.
 
-Where the authors' public code (mild filter only) differs from the paper, we
-follow the paper: their ``x_k`` holds the two neurons' weight rows without the
-biases; their per-cluster statistic is ``|cl|/m · (1 − mean_i min_j cs_ij)``
-with ``cs = cos − I`` (a cosine distance instead of the angle, and a
-one-member cluster scores ``|cl|/m`` rather than 0); their k-means is
-``KMeans(2, random_state=0)``. Their candidate neurons are chosen exactly as
-here (weight-row norm plus |bias|, summed over clients).
+Paper vs the authors' public code (``src/aggregation.py``, class ``LFD``; mild
+filter only), issue 8 -- the paper is the default, each difference a switch:
+
+* features: the paper speaks of the neurons' weight gradients and the code
+  takes the weight rows ``dw[i][top2]`` only; both are our default.
+  ``include_bias=True`` (run key ``lfighter-bias``) adds the biases (what this
+  module did before issue 8);
+* k-means: the code's ``KMeans(2, random_state=0)`` -- one fixed seed (and
+  scikit-learn's then-default 10 initialisations). We use one seed per run
+  (the run's ``seed``) and ``n_init`` initialisations (``lfighter-n-init``,
+  default 10) so the partition does not hinge on one draw; before issue 8 the
+  seed changed every round;
+* cluster score: paper ``|cl|/m · mean_i max_j θ_ij`` (``score="paper"``);
+  code ``|cl|/m · (1 − mean_i min_j cs_ij)`` with ``cs = cos − I``
+  (``score="code"``, run key ``lfighter-score``): whenever all in-cluster
+  cosines are ≥ 0 the minimum is the zeroed diagonal and the score collapses
+  to the cluster's size share; a one-member cluster scores ``|cl|/m``;
+* tie: both drop ``cl_2`` (the code keeps ``good_cl = 0`` unless
+  ``ds_0 < ds_1``); before issue 8 a tie dropped neither.
+
+Candidate neurons are chosen identically in both (weight-row norm plus
+|bias|, summed over clients).
 """
 
 from __future__ import annotations
@@ -54,11 +72,14 @@ from sklearn.cluster import KMeans
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
+from strategies.defaults import KMEANS_N_INIT
 from strategies.fedavg_math import fedavg
-from strategies.similarity import angle_matrix
+from strategies.similarity import angle_matrix, cosine_matrix
 
-N_INIT = 10
+N_INIT = KMEANS_N_INIT
 Mode = Literal["mild", "extreme"]
+Score = Literal["paper", "code"]
+SCORES = ("paper", "code")
 
 
 def neuron_magnitudes(updates: np.ndarray, layout: Layout) -> np.ndarray:
@@ -93,6 +114,18 @@ def inverse_density(vectors: np.ndarray) -> float:
     return float(angle_matrix(vectors).max(axis=1).mean())
 
 
+def code_dissimilarity(vectors: np.ndarray) -> float:
+    """The authors' per-cluster statistic before size weighting: ``1 − mean_i min_j (cos − I)_ij``.
+
+    Zero rows have cosine 0 with everything (scikit-learn). One row gives 1.
+    """
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    if vectors.shape[0] == 0:
+        return 0.0
+    cs = cosine_matrix(vectors) - np.eye(vectors.shape[0])
+    return float(1.0 - cs.min(axis=1).mean())
+
+
 def _neuron_data(rows: np.ndarray, neurons: np.ndarray) -> np.ndarray:
     """``x_k`` = client ``k``'s rows of ``neurons[k]`` (``[K, 2]`` or ``[2]``) concatenated."""
     k = rows.shape[0]
@@ -100,7 +133,9 @@ def _neuron_data(rows: np.ndarray, neurons: np.ndarray) -> np.ndarray:
     return rows[np.arange(k)[:, None], idx, :].reshape(k, -1)
 
 
-def _filter_mild(rows: np.ndarray, mags: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
+def _filter_mild(
+    rows: np.ndarray, mags: np.ndarray, seed: int, n_init: int, score: str
+) -> tuple[np.ndarray, dict]:
     total = mags.sum(axis=0)
     neurons = top_two(total)
     info: dict = {"neurons": neurons.tolist(), "magnitude_sum": total.tolist()}
@@ -109,20 +144,20 @@ def _filter_mild(rows: np.ndarray, mags: np.ndarray, seed: int) -> tuple[np.ndar
     if np.ptp(data, axis=0).max(initial=0.0) == 0:
         info["fallback"] = "all extracted gradients identical: no split"
         return bad, info
-    labels = KMeans(n_clusters=2, n_init=N_INIT, random_state=seed).fit(data).labels_
+    labels = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(data).labels_
     info["cluster"] = labels.astype(int).tolist()
     sizes = np.bincount(labels, minlength=2)
     if (sizes == 0).any():
         info["fallback"] = "k-means found one cluster"
         return bad, info
-    dns = np.array([inverse_density(data[labels == j]) for j in range(2)])
+    if score == "code":
+        dns = np.array([code_dissimilarity(data[labels == j]) for j in range(2)])
+    else:
+        dns = np.array([inverse_density(data[labels == j]) for j in range(2)])
     scores = sizes / sizes.sum() * dns
-    info.update(dns=dns.tolist(), scores=scores.tolist())
-    if np.isclose(scores[0], scores[1], rtol=1e-12, atol=1e-15):
-        info["fallback"] = "tied cluster scores: no cluster dropped"
-        info["bad_cluster"] = None
-        return bad, info
-    bad_cluster = int(np.argmin(scores))
+    info.update(dns=dns.tolist(), scores=scores.tolist(), score=score)
+    # Procedure 1 l. 10-13: cl_1 if score_1 < score_2, else cl_2 (a tie drops cl_2)
+    bad_cluster = 0 if scores[0] < scores[1] else 1
     info["bad_cluster"] = bad_cluster
     return labels == bad_cluster, info
 
@@ -169,6 +204,9 @@ def lfighter(
     mode: Mode = "mild",
     seed: int = 0,
     min_samples: int | None = None,
+    include_bias: bool = False,
+    n_init: int = N_INIT,
+    score: Score = "paper",
 ) -> Aggregation:
     """LFighter's filter, then example-weighted FedAvg of the kept clients.
 
@@ -180,8 +218,9 @@ def lfighter(
     * all extracted gradients identical (e.g. all-zero updates): no split,
       everyone kept;
     * mild, tied scores (e.g. two internally identical clusters, both
-      ``dns = 0``): Procedure 1 would drop ``cl_2``, an arbitrary k-means label;
-      we drop neither;
+      ``dns = 0``): ``cl_2`` (k-means label 1) is dropped, as Procedure 1 and
+      the authors' code do; which group k-means calls ``cl_2`` is fixed by
+      the seed, not by the data;
     * extreme, Procedure 2 keeps one ``bad_cluster`` variable overwritten in
       its loop; we mark, for *every* pair of clusters with the same top neuron,
       the strictly smaller one (equal sizes: neither -- Procedure 2's strict
@@ -189,6 +228,12 @@ def lfighter(
     * extreme, HDBSCAN labels everybody noise: by the paper everyone is bad,
       which leaves nothing to aggregate; we keep everyone instead
       (``info["fallback"]``).
+
+    ``include_bias`` (default False: weight rows only, paper and code),
+    ``n_init`` (k-means initialisations, mild) and ``score`` (``"paper"`` |
+    ``"code"``, mild) are the issue-8 switches described in the module
+    docstring; ``seed`` is the k-means seed -- the Strategy passes the run's
+    seed unchanged every round.
 
     ``min_samples`` (extreme only) is passed to HDBSCAN; ``None`` is the
     paper's setting (only ``min_cluster_size=2``), for which the ``hdbscan``
@@ -205,18 +250,25 @@ def lfighter(
     """
     if mode not in ("mild", "extreme"):
         raise ValueError(f"mode must be 'mild' or 'extreme', got {mode!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if int(n_init) < 1:
+        raise ValueError(f"n_init must be >= 1, got {n_init!r}")
     updates = np.atleast_2d(np.asarray(updates, dtype=np.float64))
     k = updates.shape[0]
+    mags = neuron_magnitudes(updates, layout)  # candidate neurons: weights and bias, as both sources
     rows = layout.output_rows(updates)
-    mags = neuron_magnitudes(updates, layout)
+    if not include_bias and layout.output_bias is not None:
+        rows = rows[:, :, :-1]
     if k < 3:
         bad = np.zeros(k, dtype=bool)
         info: dict = {"fallback": "fewer than 3 clients: all kept"}
     elif mode == "mild":
-        bad, info = _filter_mild(rows, mags, seed)
+        bad, info = _filter_mild(rows, mags, seed, int(n_init), score)
     else:
         bad, info = _filter_extreme(rows, mags, min_samples)
     info["mode"] = mode
+    info["include_bias"] = bool(include_bias)
     kept = ~bad
     avg = fedavg(updates, weights, layout, kept=kept)
     return Aggregation(avg.update, kept, avg.weights, info)

@@ -14,6 +14,7 @@ import numpy as np
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
+from strategies.defaults import NDC_BOUND, NDC_MODE
 from strategies.fedavg_math import check_updates, fedavg
 
 MODES = ("clip", "drop")
@@ -39,8 +40,8 @@ def ndc(
     weights: np.ndarray,
     layout: Layout | None = None,
     *,
-    bound: float | str = "median",
-    mode: str = "drop",
+    bound: float | str = NDC_BOUND,
+    mode: str = NDC_MODE,
 ) -> Aggregation:
     """Norm difference clipping of client updates, then FedAvg.
 
@@ -63,6 +64,11 @@ def ndc(
     flagged clients still contribute their clipped update, so ``weights`` holds
     the example shares of all clients. ``info``: ``norms``, ``bound``, ``mode``,
     ``num_flagged``, ``empty``.
+
+    Defaults (one place, :mod:`strategies.defaults`, shared with the run keys
+    ``ndc-mode`` / ``ndc-bound``): ``mode="clip"`` -- Sun et al.'s norm
+    clipping; ``mode="drop"`` is the ADA paper's reference code. Before issue 8
+    this function defaulted to ``"drop"`` while the run key said ``"clip"``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -16,6 +16,22 @@ filter:
 4. k-means with 2 clusters on ``Y`` (seeded, ``n_init = 10``);
 5. drop the smaller cluster; FedAvg (example-weighted) over the rest.
 
+Pooling over rounds (issue 8). Algorithm 1 collects the source-class rows of
+every participating client over a set of rounds ``R`` into one matrix ``U``
+and only then standardises and projects it. ``history_rows`` (the rows of
+earlier rounds, ``[M, C, H+1]``; the Strategy keeps the last
+``pca-history-rounds - 1`` rounds, or all with ``-1``) gives that pooled mode:
+steps 2-4 run on the pooled rows, and this round's clients that fall in the
+pooled minority cluster are dropped. Default: ``pca-history-rounds = 1``
+(this round alone), because the filter must decide about this round's
+clients from updates of the *same* global model: pooled rows from earlier
+models drift (early rounds' updates are larger and point elsewhere), so
+with a long window the first principal component tends to follow the round
+rather than the honest/malicious split -- Algorithm 1 is an after-the-fact
+visualisation, where that drift is visible to the analyst and harmless.
+The authors' own use has no filter, and the LFighter authors'
+re-implementation projects each round alone.
+
 Decisions the paper leaves open:
 
 * Equal-size clusters: drop none -- there is no majority to trust.
@@ -45,9 +61,10 @@ from sklearn.preprocessing import StandardScaler
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
+from strategies.defaults import KMEANS_N_INIT
 from strategies.fedavg_math import fedavg
 
-N_INIT = 10
+N_INIT = KMEANS_N_INIT
 
 
 def standardise(rows: np.ndarray) -> np.ndarray:
@@ -80,8 +97,18 @@ def pca_2d(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return proj, ratio
 
 
-def _split(rows: np.ndarray, seed: int) -> dict | None:
-    """Steps 2-4 for one neuron's rows; ``None`` when there is nothing to split."""
+def _split(rows: np.ndarray, seed: int, pooled: np.ndarray | None = None) -> dict | None:
+    """Steps 2-4 for one neuron's rows; ``None`` when there is nothing to split.
+
+    With ``pooled`` (earlier rounds' rows of the same neuron) steps 2-4 run on
+    ``[pooled; rows]``; ``labels`` / ``projection`` are then this round's and
+    ``pooled_sizes`` the cluster sizes over all pooled rows.
+    """
+    k = rows.shape[0]
+    if k < 3 and pooled is None:
+        return None
+    if pooled is not None and len(pooled):
+        rows = np.concatenate([pooled, rows])
     if rows.shape[0] < 3 or np.ptp(rows, axis=0).max(initial=0.0) == 0:
         return None
     proj, ratio = pca_2d(standardise(rows))
@@ -91,8 +118,9 @@ def _split(rows: np.ndarray, seed: int) -> dict | None:
     if np.unique(labels).size < 2:
         return None
     return {
-        "projection": proj,
-        "labels": labels.astype(int),
+        "projection": proj[-k:],
+        "labels": labels[-k:].astype(int),
+        "pooled_sizes": np.bincount(labels, minlength=2),
         "variance_ratio": ratio,
         "silhouette": float(silhouette_score(proj, labels)),
     }
@@ -107,6 +135,7 @@ def pca_filter(
     visualise_only: bool = False,
     seed: int = 0,
     min_silhouette: float | None = None,
+    history_rows: np.ndarray | None = None,
 ) -> Aggregation:
     """Tolpegin et al.'s PCA detection used as a filter (see the module docstring).
 
@@ -117,14 +146,23 @@ def pca_filter(
     drops, or would drop when visualising only), ``silhouette_per_class``
     (when the class was chosen automatically; ``None`` for classes that did
     not split) and ``fallback`` (why nobody was dropped, when applicable).
+
+    ``history_rows``: earlier rounds' ``layout.output_rows`` stacked
+    (``[M, C, H+1]``) for the pooled mode of the module docstring (``None``
+    or empty: this round alone); ``info["pooled_rows"] = M``.
     """
     updates = np.atleast_2d(np.asarray(updates, dtype=np.float64))
     k = updates.shape[0]
     rows = layout.output_rows(updates)  # [K, C, H(+1)]
     info: dict = {"visualise_only": bool(visualise_only)}
+    pooled = None if history_rows is None or len(history_rows) == 0 else np.asarray(history_rows, dtype=np.float64)
+    info["pooled_rows"] = 0 if pooled is None else int(pooled.shape[0])
+
+    def pool(c: int) -> np.ndarray | None:
+        return None if pooled is None else pooled[:, c, :]
 
     if source_class is None:
-        splits = [_split(rows[:, c, :], seed) for c in range(layout.num_classes)]
+        splits = [_split(rows[:, c, :], seed, pool(c)) for c in range(layout.num_classes)]
         sils = [None if s is None else s["silhouette"] for s in splits]
         info["silhouette_per_class"] = sils
         valid = [c for c, s in enumerate(sils) if s is not None]
@@ -134,7 +172,7 @@ def pca_filter(
         if not 0 <= source_class < layout.num_classes:
             raise ValueError(f"source_class {source_class} outside [0, {layout.num_classes})")
         chosen = int(source_class)
-        split = _split(rows[:, chosen, :], seed)
+        split = _split(rows[:, chosen, :], seed, pool(chosen))
     info["source_class"] = chosen
 
     drop = np.zeros(k, dtype=bool)
@@ -148,7 +186,7 @@ def pca_filter(
         info["cluster"] = labels.tolist()
         info["silhouette"] = split["silhouette"]
         info["variance_ratio"] = split["variance_ratio"].tolist()
-        sizes = np.bincount(labels, minlength=2)
+        sizes = split["pooled_sizes"]  # this round's sizes when nothing is pooled
         if sizes[0] == sizes[1]:
             info["fallback"] = "equal-size clusters"
         elif min_silhouette is not None and split["silhouette"] < min_silhouette:

@@ -25,6 +25,7 @@ import numpy as np
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
+from strategies.defaults import TRIM_BETA
 from strategies.fedavg_math import check_updates, fedavg
 
 #: Temporary memory budget (bytes) for one chunk of coordinate-wise work.
@@ -74,24 +75,24 @@ def _no_shares(k: int) -> np.ndarray:
 def pairwise_sq_distances(updates: np.ndarray, budget: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
     """``D[i, j] = ||u_i - u_j||^2`` for all pairs of rows (``[K, K]``, float64).
 
-    Summed directly from the differences ``u_j - u_i`` (``j > i``) over column
-    chunks, then mirrored: ``D`` is exactly symmetric with a zero diagonal, and
-    identical rows (e.g. Sybil clients sending the same update) are at
-    distance exactly 0, so Krum's score ties are real ties and break by index.
-    Flower's ``compute_distances`` uses the Gram identity
-    ``|x|^2 + |y|^2 - 2 x.y`` on the local models instead -- the same numbers up
-    to rounding, but its ties are decided by rounding noise.
+    Gram identity ``||u_i||^2 + ||u_j||^2 - 2 u_i.u_j`` (one matrix product,
+    no Python loop over clients; issue 8), clipped at 0, symmetrised, zero
+    diagonal, on rows shifted by the first row (a large common offset would
+    otherwise cancel catastrophically; integer-valued inputs stay exact). Flower's ``compute_distances`` uses the
+    same identity on the uncentred local models. Rounding:
+    two identical rows may be at ~1e-16 * ||u||^2 instead of exactly 0, so
+    score ties between exact copies are decided by rounding noise, as in
+    Flower. ``budget`` is kept for signature compatibility (the product needs
+    no temporary beyond ``[K, K]``).
     """
     u = np.asarray(updates, dtype=np.float64)
-    k, p = u.shape
-    d = np.zeros((k, k), dtype=np.float64)
-    step = _chunk_cols(k, p, 16, budget)
-    for start in range(0, p, step):
-        block = u[:, start : start + step]
-        for i in range(k - 1):
-            diff = block[i + 1 :] - block[i]
-            d[i, i + 1 :] += np.einsum("kp,kp->k", diff, diff)
-    return d + d.T
+    u = u - u[:1]  # distances are translation invariant; shifting keeps the Gram trick precise
+    gram = u @ u.T
+    sq = np.diag(gram)
+    d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+    d = 0.5 * (d + d.T)
+    np.fill_diagonal(d, 0.0)
+    return d
 
 
 def krum_num_closest(num_clients: int, num_byzantine: int) -> int:
@@ -112,23 +113,37 @@ def krum_num_closest(num_clients: int, num_byzantine: int) -> int:
     return max(1, n)
 
 
-def krum_scores(updates: np.ndarray, num_byzantine: int) -> np.ndarray:
+#: Krum distance conventions: the paper's / Flower's, and the LFighter authors' ``Krum``.
+KRUM_DISTANCES = ("squared", "lfighter-code")
+
+
+def krum_scores(updates: np.ndarray, num_byzantine: int, distance: str = "squared") -> np.ndarray:
     """Krum score of every row (Blanchard et al. 2017; Flower ``select_multikrum``).
 
     ::
 
         n      = K - f - 2                     (see krum_num_closest)
-        s(i)   = sum of the n smallest ||u_i - u_j||^2 over j != i
+        s(i)   = sum of the n smallest ||u_i - u_j||^2 over j != i      ("squared")
 
-    (squared distances, as Flower). With fewer than ``n`` other rows (``K <= 2``,
-    ``f = 0``) all of them are summed; a lone client scores 0.
+    ``"squared"`` is the paper's and Flower's score. With fewer than ``n`` other
+    rows (``K <= 2``, ``f = 0``) all of them are summed; a lone client scores 0.
+
+    ``"lfighter-code"``: the LFighter authors' ``Krum`` (``torch.cdist`` +
+    ``topk(n, largest=False)``): NON-squared distances, and the ``n`` smallest
+    are taken over the whole row *including* the client's zero distance to
+    itself, i.e. ``s(i) = 0 + sum of the n - 1 smallest ||u_i - u_j||``.
     """
+    if distance not in KRUM_DISTANCES:
+        raise ValueError(f"distance must be one of {KRUM_DISTANCES}, got {distance!r}")
     u = np.atleast_2d(np.asarray(updates, dtype=np.float64))
     k = u.shape[0]
+    d = pairwise_sq_distances(u)
+    if distance == "lfighter-code":
+        n = min(krum_num_closest(k, num_byzantine), k)
+        return np.sort(np.sqrt(d), axis=1)[:, :n].sum(axis=1)
     n = min(krum_num_closest(k, num_byzantine), k - 1)
     if n <= 0:
         return np.zeros(k, dtype=np.float64)
-    d = pairwise_sq_distances(u)
     np.fill_diagonal(d, np.inf)
     return np.sort(d, axis=1)[:, :n].sum(axis=1)
 
@@ -188,7 +203,7 @@ def trimmed_mean(
     weights: np.ndarray,
     layout: Layout | None = None,
     *,
-    beta: float = 0.2,
+    beta: float = TRIM_BETA,
 ) -> Aggregation:
     """Coordinate-wise trimmed mean, exactly as Flower's ``FedTrimmedAvg`` / ``trim_mean``.
 
@@ -200,7 +215,9 @@ def trimmed_mean(
     i.e. ``c`` values are cut from EACH end and the remaining ``K - 2c`` are
     averaged without example weights. ``beta`` in ``[0, 0.5)`` (ValueError
     otherwise), so at least one value always remains. ``kept`` is all True,
-    ``weights`` NaN; ``info["trimmed_per_side"] = c``.
+    ``weights`` NaN; ``info["trimmed_per_side"] = c``. The default ``beta`` is
+    :data:`strategies.defaults.TRIM_BETA` (0.1), the run key ``trim-beta``'s
+    default (it was 0.2 here before issue 8).
     """
     b = check_beta(beta)
     u, _ = check_updates(updates, weights)
@@ -395,6 +412,7 @@ def krum(
     *,
     num_byzantine: int = 0,
     num_selected: int = 1,
+    distance: str = "squared",
 ) -> Aggregation:
     """(Multi-)Krum as Flower's ``Krum`` / ``MultiKrum`` (``select_multikrum``).
 
@@ -415,13 +433,16 @@ def krum(
     Errors: ``num-byzantine`` with ``K - f - 2 < 1`` (and ``f > 0``) raises
     ValueError (Flower clamps the neighbour count to 1 instead).
 
+    ``distance``: ``"squared"`` (paper, Flower; default) or ``"lfighter-code"``
+    (the LFighter authors' Krum, see :func:`krum_scores`).
+
     ``kept`` = selection mask, ``weights`` = example shares within ``S``;
-    ``info``: ``scores``, ``selected`` (lowest score first), ``num_closest``.
+    ``info``: ``scores``, ``selected`` (lowest score first), ``num_closest``, ``distance``.
     """
     u, w = check_updates(updates, weights)
     k = u.shape[0]
     m = min(_check_positive_int(num_selected, "num-selected"), k)
-    scores = krum_scores(u, num_byzantine)
+    scores = krum_scores(u, num_byzantine, distance)
     chosen = _lowest(scores, m)
     mask = np.zeros(k, dtype=bool)
     mask[chosen] = True
@@ -430,6 +451,7 @@ def krum(
         "scores": scores.tolist(),
         "selected": [int(i) for i in chosen],
         "num_closest": int(min(krum_num_closest(k, num_byzantine), k - 1)),
+        "distance": distance,
     }
     return agg
 
@@ -441,17 +463,25 @@ def multi_krum(
     *,
     num_byzantine: int = 0,
     num_selected: int | None = None,
+    distance: str = "squared",
 ) -> Aggregation:
     """Multi-Krum: :func:`krum` with ``m = num_selected`` rows kept.
 
-    ``num_selected=None`` uses ``m = K - f`` (Blanchard et al.'s choice; at
-    least 1). Flower's ``MultiKrum`` default is ``m = 1``; LFighter's
-    comparison used ``m = K - f - 2`` -- pass it explicitly to reproduce either.
+    Paper (Blanchard et al. 2017), the default: squared distances to the
+    ``K - f - 2`` nearest *other* rows, ``m = K - f`` (``num_selected=None``;
+    at least 1). Flower's ``MultiKrum`` default is ``m = 1``.
+
+    The LFighter authors' ``Krum(..., multi=True)`` differs in three ways:
+    non-squared distances that count the client's own zero distance
+    (``distance="lfighter-code"``), ``m = K - f - 2`` (pass ``num_selected``;
+    run key ``multi-krum-keep``), and an unweighted mean of the selected
+    models (ours is example-weighted; equal with equal local set sizes). Only
+    with all three does a run reproduce theirs.
     """
     u, w = check_updates(updates, weights)
     f = check_num_byzantine(num_byzantine)
     m = max(1, u.shape[0] - f) if num_selected is None else num_selected
-    return krum(u, w, layout, num_byzantine=f, num_selected=m)
+    return krum(u, w, layout, num_byzantine=f, num_selected=m, distance=distance)
 
 
 # --------------------------------------------------------------------------- Bulyan
@@ -465,35 +495,75 @@ def _mean_of_closest(values: np.ndarray, count: int) -> np.ndarray:
     return np.take_along_axis(values, idx, axis=0).mean(axis=0)
 
 
+#: Bulyan's selection phase: the paper's iterated Krum, or Flower's one-pass shortcut.
+BULYAN_SELECTIONS = ("iterated", "flower")
+
+
+def bulyan_select(updates: np.ndarray, num_byzantine: int, theta: int, selection: str = "iterated") -> np.ndarray:
+    """Indices of Bulyan's ``theta`` selected rows, in selection order.
+
+    ``"iterated"`` (El Mhamdi et al. 2018, Alg. 1; default): repeat ``theta``
+    times: Krum on the remaining set ``R`` (neighbours ``|R| - f - 2``, at
+    least 1 -- the last rounds of the loop have ``|R| = 2f + 1`` rows, where
+    the paper's count would be below 1), move the chosen row out of ``R``.
+    ``"flower"``: Flower's ``select_multikrum`` shortcut -- the ``theta``
+    lowest scores of ONE Krum pass over all ``K`` rows.
+    """
+    if selection not in BULYAN_SELECTIONS:
+        raise ValueError(f"selection must be one of {BULYAN_SELECTIONS}, got {selection!r}")
+    u = np.atleast_2d(np.asarray(updates, dtype=np.float64))
+    k = u.shape[0]
+    if selection == "flower":
+        return _lowest(krum_scores(u, num_byzantine), theta)
+    d = pairwise_sq_distances(u)
+    np.fill_diagonal(d, np.inf)
+    remaining = list(range(k))
+    chosen: list[int] = []
+    for _ in range(theta):
+        r = np.array(remaining)
+        n = min(max(1, len(r) - num_byzantine - 2), len(r) - 1)
+        sub = d[np.ix_(r, r)]
+        scores = np.sort(sub, axis=1)[:, :n].sum(axis=1) if n > 0 else np.zeros(len(r))
+        pick = int(r[_lowest(scores, 1)[0]])
+        chosen.append(pick)
+        remaining.remove(pick)
+    return np.array(chosen, dtype=int)
+
+
 def bulyan(
     updates: np.ndarray,
     weights: np.ndarray,
     layout: Layout | None = None,
     *,
     num_byzantine: int = 0,
+    selection: str = "iterated",
 ) -> Aggregation:
-    """Bulyan (El Mhamdi et al. 2018) exactly as Flower's ``Bulyan`` strategy.
+    """Bulyan (El Mhamdi et al. 2018, "The Hidden Vulnerability of Distributed Learning in Byzantium").
 
     ::
 
         require   K >= 4f + 3                         (ValueError otherwise)
         theta   = K - 2f
-        S       = the theta rows with the lowest Krum scores, scores computed
-                  ONCE on all K rows with n = K - f - 2 neighbours
-                  (Flower's default selection_rule = select_multikrum; not the
-                  paper's iterated Krum)
+        S       = bulyan_select(u, f, theta, selection)
         beta    = theta - 2f
         update[p] = mean of the beta values u_k[p], k in S, closest to
                     median_{k in S} u_k[p]     (|u_k[p] - median|, unweighted)
 
+    Selection: ``"iterated"`` (default) is the paper's -- Krum applied
+    ``theta`` times, each time on the rows not yet chosen; ``"flower"`` is
+    Flower 1.41's ``Bulyan`` (default ``selection_rule = select_multikrum``:
+    the ``theta`` best scores of one Krum pass), with which this function
+    equals Flower's strategy (differential test). The two selections often
+    differ (issue 8: equal in 16 of 200 random trials).
+
     Flower returns no aggregate when ``K < 4f + 3``; we raise a ValueError
     naming ``num-byzantine``. With ``f = 0`` the rule is the plain coordinate-wise
     mean and we compute it for any ``K`` (so ``K = 1, 2`` work). Example counts
-    are not used. Distance ties go to the earlier row in score order.
+    are not used. Distance ties go to the earlier row in selection order.
 
     ``kept`` = the theta selected clients; ``weights`` NaN for them (no single
-    share exists), 0 for the others; ``info``: ``scores``, ``selected``,
-    ``theta``, ``beta``.
+    share exists), 0 for the others; ``info``: ``scores`` (one Krum pass over
+    all rows, for reporting), ``selected``, ``selection``, ``theta``, ``beta``.
     """
     u, _ = check_updates(updates, weights)
     k = u.shape[0]
@@ -506,7 +576,7 @@ def bulyan(
     theta = k - 2 * f
     beta = theta - 2 * f
     scores = krum_scores(u, f)
-    chosen = _lowest(scores, theta)
+    chosen = bulyan_select(u, f, theta, selection)
     selected = u[chosen]
     update = _columnwise(selected, lambda block: _mean_of_closest(block, beta), cost_per_entry=48)
     mask = np.zeros(k, dtype=bool)
@@ -519,6 +589,7 @@ def bulyan(
         {
             "scores": scores.tolist(),
             "selected": [int(i) for i in chosen],
+            "selection": selection,
             "theta": int(theta),
             "beta": int(beta),
         },

@@ -135,3 +135,55 @@ def test_features_and_default_history():
         foolsgold_features(upd, layout, "nope")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         foolsgold(upd, np.ones(5), layout, history=np.ones((4, 3)))
+
+
+# ---------------------------------------------------------------- issue 8: whose histories are compared
+
+
+def _one_hot_updates(layout, dirs: list[int]) -> np.ndarray:
+    """Updates whose output-layer features are the unit vectors ``e_d`` (other params 0)."""
+    upd = np.zeros((len(dirs), layout.num_params))
+    sl = layout.slice_of(layout.output_weight)
+    for k, d in enumerate(dirs):
+        upd[k, sl.start + d] = 1.0
+    return upd
+
+
+def test_partial_participation_all_seen_history_catches_a_sybil_whose_twin_is_absent():
+    # round 1: sybils 0, 1 (direction e0), honest 2 (e1), 3 (e2) all sampled.
+    # round 2: only 0 and 2 sampled. Histories: 0: 2e0, 1: e0, 2: 2e1, 3: e2.
+    # all-seen (FoolsGold / LFighter code): cos(0, 1) = 1 -> wv_0 = 0; 2 and 3 unique -> 1.
+    # round only (before issue 8): 0 vs 2 are orthogonal -> both weight 1, the sybil is kept.
+    from strategies.defenses import FoolsGold
+
+    layout = tiny_layout()
+    r1 = _one_hot_updates(layout, [0, 0, 1, 2])
+    r2 = _one_hot_updates(layout, [0, 1])
+    new, old = FoolsGold(clients_per_round=4), FoolsGold(clients_per_round=4, scope="round")
+    for strat in (new, old):
+        first = strat.aggregate_updates(r1, np.ones(4), layout, [10, 11, 12, 13], 1)
+        np.testing.assert_array_equal(first.kept, [False, False, True, True])
+    a = new.aggregate_updates(r2, np.ones(2), layout, [10, 12], 2)
+    b = old.aggregate_updates(r2, np.ones(2), layout, [10, 12], 2)
+    np.testing.assert_array_equal(a.kept, [False, True])
+    assert a.info["history_rows"] == 4
+    np.testing.assert_array_equal(b.kept, [True, True])
+    np.testing.assert_allclose(a.update, r2[1])
+
+
+def test_sampled_rows_are_the_full_history_weights():
+    rng = np.random.default_rng(5)
+    hist = rng.normal(size=(7, 9))
+    layout = tiny_layout()
+    upd = rng.normal(size=(3, layout.num_params))
+    agg = foolsgold(upd, np.ones(3), layout, history=hist, sampled=np.array([4, 0, 6]))
+    np.testing.assert_allclose(agg.info["wv"], foolsgold_weights(hist)[[4, 0, 6]])
+    with pytest.raises(ValueError, match="sampled"):
+        foolsgold(upd, np.ones(3), layout, history=hist, sampled=np.array([1, 7, 2]))
+
+
+def test_bad_scope_rejected():
+    from strategies.defenses import FoolsGold
+
+    with pytest.raises(ValueError, match="scope"):
+        FoolsGold(clients_per_round=2, scope="everyone")

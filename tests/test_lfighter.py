@@ -135,12 +135,108 @@ def test_sign_flip_and_scale_invariance():
     assert a.info["neurons"] == b.info["neurons"]
 
 
-def test_tied_scores_keep_everyone():
-    # two internally identical groups: dns = 0 for both -> scores tie at 0
+def test_tied_scores_drop_cl2_per_procedure_1():
+    # two internally identical groups: dns = 0 for both -> scores tie at 0.
+    # Before issue 8 nobody was dropped; Procedure 1 (l. 10-13: cl_1 only if score_1 < score_2)
+    # and the authors' code (good_cl = 0 unless ds_0 < ds_1) drop cl_2 = k-means label 1.
     layout, upd = sybil_case()
     upd[4] = upd[3]
     agg = lfighter(upd, np.ones(5), layout, mode="mild")
-    assert agg.kept.all() and agg.info["bad_cluster"] is None and "fallback" in agg.info
+    assert agg.info["scores"] == [0.0, 0.0] and agg.info["bad_cluster"] == 1
+    labels = np.array(agg.info["cluster"])
+    np.testing.assert_array_equal(agg.kept, labels == 0)
+    assert 0 < agg.kept.sum() < 5
+
+
+def bias_case():
+    """C=3, H=2. Honest 0-2 and identical attackers 3-4 differ in their weight rows; a large
+    neuron-0 bias (+5 / -5) cuts across both groups.
+
+    weights only (paper, code): x = [w_n0, w_n1]: {0,1,2} (n0 ≈ [1, ±0.2], n1 = [0, 1]) vs
+    {3,4} (n0 = [-1,0], n1 = [0,-1]); dns_att = 0 -> score 0 -> attackers dropped.
+    with biases: x = [w_n0, b_n0, w_n1, b_n1]; the ±5 bias dominates the distances, k-means
+    splits {0,3} (b=+5) vs {1,2,4} (b=-5) and an honest client is dropped with an attacker.
+    """
+    layout = layout_of(3, 2)
+    rows = np.array([
+        [[1, 0.2, 5], [0, 1, 0], [0, 0, 0]],
+        [[1, -0.2, -5], [0, 1, 0], [0, 0, 0]],
+        [[1, 0, -5], [0, 1, 0], [0, 0, 0]],
+        [[-1, 0, 5], [0, -1, 0], [0, 0, 0]],
+        [[-1, 0, -5], [0, -1, 0], [0, 0, 0]],
+    ], dtype=float)
+    return layout, with_output_rows(layout, rows, np.zeros((5, layout.num_params)))
+
+
+def test_weights_only_features_by_default_bias_as_switch():
+    layout, upd = bias_case()
+    paper = lfighter(upd, np.ones(5), layout, mode="mild")
+    np.testing.assert_array_equal(paper.kept, [True, True, True, False, False])
+    assert paper.info["include_bias"] is False
+    old = lfighter(upd, np.ones(5), layout, mode="mild", include_bias=True)
+    labels = np.array(old.info["cluster"])
+    assert labels[0] == labels[3] and labels[1] == labels[2] == labels[4] and labels[0] != labels[1]
+    assert old.kept.tolist() != paper.kept.tolist()
+
+
+def score_case():
+    """C=3, H=2, weights only. x = [w_n0, w_n1] (4 numbers per client).
+
+    cluster A (clients 0-2): x ≈ [1, 0, 1, 0] with tiny spread (dns_A ≈ 0.01 rad);
+    cluster B (clients 3-4): [0, 5, 0, 5] and [3, 5, 3, 5]: cos = 50 / sqrt(50 · 68) ≈ 0.857, θ ≈ 0.540.
+    paper: score_A = 3/5 · ~0.01 < score_B = 2/5 · 0.540 -> A (the majority) is dropped.
+    code:  every in-cluster cosine ≥ 0, so min_j (cos − I)_ij = 0 and the score is the size share:
+           3/5 > 2/5 -> B is dropped.
+    """
+    layout = layout_of(3, 2)
+    rows = np.zeros((5, 3, 3))
+    for k, e in enumerate([0.0, 0.01, -0.01]):
+        rows[k, 0, :2] = [1, e]
+        rows[k, 1, :2] = [1, -e]
+    rows[3, 0, :2], rows[3, 1, :2] = [0, 5], [0, 5]
+    rows[4, 0, :2], rows[4, 1, :2] = [3, 5], [3, 5]
+    return layout, with_output_rows(layout, rows, np.zeros((5, layout.num_params)))
+
+
+def test_paper_score_vs_code_score_hand_worked():
+    layout, upd = score_case()
+    paper = lfighter(upd, np.ones(5), layout, mode="mild")
+    code = lfighter(upd, np.ones(5), layout, mode="mild", score="code")
+    np.testing.assert_array_equal(paper.kept, [False, False, False, True, True])
+    np.testing.assert_array_equal(code.kept, [True, True, True, False, False])
+    bad = code.info["bad_cluster"]
+    assert code.info["dns"] == pytest.approx([1.0, 1.0])  # 1 − mean(min(cos − I)) = 1 − 0
+    assert code.info["scores"][bad] == pytest.approx(0.4)
+    assert paper.info["scores"][paper.info["bad_cluster"]] < 0.01
+    with pytest.raises(ValueError, match="score"):
+        lfighter(upd, np.ones(5), layout, score="other")
+
+
+def test_code_dissimilarity_hand_computed():
+    from strategies.lfighter import code_dissimilarity
+
+    assert code_dissimilarity(np.array([[1.0, 0.0]])) == pytest.approx(1.0)
+    # cos = [[1, -1], [-1, 1]] - I = [[0, -1], [-1, 0]] -> min -1 each -> 1 - (-1) = 2
+    assert code_dissimilarity(np.array([[1.0, 0.0], [-2.0, 0.0]])) == pytest.approx(2.0)
+
+
+def test_strategy_uses_one_kmeans_seed_for_the_whole_run(monkeypatch):
+    from strategies import defenses
+    from strategies import lfighter as lf
+
+    seen = []
+    real = lf.lfighter
+
+    def spy(*args, **kw):
+        seen.append((kw["seed"], kw["n_init"], kw["include_bias"], kw["score"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(lf, "lfighter", spy)
+    layout, upd = mild_case(0)
+    strat = defenses.LFighter(seed=7, n_init=4, include_bias=True, score="code", clients_per_round=10)
+    for rnd in (1, 2, 3):
+        strat.aggregate_updates(upd, np.ones(10), layout, list(range(10)), rnd)
+    assert seen == [(7, 4, True, "code")] * 3  # before issue 8: seed 8, 9, 10
 
 
 # ---------------------------------------------------------------- extreme

@@ -156,3 +156,33 @@ def test_min_silhouette_and_no_bias_layout():
     x[6:, w.start + SRC * H : w.start + (SRC + 1) * H] += 3.0
     agg = pca_filter(x, np.ones(9), nb, source_class=SRC)
     np.testing.assert_array_equal(np.flatnonzero(~agg.kept), [6, 7, 8])
+
+
+# ---------------------------------------------------------------- issue 8: pooled history (Algorithm 1)
+
+
+def test_pooled_history_keeps_an_all_honest_round_that_alone_loses_its_minority():
+    # Round 1: 8 honest + 3 planted attackers (shifted source rows). Round 2: 5 honest clients only.
+    # This round alone (default): k-means always splits, so the smaller half of the honest
+    # round-2 clients is dropped. Pooled (Algorithm 1: U collects the rows of every round, then
+    # standardise + PCA): the split is honest vs the round-1 attackers, and every round-2 client
+    # lies in the honest majority cluster -> nobody is dropped.
+    from strategies.defenses import PCAFilter
+
+    layout, upd1, attackers = planted(seed=2)
+    rng = np.random.default_rng(9)
+    upd2 = upd1[:5] + 0.05 * rng.normal(size=(5, layout.num_params))
+    alone = pca_filter(upd2, np.ones(5), layout, source_class=SRC)
+    assert 0 < (~alone.kept).sum() < 5 and alone.info["pooled_rows"] == 0
+    pooled = pca_filter(upd2, np.ones(5), layout, source_class=SRC, history_rows=layout.output_rows(upd1))
+    assert pooled.kept.all() and pooled.info["pooled_rows"] == 11 and pooled.info["flagged"] == []
+    # the Strategy keeps the window: history_rounds=-1 pools every earlier round, 1 none
+    strat = PCAFilter(source_class=SRC, history_rounds=-1, clients_per_round=11)
+    first = strat.aggregate_updates(upd1, np.ones(11), layout, list(range(11)), 1)
+    assert sorted(np.flatnonzero(~first.kept).tolist()) == attackers.tolist()
+    second = strat.aggregate_updates(upd2, np.ones(5), layout, list(range(5)), 2)
+    assert second.kept.all() and second.info["pooled_rows"] == 11
+    plain = PCAFilter(source_class=SRC, clients_per_round=11)
+    plain.aggregate_updates(upd1, np.ones(11), layout, list(range(11)), 1)
+    assert plain.aggregate_updates(upd2, np.ones(5), layout, list(range(5)), 2).info["pooled_rows"] == 0
+    assert plain.past == []

@@ -297,7 +297,7 @@ def test_bulyan_matches_loop_reference(k, f):
     rng = np.random.default_rng(k + f)
     u = _rows(rng, k, 25, outliers=f)
     expected, chosen = ref_bulyan(u, f)
-    agg = bulyan(u, rng.integers(1, 9, size=k), num_byzantine=f)
+    agg = bulyan(u, rng.integers(1, 9, size=k), num_byzantine=f, selection="flower")
     np.testing.assert_allclose(agg.update, expected, atol=1e-15)
     assert agg.info["selected"] == [int(i) for i in chosen]
     assert agg.kept.sum() == k - 2 * f and agg.info["beta"] == k - 4 * f
@@ -396,8 +396,8 @@ CASES = [
         6,
         0,
     ),
-    ("bulyan-11", lambda: Bulyan(num_malicious_nodes=2), lambda u, w: bulyan(u, w, num_byzantine=2), 11, 2),
-    ("bulyan-12", lambda: Bulyan(num_malicious_nodes=2), lambda u, w: bulyan(u, w, num_byzantine=2), 12, 2),
+    ("bulyan-11", lambda: Bulyan(num_malicious_nodes=2), lambda u, w: bulyan(u, w, num_byzantine=2, selection="flower"), 11, 2),
+    ("bulyan-12", lambda: Bulyan(num_malicious_nodes=2), lambda u, w: bulyan(u, w, num_byzantine=2, selection="flower"), 12, 2),
     ("bulyan-f0", lambda: Bulyan(num_malicious_nodes=0), lambda u, w: bulyan(u, w, num_byzantine=0), 4, 0),
 ]
 
@@ -430,3 +430,72 @@ def test_krum_weighting_is_by_examples_like_flower():
     np.testing.assert_allclose(got, expected, atol=1e-10)
     uniform = g_flat + u.mean(axis=0)
     assert not np.allclose(expected, uniform, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- issue 8: paper defaults vs switches
+
+
+def test_krum_lfighter_code_distance_changes_the_choice_hand_worked():
+    # K=6, f=1, n = K-f-2 = 3.  Paper (squared, 3 nearest OTHER rows):
+    #   8 -> 1+1+9 = 11,  9 -> 1+4+4 = 9  => Krum picks 9 (index 4).
+    # LFighter's code (|d|, the 3 smallest of the row INCLUDING the zero self-distance = 2 others):
+    #   8 -> 0+1+1 = 2,   9 -> 0+1+2 = 3  => picks 8 (index 3).
+    u = np.array([[2.0], [4.0], [7.0], [8.0], [9.0], [11.0]])
+    np.testing.assert_allclose(krum_scores(u, 1), [65, 29, 14, 11, 9, 29])
+    np.testing.assert_allclose(krum_scores(u, 1, "lfighter-code"), [7, 5, 3, 2, 3, 5])
+    assert krum(u, np.ones(6), num_byzantine=1).info["selected"] == [4]
+    assert krum(u, np.ones(6), num_byzantine=1, distance="lfighter-code").info["selected"] == [3]
+    code = multi_krum(u, np.ones(6), num_byzantine=1, num_selected=3, distance="lfighter-code")
+    assert sorted(code.info["selected"]) == [2, 3, 4]
+    with pytest.raises(ValueError, match="distance"):
+        krum_scores(u, 1, "cosine")
+
+
+def test_pairwise_distances_gram_equals_loop_on_random_rows():
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=(9, 40))
+    brute = ((u[:, None, :] - u[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(pairwise_sq_distances(u), brute, rtol=1e-10, atol=1e-12)
+    same = np.tile(u[:1], (3, 1))
+    np.testing.assert_array_equal(pairwise_sq_distances(same), np.zeros((3, 3)))
+
+
+def test_bulyan_iterated_differs_from_flower_shortcut_hand_worked():
+    # K=7, f=1, theta=5, beta=3; points 1, 2, 7, 8, 13, 15, 20 (squared distances).
+    # One Krum pass (n=4 neighbours): 1:230, 2:183, 7:98, 8:111, 13:114, 15:142, 20:387.
+    #   Flower keeps the 5 lowest: 7, 8, 13, 15, 2 = indices {1, 2, 3, 4, 5}.
+    # Paper: Krum on what is left, 5 times (n = |R|-3, at least 1; ties -> lower index):
+    #   7 (98); R={1,2,8,13,15,20}, n=3: 13 and 15 tie at 78 -> 13; R={1,2,8,15,20}, n=2: 2 (1+36);
+    #   R={1,8,15,20}, n=1: 15 (25, tie with 20); R={1,8,20}, n=1: 1 (49, tie with 8).
+    #   => indices [2, 4, 1, 5, 0]: 8 is NOT kept, 1 is.
+    u = np.array([[1.0], [2.0], [7.0], [8.0], [13.0], [15.0], [20.0]])
+    scores = krum_scores(u, 1)
+    np.testing.assert_allclose(scores, [230, 183, 98, 111, 114, 142, 387])
+    flower = bulyan(u, np.ones(7), num_byzantine=1, selection="flower")
+    paper = bulyan(u, np.ones(7), num_byzantine=1)
+    assert sorted(flower.info["selected"]) == [1, 2, 3, 4, 5]
+    assert paper.info["selected"] == [2, 4, 1, 5, 0] and paper.info["selection"] == "iterated"
+    assert paper.kept.tolist() != flower.kept.tolist()
+    # coordinate-wise: selected {1, 2, 7, 13, 15}: median 7, beta=3 closest: 2, 7, 13 (|Δ| 5, 0, 6) -> 22/3
+    np.testing.assert_allclose(paper.update, [22.0 / 3.0])
+    with pytest.raises(ValueError, match="selection"):
+        bulyan(u, np.ones(7), num_byzantine=1, selection="other")
+
+
+def test_bulyan_iterated_rejects_the_outliers_on_random_rows():
+    rng = np.random.default_rng(11)
+    u = _rows(rng, 11, 20, outliers=2)
+    agg = bulyan(u, np.ones(11), num_byzantine=2)
+    assert not agg.kept[:2].any() and agg.kept.sum() == 7
+
+
+def test_pure_defaults_are_the_run_key_defaults():
+    import inspect
+
+    from fl_poison.config import SCHEMA
+    from strategies.norm_clipping import ndc
+
+    default = {k.name: k.default for k in SCHEMA}
+    assert inspect.signature(trimmed_mean).parameters["beta"].default == default["trim-beta"]
+    assert inspect.signature(ndc).parameters["mode"].default == default["ndc-mode"]
+    assert inspect.signature(ndc).parameters["bound"].default == default["ndc-bound"]

@@ -54,7 +54,8 @@ PAIRS = [
     ("krum", lambda: D.Krum(num_byzantine=2), lambda: FlKrum(num_malicious_nodes=2), 9),
     ("multi-krum", lambda: D.MultiKrum(num_byzantine=2, keep=4),
      lambda: FlMultiKrum(num_malicious_nodes=2, num_nodes_to_select=4), 9),
-    ("bulyan", lambda: D.Bulyan(num_byzantine=2), lambda: FlBulyan(num_malicious_nodes=2), 11),
+    # Flower's one-pass selection is our switch; the default is the paper's iterated Krum (issue 8)
+    ("bulyan", lambda: D.Bulyan(num_byzantine=2, selection="flower"), lambda: FlBulyan(num_malicious_nodes=2), 11),
 ]
 
 
@@ -214,3 +215,32 @@ def test_clientapp_replies_pass_flowers_consistency_check():
     validate_message_reply_consistency([r.content for r in replies], "num-examples", check_arrayrecord=True)
     arrays, _ = FedAvg().aggregate_train(1, replies)
     assert list(arrays.keys()) == list(new_model(cfg).state_dict().keys())
+
+
+def test_issue8_keys_reach_the_strategy_parameters():
+    def built(**over):
+        return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
+
+    fg = built(defense="foolsgold")
+    assert fg.scope == "all-seen" and built(defense="foolsgold", **{"foolsgold-scope": "round"}).scope == "round"
+    lf = built(defense="lfighter", seed=3)
+    assert (lf.include_bias, lf.n_init, lf.score, lf.seed) == (False, 10, "paper", 3)
+    lf = built(defense="lfighter", **{"lfighter-bias": True, "lfighter-n-init": 2, "lfighter-score": "code"})
+    assert (lf.include_bias, lf.n_init, lf.score) == (True, 2, "code")
+    assert built(defense="bulyan").selection == "iterated"
+    assert built(defense="bulyan", **{"bulyan-selection": "flower"}).selection == "flower"
+    assert built(defense="krum").distance == "squared"
+    assert built(defense="multi-krum", **{"krum-distance": "lfighter-code"}).distance == "lfighter-code"
+    assert built(defense="pca").history_rounds == 1
+    assert built(defense="pca", **{"pca-history-rounds": -1}).history_rounds == -1
+    assert built(defense="trimmed-mean").beta == 0.1 and built(defense="ndc").mode == "clip"
+
+
+@pytest.mark.parametrize(("key", "bad"), [("foolsgold-scope", "all"), ("lfighter-score", "x"),
+                                          ("bulyan-selection", "once"), ("krum-distance", "l1"),
+                                          ("lfighter-n-init", 0), ("pca-history-rounds", 0)])
+def test_issue8_bad_values_name_the_key(key, bad):
+    from fl_poison.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        resolve({key: bad})

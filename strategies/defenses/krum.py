@@ -14,6 +14,9 @@ from strategies.base import DefenseStrategy
 NUM_BYZANTINE = Key("num-byzantine", int, -1,
                     "f assumed by Krum / multi-Krum / Bulyan (-1 = the largest the rule tolerates)",
                     check=lambda v: v >= -1, allowed="an integer >= 0, or -1", param="num_byzantine")
+KRUM_DISTANCE = Key("krum-distance", str, "squared",
+                     "Krum / multi-Krum score: squared distances to the others (paper, Flower) or LFighter's code "
+                     "(plain distances, self counted)", ("squared", "lfighter-code"), param="krum_distance")
 MULTI_KRUM_KEEP = Key("multi-krum-keep", int, -1, "updates multi-Krum averages (-1 = clients-per-round - f)",
                       check=lambda v: v >= -1, allowed="an integer >= 1, or -1", param="keep")
 
@@ -48,11 +51,19 @@ class _ByzantineBudget(DefenseStrategy):
 
 
 class Krum(_ByzantineBudget):
-    """Krum: the single update closest to its K − f − 2 neighbours."""
+    """Krum: the single update closest to its K − f − 2 neighbours.
+
+    ``krum_distance``: "squared" (the paper, Flower) | "lfighter-code" (LFighter's code: plain distances with
+    the zero self-distance counted; see ``robust.krum_scores``).
+    """
 
     name = "krum"
-    keys = (NUM_BYZANTINE,)
+    keys = (NUM_BYZANTINE, KRUM_DISTANCE)
     help = "Krum (Blanchard et al. 2017)"
+
+    def __init__(self, *, krum_distance: str = KRUM_DISTANCE.default, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.distance = krum_distance
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
@@ -60,14 +71,15 @@ class Krum(_ByzantineBudget):
                      "Krum needs clients-per-round - num-byzantine - 2 >= 1", lambda k: k - 3)
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        return robust.krum(updates, weights, layout, num_byzantine=self.f_for(len(updates)))
+        return robust.krum(updates, weights, layout, num_byzantine=self.f_for(len(updates)),
+                           distance=self.distance)
 
 
 class MultiKrum(Krum):
     """Multi-Krum: the average of the ``keep`` best-scored updates (-1: K − f)."""
 
     name = "multi-krum"
-    keys = (NUM_BYZANTINE, MULTI_KRUM_KEEP)
+    keys = (NUM_BYZANTINE, KRUM_DISTANCE, MULTI_KRUM_KEEP)
     help = "multi-Krum (Blanchard et al. 2017)"
 
     def __init__(self, *, keep: int = MULTI_KRUM_KEEP.default, **kw: Any) -> None:
@@ -84,4 +96,5 @@ class MultiKrum(Krum):
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         f = self.f_for(len(updates))
         m = self.keep if self.keep > 0 else max(len(updates) - f, 1)
-        return robust.multi_krum(updates, weights, layout, num_byzantine=f, num_selected=min(m, len(updates)))
+        return robust.multi_krum(updates, weights, layout, num_byzantine=f, num_selected=min(m, len(updates)),
+                                 distance=self.distance)

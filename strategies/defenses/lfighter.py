@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
+from strategies import defaults
 from strategies import lfighter as lf
 from strategies.base import DefenseStrategy
 
@@ -16,17 +17,28 @@ MIN_SAMPLES = Key("lfighter-min-samples", int, -1,
                   "1 lets two clients form a cluster)", check=lambda v: v == -1 or v >= 1,
                   allowed="an integer >= 1, or -1")
 
+BIAS = Key("lfighter-bias", bool, False,
+           "LFighter clusters the two neurons' weight rows (paper, code); true adds their biases", param="include_bias")
+N_INIT = Key("lfighter-n-init", int, defaults.KMEANS_N_INIT,
+             "k-means initialisations in LFighter's mild mode (one seed per run)",
+             check=lambda v: v >= 1, allowed="an integer >= 1", param="n_init")
+SCORE = Key("lfighter-score", str, "paper", "LFighter cluster score: mean max angle (paper) or the authors' code's "
+            "1 - mean min (cos - I)", ("paper", "code"), param="score")
+
 
 class LFighter(DefenseStrategy):
     """LFighter's filter, then FedAvg of the kept clients (the math: ``strategies.lfighter``)."""
 
     name = "lfighter"
-    keys = (MODE, MIN_SAMPLES)
+    keys = (MODE, MIN_SAMPLES, BIAS, N_INIT, SCORE)
     help = "LFighter (Jebreel et al.): k-means / HDBSCAN on output-neuron gradients"
 
-    def __init__(self, *, mode: str = "mild", seed: int = 0, min_samples: int | None = None, **kw: Any) -> None:
+    def __init__(self, *, mode: str = "mild", seed: int = 0, min_samples: int | None = None,
+                 include_bias: bool = BIAS.default, n_init: int = N_INIT.default, score: str = SCORE.default,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.mode, self.seed, self.min_samples = mode, seed, min_samples
+        self.include_bias, self.n_init, self.score = include_bias, n_init, score
 
     @classmethod
     def params_from_config(cls, config: Any) -> dict[str, Any]:
@@ -34,8 +46,10 @@ class LFighter(DefenseStrategy):
         if mode == "auto":
             mode = "extreme" if config["partition"] == "extreme" else "mild"
         m = config["lfighter-min-samples"]
-        return {"mode": mode, "seed": config["seed"], "min_samples": None if m < 0 else m}
+        return {**super().params_from_config(config), "mode": mode, "seed": config["seed"],
+                "min_samples": None if m < 0 else m}
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed + server_round,
-                           min_samples=self.min_samples)
+        # one k-means seed for the whole run (the authors' random_state=0; it used to be seed + round)
+        return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed, min_samples=self.min_samples,
+                           include_bias=self.include_bias, n_init=self.n_init, score=self.score)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
-from strategies import norm_clipping
+from strategies import defaults, norm_clipping
 from strategies.base import DefenseStrategy
 
 
@@ -28,9 +28,9 @@ def _bound_ok(value: str) -> bool:
     return True
 
 
-NDC_BOUND = Key("ndc-bound", str, "median", "norm bound of NDC: a number > 0, or 'median' (the round's median norm)",
+NDC_BOUND = Key("ndc-bound", str, defaults.NDC_BOUND, "norm bound of NDC: a number > 0, or 'median' (the round's median norm)",
                 check=_bound_ok, allowed="a number > 0, or 'median'", param="bound")
-NDC_MODE = Key("ndc-mode", str, "clip", "NDC clips large updates or drops them", ("clip", "drop"), param="mode")
+NDC_MODE = Key("ndc-mode", str, defaults.NDC_MODE, "NDC clips large updates or drops them", ("clip", "drop"), param="mode")
 
 
 class NormDifferenceClipping(DefenseStrategy):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
-from strategies import robust
+from strategies import defaults, robust
 from strategies.base import DefenseStrategy
 
-TRIM_BETA = Key("trim-beta", float, 0.1, "fraction trimmed from each end (trimmed-mean)",
+TRIM_BETA = Key("trim-beta", float, defaults.TRIM_BETA, "fraction trimmed from each end (trimmed-mean)",
                 check=lambda v: 0 <= v < 0.5, allowed="a number in [0, 0.5)", param="beta")
 
 
