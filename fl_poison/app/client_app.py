@@ -11,8 +11,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.behaviour import behaviour_for
+from fl_poison.app.node import identity, local_node
 from fl_poison.config import Config, resolve
-from fl_poison.federation import federation_for, new_model
+from fl_poison.federation import new_model
 from fl_poison.training import TrainSettings, get_state, local_accuracy, set_state, train_local
 
 app = ClientApp()
@@ -64,18 +65,15 @@ def received_model_accuracy(model, x, y, n: int, seed: int) -> float:
 @app.query("identify")
 def identify(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node trains on (the experiment's bookkeeping)."""
-    record = ConfigRecord({
-        "partition-id": partition_id(context),
-        "num-partitions": int(context.node_config.get("num-partitions", -1)),
-    })
+    record = ConfigRecord(identity(context.node_config))
     return Message(RecordDict({"identity": record}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = config_of(context)
-    cid = partition_id(context)
-    fed = federation_for(cfg)
+    node = local_node(cfg, context.node_config)  # issue 11: own data and role from the node config
+    cid = node.cid
     server_round = int(msg.content["config"]["server-round"])
     model = copy.deepcopy(_template(cfg))
     global_state = msg.content["arrays"].to_numpy_ndarrays()
@@ -83,12 +81,12 @@ def train(msg: Message, context: Context) -> Message:
     global_state = dict(zip(names, global_state))
     set_state(model, global_state)
 
-    behaviour = behaviour_for(cfg, cid, cid in fed.malicious, fed.num_classes)
-    x, y = behaviour.training_set(*fed.client_data(cid), server_round)
+    behaviour = behaviour_for(node.config, cid, node.malicious, node.num_classes)
+    x, y = behaviour.training_set(node.x, node.y, server_round)
     received_acc = received_model_accuracy(model, x, y, cfg["received-eval-samples"],
                                            client_seed(cfg, server_round, cid))
     loss, acc = train_local(model, x, y, TrainSettings.from_config(cfg),
-                            seed=client_seed(cfg, server_round, cid), augment=fed.dataset.augment)
+                            seed=client_seed(cfg, server_round, cid), augment=node.augment)
     state = behaviour.craft(get_state(model), global_state, server_round)
     reply = RecordDict({
         "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()}),
