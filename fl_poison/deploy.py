@@ -222,6 +222,36 @@ def _reap_group(pgid: int) -> None:
         pass
 
 
+def stop_pid_only(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM one process, SIGKILL it after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        end = time.time() + grace
+        while time.time() < end:
+            if not alive(pid):
+                return
+            time.sleep(0.2)
+
+
+def processes_with_env(var: str, value: str) -> list[int]:
+    """Live PIDs (other than ours) whose environment has ``var=value`` (Linux /proc)."""
+    needle = f"{var}={value}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            if not zombie and needle in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 @dataclass
 class NodeSpec:
     """One SuperNode of a test federation: its key and its node config."""
@@ -239,8 +269,8 @@ def node_config_for(i: int, n: int, malicious: bool, dataset: str, data_dir: str
         parts.append(f'dataset="{dataset}"')
     if data_dir:
         parts.append(f'data-dir="{Path(data_dir).resolve()}"')
+    parts.append(f"malicious={'true' if malicious else 'false'}")
     if malicious:
-        parts.append("malicious=true")
         if attack:
             parts.append(f'attack="{attack}"')
     return " ".join(parts)
@@ -344,15 +374,37 @@ class LocalFederation:
             self._save()
 
     def down(self) -> list[int]:
-        """Stop every process this federation started (SuperNodes first), by the recorded PIDs."""
+        """Stop every process this federation started (SuperNodes first), by the recorded PIDs.
+
+        Flower's SuperExec / app processes run in sessions of their own and exit
+        when their parent does; any still alive after that (found by this
+        federation's FLWR_HOME in their environment) are stopped by PID too.
+        """
         stopped = []
         for name in [n for n in self.pids if n != "superlink"] + (["superlink"] if "superlink" in self.pids else []):
             pid = self.pids[name]
             stop_pid(pid)
             stopped.append(pid)
+        end = time.time() + 15
+        while (left := self.leftovers()) and time.time() < end:
+            time.sleep(0.5)
+        for pid in self.leftovers():
+            stop_pid_only(pid)
+            stopped.append(pid)
         self.pids = {}
         self._save()
         return stopped
+
+    def leftovers(self) -> list[int]:
+        """PIDs of live processes whose environment names this federation's FLWR_HOME."""
+        return processes_with_env("FLWR_HOME", self.env["FLWR_HOME"])
+
+    def submit(self, app: str | Path, run_config: str, log: Path | None = None) -> subprocess.Popen:
+        """Start ``flwr run APP CONNECTION --run-config ... --stream`` without waiting (faults tests)."""
+        log = log or self.logs / "flwr-run.log"
+        fh = open(log, "ab")
+        return subprocess.Popen([_bin("flwr"), "run", str(app), CONNECTION, "--run-config", run_config, "--stream"],
+                                env=self.env, stdout=fh, stderr=subprocess.STDOUT)
 
     def run(self, app: str | Path, run_config: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
         """``flwr run APP CONNECTION --run-config ... --stream``: submit the run and follow it to the end."""
