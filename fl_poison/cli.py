@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("baseline_run", help="run directory of the same setup without attack")
         if name == "datasets":
             sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
+    from fl_poison.deploy import add_parser as add_deploy_parser  # issue 11
+
+    add_deploy_parser(sub)
     return p
 
 

@@ -410,3 +410,61 @@ class LocalFederation:
         """``flwr run APP CONNECTION --run-config ... --stream``: submit the run and follow it to the end."""
         return subprocess.run([_bin("flwr"), "run", str(app), CONNECTION, "--run-config", run_config, "--stream"],
                               env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------- CLI
+def add_parser(sub) -> None:
+    """``fl-poison deploy certs|up|down`` (a compact subparser the main CLI attaches)."""
+    p = sub.add_parser("deploy", help="certificates, node keys and a local secured test federation")
+    p.set_defaults(fn=cmd_deploy)
+    p.add_argument("action", choices=("certs", "up", "down"))
+    p.add_argument("dir", help="federation folder (certs/, flwr-home/, logs/, federation.json)")
+    p.add_argument("--nodes", "-n", type=int, default=3, help="number of SuperNodes")
+    p.add_argument("--port", type=int, default=19093, help="SuperLink port on 127.0.0.1")
+    p.add_argument("--malicious", type=int, action="append", default=[], metavar="I",
+                   help="node I runs malicious=true (repeatable); written to DIR/red-team.txt")
+    p.add_argument("--attack", default="", help="attack key for the malicious nodes' node config ('' = the run's)")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir", default=None, help="shared data copy the nodes partition (lab set-up)")
+    p.add_argument("--host", action="append", default=[], help="certificate SAN (default 127.0.0.1, localhost)")
+    p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: local testing only")
+
+
+def cmd_deploy(args) -> int:
+    from fl_poison.config import ConfigError
+
+    d = Path(args.dir)
+    if args.nodes < 1:
+        raise ConfigError("--nodes", args.nodes, "an integer >= 1")
+    bad = [i for i in args.malicious if not 0 <= i < args.nodes]
+    if bad:
+        raise ConfigError("--malicious", bad[0], f"a node index 0..{args.nodes - 1}")
+    if args.action == "certs":
+        paths = make_certificates(d / "certs", args.nodes, tuple(args.host) or ("127.0.0.1", "localhost"))
+        print(f"CA {paths['ca']}, SuperLink certificate {paths['server-cert']}, {args.nodes} node key pairs "
+              f"in {d / 'certs'}")
+        return 0
+    fed = LocalFederation(d, port=args.port, secure=not args.insecure, pythonpath=Path.cwd())
+    if args.action == "down":
+        print(f"stopped PIDs {fed.down()}")
+        return 0
+    if fed.pids:
+        print(f"{d / PID_FILE} lists running processes; run `fl-poison deploy down {d}` first", file=sys.stderr)
+        return 1
+    if not args.insecure and not (fed.certs / "ca.crt").exists():
+        make_certificates(fed.certs, args.nodes, tuple(args.host) or ("127.0.0.1", "localhost"))
+    nodes = [NodeSpec(f"node{i}", node_config_for(i, args.nodes, i in args.malicious, args.dataset, args.data_dir,
+                                                  args.attack),
+                      None if args.insecure else fed.certs / f"node{i}.key") for i in range(args.nodes)]
+    (d / "red-team.txt").write_text("".join(f"node{i}\n" for i in sorted(set(args.malicious))))
+    try:
+        fed.up(nodes)
+    except BaseException:
+        fed.down()
+        raise
+    print(f"SuperLink {fed.address} ({'TLS + SuperNode auth' if fed.secure else 'INSECURE, local testing only'}), "
+          f"{args.nodes} SuperNodes; PIDs in {d / PID_FILE}\n"
+          f"run:  FLWR_HOME={fed.home} flwr run . {CONNECTION} --stream --run-config "
+          f"\"num-clients={args.nodes} clients-per-round={args.nodes} red-team-file='{(d / 'red-team.txt').resolve()}' ...\"\n"
+          f"stop: fl-poison deploy down {d}")
+    return 0
