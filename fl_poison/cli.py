@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="regenerate the [tool.flwr.app.config] table of this pyproject.toml in place")
         if name == "datasets":
             sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
+    from fl_poison.deploy import add_parser as add_deploy_parser  # issue 11
+
+    add_deploy_parser(sub)
     return p
 
 

@@ -102,6 +102,11 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
     Key("figures", bool, True, "write PNG figures"),
     Key("capture-updates", bool, False, "store output-neuron gradients each round and draw the PCA view"),
+    # --- deployment (issue 11) ---------------------------------------------------
+    Key("round-timeout", float, 3600.0, "seconds a round waits for replies; missing replies are recorded",
+        check=lambda v: v > 0, allowed="a number of seconds > 0"),
+    Key("red-team-file", str, "", "operator's list of malicious node ids / names, for measurement only "
+        "('' = the run plan in simulation; no detection metrics when nodes set their own role)"),
 )
 
 

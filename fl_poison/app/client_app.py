@@ -11,8 +11,9 @@ from flwr.clientapp import ClientApp
 
 from clients.behaviour import RoundInput, behaviour_class
 from clients.store import NodeStore
+from fl_poison.app.node import identity, local_node
 from fl_poison.config import Config, resolve
-from fl_poison.federation import federation_for, new_model
+from fl_poison.federation import new_model
 from fl_poison.training import TrainSettings, set_state
 
 app = ClientApp()
@@ -26,14 +27,6 @@ def _config(items: tuple) -> Config:
 def config_of(context: Context) -> Config:
     """The validated run config (cached: every message carries the same one)."""
     return _config(tuple(sorted(context.run_config.items())))
-
-
-def partition_id(context: Context) -> int:
-    try:
-        return int(context.node_config["partition-id"])
-    except KeyError:
-        raise ValueError("this SuperNode has no 'partition-id' in its node config; start it with "
-                         "--node-config \"partition-id=I num-partitions=N\"") from None
 
 
 _templates: dict[str, object] = {}
@@ -54,10 +47,7 @@ def client_seed(cfg: Config, server_round: int, cid: int) -> int:
 @app.query("identify")
 def identify(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node trains on (the experiment's bookkeeping)."""
-    record = ConfigRecord({
-        "partition-id": partition_id(context),
-        "num-partitions": int(context.node_config.get("num-partitions", -1)),
-    })
+    record = ConfigRecord(identity(context.node_config))
     return Message(RecordDict({"identity": record}), reply_to=msg)
 
 
@@ -69,22 +59,21 @@ def to_array_record(state: dict[str, np.ndarray]) -> ArrayRecord:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = config_of(context)
-    cid = partition_id(context)
-    fed = federation_for(cfg)
+    node = local_node(cfg, context.node_config)  # issue 11: own data and role from the node config
+    cid = node.cid
     server_round = int(msg.content["config"]["server-round"])
     model = copy.deepcopy(_template(cfg))
     record = msg.content["arrays"]
     global_state = dict(zip(record.keys(), record.to_numpy_ndarrays()))
     set_state(model, global_state)
 
-    cls = behaviour_class(cfg, cid in fed.malicious)
+    cls = behaviour_class(node.config, node.malicious)
     seed = client_seed(cfg, server_round, cid)
-    x, y = fed.client_data(cid)
-    r = RoundInput(cid=cid, server_round=server_round, config=cfg, model=model, global_state=global_state,
-                   x=x, y=y, settings=TrainSettings.from_config(cfg), num_classes=fed.num_classes, seed=seed,
-                   rng=np.random.default_rng(seed), store=NodeStore(context.state, prefix=cls.name),
-                   augment=fed.dataset.augment)
-    result = cls(cid, cfg).local_work(r)
+    r = RoundInput(cid=cid, server_round=server_round, config=node.config, model=model, global_state=global_state,
+                   x=node.x, y=node.y, settings=TrainSettings.from_config(cfg), num_classes=node.num_classes,
+                   seed=seed, rng=np.random.default_rng(seed), store=NodeStore(context.state, prefix=cls.name),
+                   augment=node.augment)
+    result = cls(cid, node.config).local_work(r)
     metrics = {"num-examples": int(result.num_examples), **{k: float(v) for k, v in result.metrics.items()}}
     reply = RecordDict({"arrays": to_array_record(result.state), "metrics": MetricRecord(metrics)})
     return Message(reply, reply_to=msg)

@@ -18,6 +18,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fl_poison.app.node import server_malicious
+from fl_poison.app.replies import CountingGrid
 from fl_poison.config import Config, ConfigError
 from fl_poison.federation import Federation, federation_for, new_model
 from fl_poison.metrics.classification import (
@@ -45,8 +47,11 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0) -> list[int]:
         time.sleep(1.0)
 
 
-def identify_nodes(grid: Grid, cfg: Config, nodes: list[int]) -> dict[int, int]:
-    """Ask each node for its partition id; check the federation matches ``num-clients``."""
+def identify_nodes(grid: Grid, cfg: Config, nodes: list[int], identities: list | None = None) -> dict[int, int]:
+    """Ask each node for its partition id; check the federation matches ``num-clients``.
+
+    ``identities`` (if given) receives each node's identity record as a dict (issue 11).
+    """
     msgs = [Message(RecordDict({"config": ConfigRecord({})}), node, f"{MessageType.QUERY}.identify")
             for node in nodes]
     replies = list(grid.send_and_receive(msgs, timeout=300))
@@ -55,6 +60,8 @@ def identify_nodes(grid: Grid, cfg: Config, nodes: list[int]) -> dict[int, int]:
         if r.has_error():
             raise RuntimeError(f"node {r.metadata.src_node_id} failed to identify: {r.error.reason}")
         ident = r.content["identity"]
+        if identities is not None:
+            identities.append(dict(ident))
         mapping[r.metadata.src_node_id] = int(ident["partition-id"])
         n_parts = int(ident["num-partitions"])
         if n_parts not in (-1, cfg["num-clients"]):
@@ -105,8 +112,12 @@ class Experiment:
     """Evaluates each round and turns the defense's report into a results row."""
 
     def __init__(self, cfg: Config, fed: Federation, strategy, recorder: RunRecorder,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, malicious: tuple[int, ...] | None | str = "plan",
+                 grid: CountingGrid | None = None) -> None:
         self.cfg, self.fed, self.strategy, self.recorder, self.progress = cfg, fed, strategy, recorder, progress
+        # issue 11: who is malicious (None = unknown: no detection metrics) and the sent/received counter
+        self.malicious = fed.malicious if malicious == "plan" else malicious
+        self.grid = grid
         self.model = new_model(cfg)
         self.confusion: np.ndarray | None = None
         self.captured: list[dict[str, Any]] = []
@@ -126,6 +137,10 @@ class Experiment:
         row["attack_success_rate"] = attack_success_rate(cm, src, tgt) if src is not None else None
         if server_round >= 1:
             row.update(self._round_report(server_round))
+            ex = self.grid.last_train if self.grid is not None else None
+            if ex is not None:
+                row.update({"num_sent": ex.sent, "replies_missing": ex.missing, "replies_error": ex.errors})
+                self.grid.last_train = None
         row["elapsed"] = self.recorder.elapsed
         self.recorder.add(row)
         if self.progress:
@@ -135,7 +150,7 @@ class Experiment:
 
     def _round_report(self, server_round: int) -> dict[str, Any]:
         rep = self.strategy.last_report
-        mal = set(self.fed.malicious)
+        mal = set(self.malicious or ())
         if rep is None or rep.server_round != server_round:
             return {}
         participants = list(rep.clients) + sorted(rep.invalid)
@@ -159,7 +174,7 @@ class Experiment:
             "malicious_train_loss": _mean(mal_loss),
         }
         out.update(_extra_metrics(rep.clients, rep.client_metrics, mal))
-        if self.cfg.has_attack:
+        if self.cfg.has_attack and self.malicious is not None:
             d = detect(rep.flagged, mal, participants)
             self.recorder.detection = self.recorder.detection + d
             out.update({"tp": d.tp, "fp": d.fp, "fn": d.fn, "tn": d.tn,
@@ -185,24 +200,28 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
                    progress: Progress | None = None) -> dict[str, Any]:
     """The whole run on any Grid; returns summary.json's content."""
     nodes = wait_for_nodes(grid, cfg["num-clients"])
-    node_to_pid = identify_nodes(grid, cfg, nodes)
+    identities: list[dict[str, Any]] = []
+    node_to_pid = identify_nodes(grid, cfg, nodes, identities)
     pid_to_node = {p: n for n, p in node_to_pid.items()}
     fed = federation_for(cfg)
+    malicious = server_malicious(cfg, fed.malicious, identities)  # issue 11: red-team file / plan / unknown
     strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid)
-    recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), fed.malicious)
-    exp = Experiment(cfg, fed, strategy, recorder, progress)
+    recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), malicious or ())
+    grid = CountingGrid(grid)
+    exp = Experiment(cfg, fed, strategy, recorder, progress, malicious=malicious, grid=grid)
     initial = ArrayRecord(new_model(cfg).state_dict())
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
-                            timeout=3600, train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
+                            timeout=cfg["round-timeout"], train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
     final = result.arrays if result.arrays is not None else initial
     state = dict(zip(final.keys(), final.to_numpy_ndarrays()))
     if exp.captured and cfg["figures"]:
         from fl_poison.update_figure import capture_figure
         capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
-    extra = {"engine": type(grid).__name__, "model": type(exp.model).__name__,
+    extra = {"engine": type(grid.grid).__name__, "malicious_known": malicious is not None,
+             **({} if malicious is not None else {"malicious_clients": None, "detection": None}), "model": type(exp.model).__name__,
              "num_parameters": int(sum(v.size for v in state.values()))}
-    if cfg.source is not None and fed.malicious:
+    if cfg.source is not None and malicious and not any(i.get("self-described") for i in identities):
         labels = fed.dataset.y_train.numpy()
         extra["malicious_source_samples"] = {str(c): int((labels[fed.parts[c]] == cfg.source).sum())
-                                             for c in fed.malicious}
+                                             for c in malicious}
     return recorder.finish(state, exp.confusion, extra)
