@@ -91,7 +91,7 @@ def train(msg: Message, context: Context) -> Message:
                             seed=client_seed(cfg, server_round, cid), augment=fed.dataset.augment)
     state = behaviour.craft(get_state(model), global_state, server_round)
     reply = RecordDict({
-        "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()}),
+        "arrays": ArrayRecord({k: Array(np.array(v, order="C")) for k, v in state.items()}),  # keeps 0-d buffers 0-d
         "metrics": MetricRecord({"num-examples": int(y.shape[0]), "train-loss": float(loss),
                                  "train-accuracy": float(acc), "received-model-accuracy": received_acc}),
     })

@@ -98,6 +98,8 @@ class Experiment:
         self.model = new_model(cfg)
         self.confusion: np.ndarray | None = None
         self.captured: list[dict[str, Any]] = []
+        self.rounds_updated = 0
+        self.reasons: set[str] = set()
 
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         cfg, fed = self.cfg, self.fed
@@ -121,8 +123,27 @@ class Experiment:
         return MetricRecord({k: float(v) for k, v in row.items()
                              if isinstance(v, (int, float)) and v is not None})
 
+    def outcome(self) -> dict[str, Any]:
+        """``status`` "complete", or "no_update" (with ``reason``) when no round changed the global model.
+
+        A run whose every update was dropped or refused still evaluates the
+        initial model each round; its numbers must not pass for a result.
+        """
+        if self.rounds_updated or self.cfg["num-rounds"] == 0:
+            return {"status": "complete", "rounds_updated": self.rounds_updated}
+        reason = "; ".join(sorted(self.reasons)[:3]) or "the defense produced no update"
+        log.error("NO ROUND UPDATED THE GLOBAL MODEL: the results describe the untrained initial model "
+                  "(%s)", reason)
+        return {"status": "no_update", "reason": reason, "rounds_updated": 0}
+
     def _round_report(self, server_round: int) -> dict[str, Any]:
         rep = self.strategy.last_report
+        if rep is not None and rep.server_round == server_round:
+            self.rounds_updated += int(rep.updated)
+            if not rep.updated:
+                self.reasons.update(rep.invalid.values())
+                if rep.info.get("error"):
+                    self.reasons.add(str(rep.info["error"]))
         mal = set(self.fed.malicious)
         if rep is None or rep.server_round != server_round:
             return {}
@@ -175,10 +196,12 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     node_to_pid = identify_nodes(grid, cfg, nodes)
     pid_to_node = {p: n for n, p in node_to_pid.items()}
     fed = federation_for(cfg)
-    strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid)
+    model0 = new_model(cfg)
+    strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid,
+                              buffer_names=[n for n, _ in model0.named_buffers()])
     recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), fed.malicious)
     exp = Experiment(cfg, fed, strategy, recorder, progress)
-    initial = ArrayRecord(new_model(cfg).state_dict())
+    initial = ArrayRecord(model0.state_dict())
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
                             timeout=3600, train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
     final = result.arrays if result.arrays is not None else initial
@@ -186,7 +209,7 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     if exp.captured and cfg["figures"]:
         from fl_poison.update_figure import capture_figure
         capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
-    extra = {"engine": type(grid).__name__, "model": type(exp.model).__name__,
+    extra = {**exp.outcome(), "engine": type(grid).__name__, "model": type(exp.model).__name__,
              "num_parameters": int(sum(v.size for v in state.values()))}
     if cfg.source is not None and fed.malicious:
         labels = fed.dataset.y_train.numpy()
