@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,6 +14,16 @@ from typing import Any, Sequence
 from fl_poison.config import ConfigError, Config, describe_keys, parse_assignment, resolve
 
 EXIT_BAD_CONFIG = 2
+EXIT_RUN_FAILED = 1
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so it ends like Ctrl-C (exit 143 instead of 130)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -66,13 +78,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         if sweeps:
             print(f"fl-poison: running the base [config] of {args.config}; its grids ({', '.join(sweeps)}) run with "
                   f"python benchmarks/defense_table.py --config {args.config} --sweep NAME --out DIR", file=sys.stderr)
-    federation_for(cfg)  # load data and plan attackers first: bad data or plans fail before training
+    from fl_poison.results import check_run_dir
+
     out = run_dir_for(cfg, args.out)
+    check_run_dir(out, args.overwrite)  # before loading data: a clash or a bad --out fails in no time
+    federation_for(cfg)  # load data and plan attackers first: bad data or plans fail before training
     print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
           f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"])
-    summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress())
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress(), overwrite=args.overwrite)
+    except KeyboardInterrupt as exc:
+        from fl_poison.results import STATUS_NAME
+
+        try:
+            done = json.loads((out / STATUS_NAME).read_text())["round"]
+        except (OSError, ValueError, KeyError):
+            done = 0
+        print(f"\nfl-poison: interrupted after round {done}; partial results in {out}", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary.get("status") != "complete":
+        print(f"fl-poison: error: the run trained nothing: {summary.get('reason')}; results in {out} describe "
+              f"the initial model", file=sys.stderr)
+        return EXIT_RUN_FAILED
     line = f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}"
     if summary["source_accuracy"] is not None:
         line += f"  source-acc {summary['source_accuracy']:.4f}  ASR {summary['attack_success_rate']:.4f}"
@@ -155,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="override a run key (repeatable)")
         if name == "run":
             sp.add_argument("--out", "-o", help="folder for the run directory (default: out-dir key)")
+            sp.add_argument("--overwrite", action="store_true",
+                            help="replace an existing run directory (default: refuse to touch it)")
         if name == "compare":
             sp.add_argument("attack_run", help="run directory of the attack run")
             sp.add_argument("baseline_run", help="run directory of the same setup without attack")

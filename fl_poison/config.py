@@ -11,6 +11,8 @@ config has no null (e.g. ``source-class = -1`` means no source class).
 
 from __future__ import annotations
 
+import math
+
 import difflib
 import hashlib
 import json
@@ -198,14 +200,17 @@ def coerce(key: Key, value: Any) -> Any:
     if key.type is float:
         if isinstance(value, bool):
             raise ConfigError(key.name, value, key.allowed or "a number")
+        out: float | None = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            out = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                out = float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(key.name, value, key.allowed or "a number")
+        if out is not None and math.isfinite(out):  # issue 13: inf / nan pass every `v > 0` check
+            return out
+        raise ConfigError(key.name, value, (key.allowed or "a number") + ("" if out is None else " (finite)"))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
@@ -291,6 +296,18 @@ def _check_relations(c: dict[str, Any]) -> None:
         if not ok:
             raise ConfigError("ndc-bound", c["ndc-bound"], "a number > 0, or 'median'")
     _check_byzantine(c)
+    _check_paths(c)
+
+
+def _check_paths(c: dict[str, Any]) -> None:
+    """Issue 13: a run directory stays inside out-dir; out-dir / data-dir are not empty strings."""
+    name = c["run-name"]
+    if name == "." or ".." in name or "/" in name or "\\" in name:
+        raise ConfigError("run-name", name, "a plain folder name (no '/', no '..'): run directories "
+                          "stay inside out-dir")
+    for key in ("out-dir", "data-dir"):
+        if not c[key].strip():
+            raise ConfigError(key, c[key], "a folder path (got an empty string)")
 
 
 def byzantine_budget(defense: str, k: int, f: int) -> int:

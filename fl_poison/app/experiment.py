@@ -190,8 +190,15 @@ class Experiment:
 
 
 def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
-                   progress: Progress | None = None) -> dict[str, Any]:
-    """The whole run on any Grid; returns summary.json's content."""
+                   progress: Progress | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """The whole run on any Grid; returns summary.json's content.
+
+    The run directory is claimed (refused if it holds files, unless
+    ``overwrite``; locked against a second writer). ``status.json`` says
+    "running", then "complete", "interrupted" (KeyboardInterrupt, which the
+    CLI also raises for SIGTERM) or "failed" with the error; the exception
+    is re-raised so the caller decides what to print.
+    """
     nodes = wait_for_nodes(grid, cfg["num-clients"])
     node_to_pid = identify_nodes(grid, cfg, nodes)
     pid_to_node = {p: n for n, p in node_to_pid.items()}
@@ -199,7 +206,21 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     model0 = new_model(cfg)
     strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid,
                               buffer_names=[n for n, _ in model0.named_buffers()])
-    recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), fed.malicious)
+    recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), fed.malicious, overwrite=overwrite)
+    try:
+        return _rounds(grid, cfg, fed, strategy, recorder, model0, progress)
+    except KeyboardInterrupt:
+        recorder.close("interrupted")
+        raise
+    except BaseException as exc:
+        recorder.close("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        recorder.close()
+
+
+def _rounds(grid: Grid, cfg: Config, fed: Federation, strategy, recorder: RunRecorder, model0,
+            progress: Progress | None) -> dict[str, Any]:
     exp = Experiment(cfg, fed, strategy, recorder, progress)
     initial = ArrayRecord(model0.state_dict())
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
