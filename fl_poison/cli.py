@@ -64,8 +64,28 @@ class Progress:
         self.stream.flush()
 
 
+def attack_warnings(cfg: Config) -> list[str]:
+    """Settings under which the configured attack can never act (legal, but almost always a mistake)."""
+    if not cfg.has_attack:
+        return []
+    from fl_poison.threat import num_malicious
+
+    out = []
+    if num_malicious(cfg["num-clients"], cfg["malicious-fraction"], cfg["num-malicious"]) == 0:
+        out.append(f"attack={cfg['attack']} but no client is malicious (malicious-fraction="
+                   f"{cfg['malicious-fraction']}, num-malicious={cfg['num-malicious']}): the attack never acts")
+    if cfg["attack-start-round"] > cfg["num-rounds"]:
+        out.append(f"attack-start-round={cfg['attack-start-round']} is after the last round "
+                   f"(num-rounds={cfg['num-rounds']}): the attack never acts")
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out", args.out, "a folder path (got an empty string)")
     cfg = config_from_args(args.config, args.set)
+    for warning in attack_warnings(cfg):
+        print(f"fl-poison: warning: {warning}", file=sys.stderr)
     from fl_poison.app.experiment import run_experiment
     from fl_poison.engine.inprocess import inprocess_grid
     from fl_poison.federation import federation_for
@@ -151,6 +171,18 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from fl_poison.compare import compare_runs
 
+    from fl_poison.results import read_summary
+
+    for d in (args.attack_run, args.baseline_run):
+        if not (Path(d) / "summary.json").is_file():
+            what = "does not exist" if not Path(d).exists() else "is not a finished run directory (no summary.json)"
+            print(f"fl-poison: error: {d} {what}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+    a, b = (read_summary(d)["config"]["dataset"] for d in (args.attack_run, args.baseline_run))
+    if a != b:
+        print(f"fl-poison: error: the runs are of different data sets ({a} vs {b}); compare an attack run "
+              f"with its baseline on the same data", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     try:
         r = compare_runs(args.attack_run, args.baseline_run)
     except (OSError, ValueError, KeyError) as exc:

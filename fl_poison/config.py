@@ -322,6 +322,11 @@ def byzantine_budget(defense: str, k: int, f: int) -> int:
 def _check_byzantine(c: dict[str, Any]) -> None:
     k = c["clients-per-round"]
     f = byzantine_budget(c["defense"], k, c["num-byzantine"])
+    if c["defense"] in ("krum", "multi-krum", "bulyan") and k < 3:  # issue 13: "f <= 0" then refusing f = 0
+        rule = "Krum needs clients-per-round - num-byzantine - 2 >= 1" if c["defense"] != "bulyan" else \
+            "Bulyan needs clients-per-round >= 4*num-byzantine + 3"
+        raise ConfigError("clients-per-round", k, f"at least 3 for {c['defense']} ({rule}, even with "
+                          "num-byzantine=0)")
     if c["defense"] in ("krum", "multi-krum") and k - f - 2 < 1:
         raise ConfigError("num-byzantine", c["num-byzantine"],
                           f"Krum needs clients-per-round - num-byzantine - 2 >= 1; with {k} clients f <= {max(k - 3, 0)}")
