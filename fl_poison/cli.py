@@ -42,9 +42,9 @@ def config_from_args(config_file: str | None, sets: Sequence[str]) -> Config:
 class Progress:
     """One updating line on a terminal, a plain line per round otherwise."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # today's stderr, not import time's
+        self.tty = self.stream.isatty()
 
     def __call__(self, row: dict[str, Any], cfg: Config, elapsed: float) -> None:
         r, total = row["round"], cfg["num-rounds"]

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -9,6 +17,8 @@ from flwr.clientapp import ClientApp
 
 from flower_replies import make_reply
 from strategies import defenses as D
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +117,164 @@ def test_a_run_where_every_client_is_dropped_says_no_update(tmp_path, caplog):
     summary = run_experiment(inprocess_grid(cfg.to_dict(), 3, broken), cfg, out_dir=tmp_path)
     assert summary["status"] == "no_update" and "boom" in summary["reason"]
     assert "NO ROUND UPDATED" in caplog.text
+
+
+# ---------------------------------------------------------------- defect 3: run directory ownership
+
+FAST = ["--set", "num-clients=3", "--set", "clients-per-round=3", "--set", "num-rounds=1", "--set", "figures=false",
+        "--set", "received-eval-samples=0"]
+
+
+def test_a_used_run_directory_is_refused_unless_overwrite(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "model.npz").write_text("old")
+    assert main(["run", *FAST, "--set", "run-name=x", "--out", str(tmp_path)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (d / "model.npz").read_text() == "old"
+    assert main(["run", *FAST, "--set", "run-name=x", "--out", str(tmp_path), "--overwrite"]) == 0
+    assert json.loads((d / "status.json").read_text()) == {"status": "complete", "round": 1}
+    assert (d / "summary.json").exists() and not list(d.glob("*.tmp"))
+    # generated names hash the config: the same config again is the same directory -> refused
+    assert main(["run", *FAST, "--out", str(tmp_path / "gen")]) == 0
+    assert main(["run", *FAST, "--out", str(tmp_path / "gen")]) == 2
+
+
+def test_a_second_writer_is_locked_out(tmp_path):
+    import fcntl
+
+    from fl_poison.config import ConfigError
+    from fl_poison.results import claim_run_dir
+
+    lock = claim_run_dir(tmp_path / "r")
+    with pytest.raises(ConfigError, match="another process holds"):
+        claim_run_dir(tmp_path / "r", overwrite=True)
+    lock.close()
+    claim_run_dir(tmp_path / "r", overwrite=True).close()
+
+
+def test_summary_is_written_last(tmp_path, monkeypatch):
+    from fl_poison import results
+
+    order = []
+    real = results.write_json
+    monkeypatch.setattr(results, "write_json", lambda p, d: (order.append(p.name), real(p, d)))
+    monkeypatch.setattr(results.np, "savez", lambda p, **kw: order.append("model.npz"))
+    from fl_poison.cli import main
+
+    assert main(["run", *FAST, "--set", "run-name=o", "--out", str(tmp_path)]) == 0
+    assert order.index("summary.json") > order.index("model.npz") and order[-1] == "status.json"
+
+
+# ---------------------------------------------------------------- defect 4: interrupts
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_partial_results_and_says_so(tmp_path, sig, code):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "fl_poison.cli", "run", "--set", "num-clients=3", "--set", "clients-per-round=3",
+           "--set", "num-rounds=500", "--set", "figures=false", "--set", "run-name=i", "--out", str(tmp_path)]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    d = tmp_path / "i"
+    deadline = time.time() + 240
+    while time.time() < deadline and not ((d / "rounds.csv").exists() and
+                                          len((d / "rounds.csv").read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == code, err
+    status = json.loads((d / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["round"] >= 1
+    assert f"interrupted after round {status['round']}; partial results in {d}" in err
+    assert "Traceback" not in err and not list(d.glob("*.tmp")) and not (d / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- defect 5: experiment files
+
+@pytest.mark.parametrize("text,needle", [
+    ('[confg]\nnum-rounds = 2\n', "[confg]"),
+    ('num-rounds = 2\n[config]\nseed = 1\n', "num-rounds"),
+])
+def test_experiment_file_with_unknown_section_or_stray_key_is_refused(tmp_path, capsys, text, needle):
+    from fl_poison.cli import main
+
+    f = tmp_path / "e.toml"
+    f.write_text(text)
+    assert main(["run", "--config", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(f) in err
+
+
+def test_non_utf8_experiment_file_is_refused(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    f = tmp_path / "e.toml"
+    f.write_bytes(b"[config]\nrun-name = \"caf\xe9\"\n")
+    assert main(["run", "--config", str(f)]) == 2
+    assert "UTF-8" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- defects 6 and 7: one line, exit 2
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "lr=inf"], "'lr'"),
+    (["--set", "lr=nan"], "'lr'"),
+    (["--set", "momentum=-inf"], "'momentum'"),
+    (["--set", "run-name=../escape"], "'run-name'"),
+    (["--set", "run-name=a/b"], "'run-name'"),
+    (["--out", ""], "'--out'"),
+    (["--set", "model=resnet18"], "16x16"),
+    (["--set", "defense=krum", "--set", "num-clients=2", "--set", "clients-per-round=2"], "at least 3"),
+    (["--set", "partition=dirichlet", "--set", "dirichlet-alpha=1e-6"], "'dirichlet-alpha'"),
+    (["--set", "num-clients=2000", "--set", "clients-per-round=2"], "'num-clients'"),
+    (["--set", "partition=extreme", "--set", "train-samples=12"], "'train-samples'"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, needle):
+    from fl_poison.cli import main
+
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path)]
+    assert main(["run", "--set", "num-rounds=1", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_out_that_is_a_file_fails_before_loading_data(tmp_path, capsys, monkeypatch):
+    from fl_poison import federation
+    from fl_poison.cli import main
+
+    monkeypatch.setattr(federation, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    f = tmp_path / "file"
+    f.write_text("")
+    assert main(["run", "--out", str(f)]) == 2
+    assert "this path is a file" in capsys.readouterr().err
+
+
+def test_attack_that_can_never_act_warns(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    assert main(["run", *FAST, "--set", "attack=untargeted-flip", "--set", "attack-start-round=5",
+                 "--set", "malicious-fraction=0.4", "--out", str(tmp_path)]) == 0
+    assert "attack never acts" in capsys.readouterr().err
+    assert main(["run", *FAST, "--set", "attack=untargeted-flip", "--set", "run-name=n",
+                 "--out", str(tmp_path)]) == 0
+    assert "no client is malicious" in capsys.readouterr().err
+
+
+def test_train_samples_above_the_data_warns(tmp_path, caplog):
+    from fl_poison.cli import main
+
+    assert main(["run", *FAST, "--set", "train-samples=100000", "--out", str(tmp_path)]) == 0
+    assert "using all" in caplog.text
+
+
+def test_compare_refuses_non_runs_and_different_datasets(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    assert main(["compare", str(tmp_path), str(tmp_path / "nope")]) == 2
+    assert "not a finished run directory" in capsys.readouterr().err
+    for name, ds in (("a", "digits"), ("b", "mnist")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"config": {"dataset": ds}}))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "different data sets" in capsys.readouterr().err
