@@ -123,6 +123,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
     Key("figures", bool, True, "write PNG figures"),
     Key("capture-updates", bool, False, "store output-neuron gradients each round and draw the PCA view"),
+    # issue 13 (reliability): how long a deployment waits for its SuperNodes
+    Key("wait-for-nodes", float, 600.0, "seconds the ServerApp waits for num-clients SuperNodes to connect",
+        check=lambda v: v > 0, allowed="a number of seconds > 0"),
 )
 
 KEYS: dict[str, Key] = {k.name: k for k in SCHEMA}

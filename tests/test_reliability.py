@@ -278,3 +278,26 @@ def test_compare_refuses_non_runs_and_different_datasets(tmp_path, capsys):
         (tmp_path / name / "summary.json").write_text(json.dumps({"config": {"dataset": ds}}))
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "different data sets" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- defect 2: too few SuperNodes
+
+def test_simulation_with_too_few_supernodes_fails_in_seconds():
+    from fl_poison.app.experiment import wait_for_nodes
+    from fl_poison.config import ConfigError, resolve
+    from fl_poison.engine.inprocess import inprocess_grid
+
+    cfg = resolve({"num-clients": 3, "clients-per-round": 3})
+    grid = inprocess_grid(cfg.to_dict(), 2)  # a simulation of 2 SuperNodes for num-clients=3
+    t = time.time()
+    with pytest.raises(ConfigError, match="num-supernodes=3"):
+        wait_for_nodes(grid, 3, timeout=600, settle=0.5)
+    assert time.time() - t < 30
+
+
+def test_serverapp_config_error_is_one_logged_line(caplog):
+    from fl_poison.app.server_app import app as server_app
+    from fl_poison.engine.inprocess import run_inprocess
+
+    run_inprocess(server_app, {"num-clients": 3, "clients-per-round": 5}, 3)
+    assert "fl-poison: error: invalid value for 'clients-per-round'" in caplog.text

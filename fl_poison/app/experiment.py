@@ -33,15 +33,46 @@ log = logging.getLogger("fl_poison.experiment")
 Progress = Callable[[dict[str, Any], Config, float], None]
 
 
-def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0) -> list[int]:
-    """Block until ``n`` nodes are connected (deployments register gradually)."""
-    end = time.time() + timeout
+def _partitions(grid: Grid, nodes: list[int]) -> set[int]:
+    """The num-partitions the given nodes report (-1 for deployment SuperNodes without one)."""
+    msgs = [Message(RecordDict({"config": ConfigRecord({})}), node, f"{MessageType.QUERY}.identify")
+            for node in nodes]
+    return {int(r.content["identity"]["num-partitions"]) for r in grid.send_and_receive(msgs, timeout=60)
+            if not r.has_error()}
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0, settle: float = 3.0) -> list[int]:
+    """Block until ``n`` nodes are connected (deployments register gradually).
+
+    A simulation's nodes all say how big the federation is (``num-partitions``):
+    if it is not ``n``, waiting cannot help, so this fails within seconds.
+    A deployment logs every 30 s how many are still missing, and gives up
+    after ``timeout`` seconds (run key ``wait-for-nodes``).
+    """
+    start = last_log = time.time()
+    seen: list[int] = []
+    checked = False
     while True:
         nodes = list(grid.get_node_ids())
         if len(nodes) >= n:
             return nodes
-        if time.time() > end:
-            raise RuntimeError(f"only {len(nodes)} of num-clients={n} nodes connected after {timeout:.0f}s")
+        now = time.time()
+        if nodes != seen:
+            seen, changed, checked = nodes, now, False
+        if nodes and not checked and now - changed >= settle:
+            checked = True
+            sizes = _partitions(grid, nodes) - {-1}
+            if sizes and sizes != {n}:
+                raise ConfigError("num-clients", n, f"the federation's size: {len(nodes)} SuperNode(s) connected "
+                                  f"and they report num-partitions={sorted(sizes)[0]}; for `flwr run` set "
+                                  f"--federation-config \"num-supernodes={n}\"")
+        if now - last_log >= 30:
+            last_log = now
+            log.warning("waiting for SuperNodes: %d of num-clients=%d connected, %d missing (%.0fs left)",
+                        len(nodes), n, n - len(nodes), timeout - (now - start))
+        if now - start > timeout:
+            raise RuntimeError(f"only {len(nodes)} of num-clients={n} nodes connected after {timeout:.0f}s "
+                               f"(run key wait-for-nodes)")
         time.sleep(1.0)
 
 
@@ -199,7 +230,7 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     CLI also raises for SIGTERM) or "failed" with the error; the exception
     is re-raised so the caller decides what to print.
     """
-    nodes = wait_for_nodes(grid, cfg["num-clients"])
+    nodes = wait_for_nodes(grid, cfg["num-clients"], cfg["wait-for-nodes"])
     node_to_pid = identify_nodes(grid, cfg, nodes)
     pid_to_node = {p: n for n, p in node_to_pid.items()}
     fed = federation_for(cfg)
