@@ -135,11 +135,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from fl_poison.data.datasets import DATASETS, describe_files
+    from fl_poison.data.datasets import DATA_ENV, DATASETS, describe_files, resolve_data_dir
 
     cfg = config_from_args(args.config, args.set)
+    env = os.environ.get(DATA_ENV)
+    print(f"data-dir: {resolve_data_dir(cfg['data-dir'])}"
+          + (f" (from ${DATA_ENV})" if env and cfg["data-dir"] == "data" else
+             f" (set data-dir or ${DATA_ENV} to look elsewhere)"))
     for name, spec in DATASETS.items():
-        info = describe_files(name, Path(cfg["data-dir"]).expanduser())
+        info = describe_files(name, resolve_data_dir(cfg["data-dir"]))
         found = [p for p in info["files"].values() if p]
         if info["complete"] and not info["files"]:
             where = info.get("source", "bundled")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fl_poison.config import Config, ConfigError
-from fl_poison.data.datasets import Dataset, get_spec, load_dataset
+from fl_poison.data.datasets import Dataset, get_spec, load_dataset, resolve_data_dir
 from fl_poison.data.partition import partition
 from fl_poison.models import build_model
 from fl_poison.threat import choose_malicious, num_malicious, source_holders
@@ -90,7 +90,7 @@ def federation_for(cfg: Config) -> Federation:
     key = cfg.digest()
     with _lock:
         if key not in _cache:
-            ds = load_dataset(cfg["dataset"], Path(cfg["data-dir"]).expanduser())
+            ds = load_dataset(cfg["dataset"], resolve_data_dir(cfg["data-dir"]))
             labels = ds.y_train.numpy()
             if cfg["train-samples"] > len(labels):
                 logging.getLogger("fl_poison").warning(

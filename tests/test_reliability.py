@@ -301,3 +301,18 @@ def test_serverapp_config_error_is_one_logged_line(caplog):
 
     run_inprocess(server_app, {"num-clients": 3, "clients-per-round": 5}, 3)
     assert "fl-poison: error: invalid value for 'clients-per-round'" in caplog.text
+
+
+# ---------------------------------------------------------------- also: FL_POISON_DATA
+
+def test_fl_poison_data_replaces_the_default_data_dir(monkeypatch, capsys):
+    from fl_poison.cli import main
+    from fl_poison.data.datasets import resolve_data_dir
+
+    monkeypatch.setenv("FL_POISON_DATA", str(ROOT.parent / "shared" / "data"))
+    assert resolve_data_dir("data") == ROOT.parent / "shared" / "data"
+    assert resolve_data_dir("elsewhere") == Path("elsewhere")
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "from $FL_POISON_DATA" in out
+    assert [l for l in out.splitlines() if l.startswith("mnist ")][0].count("found in") == 1
