@@ -30,7 +30,8 @@ def run_one(cfg, out: Path) -> dict:
     d = run_dir_for(cfg, out)
     if (d / "summary.json").exists():
         return read_summary(d)
-    return run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"]), cfg, out_dir=out)
+    # no summary = unfinished or never run: this sweep re-runs it from scratch
+    return run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"]), cfg, out_dir=out, overwrite=True)
 
 
 def fmt(v, digits=3) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,6 +14,16 @@ from typing import Any, Sequence
 from fl_poison.config import ConfigError, Config, describe_keys, parse_assignment, resolve
 
 EXIT_BAD_CONFIG = 2
+EXIT_RUN_FAILED = 1
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so it ends like Ctrl-C (exit 143 instead of 130)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -30,9 +42,9 @@ def config_from_args(config_file: str | None, sets: Sequence[str]) -> Config:
 class Progress:
     """One updating line on a terminal, a plain line per round otherwise."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # today's stderr, not import time's
+        self.tty = self.stream.isatty()
 
     def __call__(self, row: dict[str, Any], cfg: Config, elapsed: float) -> None:
         r, total = row["round"], cfg["num-rounds"]
@@ -52,8 +64,28 @@ class Progress:
         self.stream.flush()
 
 
+def attack_warnings(cfg: Config) -> list[str]:
+    """Settings under which the configured attack can never act (legal, but almost always a mistake)."""
+    if not cfg.has_attack:
+        return []
+    from fl_poison.threat import num_malicious
+
+    out = []
+    if num_malicious(cfg["num-clients"], cfg["malicious-fraction"], cfg["num-malicious"]) == 0:
+        out.append(f"attack={cfg['attack']} but no client is malicious (malicious-fraction="
+                   f"{cfg['malicious-fraction']}, num-malicious={cfg['num-malicious']}): the attack never acts")
+    if cfg["attack-start-round"] > cfg["num-rounds"]:
+        out.append(f"attack-start-round={cfg['attack-start-round']} is after the last round "
+                   f"(num-rounds={cfg['num-rounds']}): the attack never acts")
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out", args.out, "a folder path (got an empty string)")
     cfg = config_from_args(args.config, args.set)
+    for warning in attack_warnings(cfg):
+        print(f"fl-poison: warning: {warning}", file=sys.stderr)
     from fl_poison.app.experiment import run_experiment
     from fl_poison.engine.inprocess import inprocess_grid
     from fl_poison.federation import federation_for
@@ -66,13 +98,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         if sweeps:
             print(f"fl-poison: running the base [config] of {args.config}; its grids ({', '.join(sweeps)}) run with "
                   f"python benchmarks/defense_table.py --config {args.config} --sweep NAME --out DIR", file=sys.stderr)
-    federation_for(cfg)  # load data and plan attackers first: bad data or plans fail before training
+    from fl_poison.results import check_run_dir
+
     out = run_dir_for(cfg, args.out)
+    check_run_dir(out, args.overwrite)  # before loading data: a clash or a bad --out fails in no time
+    federation_for(cfg)  # load data and plan attackers first: bad data or plans fail before training
     print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
           f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"])
-    summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress())
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress(), overwrite=args.overwrite)
+    except KeyboardInterrupt as exc:
+        from fl_poison.results import STATUS_NAME
+
+        try:
+            done = json.loads((out / STATUS_NAME).read_text())["round"]
+        except (OSError, ValueError, KeyError):
+            done = 0
+        print(f"\nfl-poison: interrupted after round {done}; partial results in {out}", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary.get("status") != "complete":
+        print(f"fl-poison: error: the run trained nothing: {summary.get('reason')}; results in {out} describe "
+              f"the initial model", file=sys.stderr)
+        return EXIT_RUN_FAILED
     line = f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}"
     if summary["source_accuracy"] is not None:
         line += f"  source-acc {summary['source_accuracy']:.4f}  ASR {summary['attack_success_rate']:.4f}"
@@ -83,11 +135,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from fl_poison.data.datasets import DATASETS, describe_files
+    from fl_poison.data.datasets import DATA_ENV, DATASETS, describe_files, resolve_data_dir
 
     cfg = config_from_args(args.config, args.set)
+    env = os.environ.get(DATA_ENV)
+    print(f"data-dir: {resolve_data_dir(cfg['data-dir'])}"
+          + (f" (from ${DATA_ENV})" if env and cfg["data-dir"] == "data" else
+             f" (set data-dir or ${DATA_ENV} to look elsewhere)"))
     for name, spec in DATASETS.items():
-        info = describe_files(name, Path(cfg["data-dir"]).expanduser())
+        info = describe_files(name, resolve_data_dir(cfg["data-dir"]))
         found = [p for p in info["files"].values() if p]
         if info["complete"] and not info["files"]:
             where = info.get("source", "bundled")
@@ -119,6 +175,18 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from fl_poison.compare import compare_runs
 
+    from fl_poison.results import read_summary
+
+    for d in (args.attack_run, args.baseline_run):
+        if not (Path(d) / "summary.json").is_file():
+            what = "does not exist" if not Path(d).exists() else "is not a finished run directory (no summary.json)"
+            print(f"fl-poison: error: {d} {what}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+    a, b = (read_summary(d)["config"]["dataset"] for d in (args.attack_run, args.baseline_run))
+    if a != b:
+        print(f"fl-poison: error: the runs are of different data sets ({a} vs {b}); compare an attack run "
+              f"with its baseline on the same data", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     try:
         r = compare_runs(args.attack_run, args.baseline_run)
     except (OSError, ValueError, KeyError) as exc:
@@ -164,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="override a run key (repeatable)")
         if name == "run":
             sp.add_argument("--out", "-o", help="folder for the run directory (default: out-dir key)")
+            sp.add_argument("--overwrite", action="store_true",
+                            help="replace an existing run directory (default: refuse to touch it)")
         if name == "compare":
             sp.add_argument("attack_run", help="run directory of the attack run")
             sp.add_argument("baseline_run", help="run directory of the same setup without attack")

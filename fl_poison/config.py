@@ -11,6 +11,8 @@ config has no null (e.g. ``source-class = -1`` means no source class).
 
 from __future__ import annotations
 
+import math
+
 import difflib
 import hashlib
 import json
@@ -107,6 +109,9 @@ CORE_KEYS: tuple[Key, ...] = (
         check=lambda v: v > 0, allowed="a number of seconds > 0"),
     Key("red-team-file", str, "", "operator's list of malicious node ids / names, for measurement only "
         "('' = the run plan in simulation; no detection metrics when nodes set their own role)"),
+    # issue 13 (reliability): how long a deployment waits for its SuperNodes
+    Key("wait-for-nodes", float, 600.0, "seconds the ServerApp waits for num-clients SuperNodes to connect",
+        check=lambda v: v > 0, allowed="a number of seconds > 0"),
 )
 
 
@@ -256,14 +261,17 @@ def coerce(key: Key, value: Any) -> Any:
     if key.type is float:
         if isinstance(value, bool):
             raise ConfigError(key.name, value, key.allowed or "a number")
+        out: float | None = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            out = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                out = float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(key.name, value, key.allowed or "a number")
+        if out is not None and math.isfinite(out):  # issue 13: inf / nan pass every `v > 0` check
+            return out
+        raise ConfigError(key.name, value, (key.allowed or "a number") + ("" if out is None else " (finite)"))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
@@ -344,6 +352,7 @@ def _check_relations(c: dict[str, Any]) -> None:
     if c["attack-end-round"] >= 0 and c["attack-end-round"] < c["attack-start-round"]:
         raise ConfigError("attack-end-round", c["attack-end-round"],
                           f"-1 or a round >= attack-start-round ({c['attack-start-round']})")
+    _check_paths(c)
     for kind in ("attack", "defense"):
         check = getattr(plugins.get(kind, c[kind]), "check_config", None)
         if check is not None:
@@ -356,6 +365,17 @@ def check_class_pair(c: dict[str, Any], spec: Any, attack: str) -> None:
     for name in ("source-class", "target-class"):
         if c[name] < 0:
             raise ConfigError(name, c[name], f"attack={attack} needs a class 0..{n - 1}")
+
+
+def _check_paths(c: dict[str, Any]) -> None:
+    """A run directory stays inside out-dir; out-dir / data-dir are not empty strings."""
+    name = c["run-name"]
+    if name == "." or ".." in name or "/" in name or "\\" in name:
+        raise ConfigError("run-name", name, "a plain folder name (no '/', no '..'): run directories "
+                          "stay inside out-dir")
+    for key in ("out-dir", "data-dir"):
+        if not c[key].strip():
+            raise ConfigError(key, c[key], "a folder path (got an empty string)")
 
 
 def describe_keys() -> Iterable[str]:

@@ -8,6 +8,7 @@ defense (a Strategy) never sees it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from fl_poison.config import Config, ConfigError
-from fl_poison.data.datasets import Dataset, get_spec, load_dataset
+from fl_poison.data.datasets import Dataset, get_spec, load_dataset, resolve_data_dir
 from fl_poison.data.partition import partition
 from fl_poison.models import build_model
 from fl_poison.threat import choose_malicious, num_malicious, source_holders
@@ -100,11 +101,22 @@ def federation_for(cfg: Config) -> Federation:
     key = cfg.digest()
     with _lock:
         if key not in _cache:
-            ds = load_dataset(cfg["dataset"], Path(cfg["data-dir"]).expanduser())
+            ds = load_dataset(cfg["dataset"], resolve_data_dir(cfg["data-dir"]))
             labels = ds.y_train.numpy()
+            if cfg["train-samples"] > len(labels):
+                logging.getLogger("fl_poison").warning(
+                    "train-samples=%d is more than the %d training samples of %s: using all %d",
+                    cfg["train-samples"], len(labels), cfg["dataset"], len(labels))
             pool = training_pool(len(labels), cfg["train-samples"], cfg["seed"])
-            local = partition(labels[pool], cfg["num-clients"], cfg["partition"], seed=cfg["seed"],
-                              alpha=cfg["dirichlet-alpha"], num_classes=ds.spec.num_classes)
+            try:
+                local = partition(labels[pool], cfg["num-clients"], cfg["partition"], seed=cfg["seed"],
+                                  alpha=cfg["dirichlet-alpha"], num_classes=ds.spec.num_classes)
+            except ValueError as exc:  # issue 13: a split that cannot be made is a config error, not a crash
+                key = {"dirichlet": "dirichlet-alpha", "extreme": "train-samples"}.get(cfg["partition"], "num-clients")
+                if "exceeds" in str(exc):
+                    key = "num-clients"
+                raise ConfigError(key, cfg[key], f"a {cfg['partition']} split of {len(pool)} samples over "
+                                  f"{cfg['num-clients']} clients that can be made: {exc}") from None
             parts = [pool[p] for p in local]
             mal = plan_attackers(cfg, parts, labels)
             _cache[key] = Federation(cfg, ds, tuple(parts), mal)

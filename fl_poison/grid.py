@@ -16,6 +16,10 @@ from typing import Any
 from fl_poison.config import ConfigError, KEYS
 
 
+#: Sections an experiment file may have; code that adds one extends this tuple (anything else is an error).
+SECTIONS: tuple[str, ...] = ("config", "sweep", "paper")
+
+
 @dataclass
 class Experiment:
     path: Path
@@ -29,10 +33,19 @@ def load_experiment(path: str | Path) -> Experiment:
     if not p.is_file():
         raise ConfigError("--config", str(p), "an existing TOML file")
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", str(p), f"a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", str(p), f"valid TOML ({exc})") from None
-    config = data.get("config", {k: v for k, v in data.items() if not isinstance(v, dict)})
+    unknown = [k for k, v in data.items() if isinstance(v, dict) and k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"[{unknown[0]}]", str(p), f"a known section: {', '.join(f'[{s}]' for s in SECTIONS)} "
+                          f"(unknown sections would be silently ignored)")
+    loose = [k for k, v in data.items() if not isinstance(v, dict)]
+    if loose and "config" in data:
+        raise ConfigError(loose[0], str(p), "a key inside [config] (top-level keys beside [config] are ignored)")
+    config = data.get("config", {k: data[k] for k in loose})
     sweeps = data.get("sweep", {})
     for name, grid in sweeps.items():
         for axis in grid:

@@ -274,6 +274,10 @@ _INPUT_SHAPES: dict[str, tuple[InputShape, ...] | None] = {
 }
 
 
+# Issue 13: resnet18 took 8x8 digits (a 1x1 map after three stride-2 stages) where the other CNNs refuse them.
+_MIN_SIDE: dict[str, int] = {"resnet18": 16}
+
+
 def _check_name(name: str) -> None:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
@@ -297,6 +301,9 @@ def check_compatible(name: str, input_shape: tuple[int, ...]) -> str | None:
     if len(shape) != 3 or min(shape) < 1:
         return f"model {name!r}: input_shape must be (C, H, W) with positive sizes, got {shape}"
     allowed = _INPUT_SHAPES[name]
+    if name in _MIN_SIDE and min(shape[1:]) < _MIN_SIDE[name]:
+        return (f"model {name!r} needs images of at least {_MIN_SIDE[name]}x{_MIN_SIDE[name]} "
+                f"(its stride-2 stages would shrink {shape[1]}x{shape[2]} to almost nothing), got {shape}")
     if allowed is not None and shape not in allowed:
         return f"model {name!r} requires input shape in {list(allowed)}, got {shape}"
     return None

@@ -8,21 +8,31 @@ Layout of a run directory::
     defense.jsonl   per round: the clients, who the defense kept, their weights, its diagnostics
     model.npz       the final global model (state_dict names -> arrays)
     *.png           figures (when figures = true)
+    status.json     {"status": running|complete|interrupted|failed, "round": N, "error": ...}, kept current
+    .lock           held (fcntl.flock) by the one process writing the run
+
+A run owns its directory: :func:`check_run_dir` refuses a non-empty one
+unless ``overwrite`` (which wipes it first), and the lock refuses a second
+writer. ``summary.json`` is written last, so a run is finished iff its
+``summary.json`` exists.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
+import shutil
 import time
 from datetime import datetime, timezone
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from fl_poison.config import Config
+from fl_poison.config import Config, ConfigError
 from fl_poison.metrics.classification import coefficient_of_variation, last_k_mean
 from fl_poison.metrics.detection import Detection
 
@@ -38,6 +48,59 @@ def run_dir_for(cfg: Config, out: str | Path | None = None) -> Path:
     name = cfg["run-name"] or (
         f"{cfg['dataset']}-{cfg['attack']}-{cfg['defense']}-s{cfg['seed']}-{cfg.digest()[:8]}")
     return base / name
+
+
+LOCK_NAME = ".lock"
+STATUS_NAME = "status.json"
+
+
+def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """Raise ConfigError unless ``run_dir`` can become this run's directory (no side effects).
+
+    Refused: a path that is a file, a parent that cannot be created or
+    written, and -- unless ``overwrite`` -- a directory that already holds
+    files (an earlier run, finished or not: its results must not mix with ours).
+    """
+    run_dir = Path(run_dir)
+    for parent in (run_dir, *run_dir.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError("--out", str(parent), "a folder (this path is a file)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError("--out", str(parent), "a folder you can write to (permission denied)")
+            break
+    if run_dir.is_dir() and not overwrite and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        finished = "a finished" if (run_dir / "summary.json").exists() else "an unfinished"
+        raise ConfigError("run-name", run_dir.name,
+                          f"a new run directory: {run_dir} already holds {finished} run; choose another "
+                          f"run-name / --out, or pass --overwrite to replace it")
+
+
+def claim_run_dir(run_dir: Path, overwrite: bool = False):
+    """Create ``run_dir``, take its lock (exclusive, non-blocking), wipe it when ``overwrite``.
+
+    Returns the open lock file; closing it releases the lock.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        check_run_dir(run_dir, overwrite)  # a file in the way, an unwritable parent
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = (run_dir / LOCK_NAME).open("a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ConfigError("run-name", run_dir.name, f"a directory no other run is writing to: another "
+                          f"process holds {run_dir / LOCK_NAME}") from None
+    try:
+        check_run_dir(run_dir, overwrite)
+    except ConfigError:
+        fh.close()
+        raise
+    for p in run_dir.iterdir():
+        if p.name != LOCK_NAME:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return fh
 
 
 def _clean(v: Any) -> Any:
@@ -64,11 +127,10 @@ def write_json(path: Path, data: Any) -> None:
 class RunRecorder:
     """Collects per-round rows and writes the run directory as the run goes."""
 
-    def __init__(self, cfg: Config, run_dir: Path, malicious: Iterable[int] = ()) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, malicious: Iterable[int] = (), overwrite: bool = False) -> None:
         self.cfg = cfg
-        self.dir = run_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "defense.jsonl").unlink(missing_ok=True)
+        self.dir = Path(run_dir)
+        self._lock = claim_run_dir(self.dir, overwrite)
         self.rows: list[dict[str, Any]] = []
         self.malicious = sorted(malicious)
         self.detection = Detection()
@@ -76,6 +138,29 @@ class RunRecorder:
         self.t0 = time.perf_counter()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.dir / "config.json", cfg.to_dict())
+        self.set_status("running")
+
+    @property
+    def last_round(self) -> int:
+        return int(self.rows[-1]["round"]) if self.rows else 0
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        """status.json: what a sweep runner reads to tell running / complete / interrupted / failed runs."""
+        data: dict[str, Any] = {"status": status, "round": self.last_round}
+        if error:
+            data["error"] = error
+        write_json(self.dir / STATUS_NAME, data)
+
+    def close(self, status: str | None = None, error: str | None = None) -> None:
+        """End the run: final status, no stray temporary files, lock released (idempotent)."""
+        if self._lock is None:
+            return
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        if status is not None:
+            self.set_status(status, error)
+        self._lock.close()
+        self._lock = None
 
     @property
     def elapsed(self) -> float:
@@ -138,13 +223,16 @@ class RunRecorder:
 
     def finish(self, state: dict[str, np.ndarray] | None, confusion: np.ndarray | None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Model and figures, then summary.json last (its presence means "finished"), then status."""
         summary = self.summary(confusion, extra)
-        write_json(self.dir / "summary.json", summary)
         if state is not None:
             np.savez(self.dir / "model.npz", **state)
         if self.cfg["figures"] and self.rows:
             from fl_poison.figures import run_figures
             run_figures(self.dir, self.rows, self.cfg)
+        write_json(self.dir / "summary.json", summary)
+        ok = summary.get("status", "complete") == "complete"
+        self.close("complete" if ok else "failed", None if ok else summary.get("reason"))
         return summary
 
 

@@ -3,12 +3,18 @@
 Defenses work on a stacked ``[K, P]`` matrix of client updates (one row per
 client). They must never need to know the model class: everything they need
 about the network's shape is in :class:`Layout`.
+
+A model's state also holds *buffers* that are not trained by gradient descent
+(BatchNorm's ``running_mean`` / ``running_var`` / ``num_batches_tracked``).
+:func:`buffer_mask` marks them, :meth:`Layout.select` gives the layout of the
+trainable arrays alone, and :func:`column_mask` the matching columns of the
+flat vector, so defenses measure distances only on trainable parameters.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -69,6 +75,19 @@ class Layout:
             w = np.concatenate([w, b], axis=2)
         return w if flat.ndim == 2 else w[0]
 
+    def select(self, indices: Sequence[int]) -> "Layout":
+        """The layout of arrays ``indices`` alone (in that order); the output layer must be among them."""
+        idx = list(indices)
+        if self.output_weight not in idx:
+            raise ValueError(f"the output layer {self.names[self.output_weight]!r} is not among the selected arrays")
+        return Layout(
+            names=tuple(self.names[i] for i in idx),
+            shapes=tuple(self.shapes[i] for i in idx),
+            dtypes=tuple(self.dtypes[i] for i in idx),
+            output_weight=idx.index(self.output_weight),
+            output_bias=idx.index(self.output_bias) if self.output_bias in idx else None,
+        )
+
     def output_layer(self, flat: np.ndarray) -> np.ndarray:
         """The output layer's parameters (weights then bias) of each row, flattened."""
         rows = self.output_rows(flat)
@@ -115,7 +134,7 @@ def unflatten(flat: np.ndarray, layout: Layout) -> list[np.ndarray]:
         dtype = np.dtype(layout.dtypes[i])
         if np.issubdtype(dtype, np.integer):
             part = np.rint(part)
-        out.append(part.astype(dtype))
+        out.append(np.asarray(part, dtype=dtype))  # np.rint of a 0-d array is a scalar: keep an array
     return out
 
 
@@ -143,3 +162,37 @@ def infer_layout(names: Sequence[str], arrays: Sequence[np.ndarray], output_laye
         output_weight=w_idx,
         output_bias=b_idx,
     )
+
+
+#: ``state_dict`` name endings of PyTorch's normalisation buffers (BatchNorm / InstanceNorm).
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def buffer_mask(names: Sequence[str], buffer_names: Collection[str] | None = None) -> np.ndarray:
+    """``[len(names)]`` bool: which arrays are buffers (not trainable parameters).
+
+    ``buffer_names`` -- the model's own ``named_buffers()`` names -- is exact
+    and preferred; without it, names ending in :data:`BUFFER_SUFFIXES` count
+    as buffers (what a Strategy can tell from an ``ArrayRecord`` alone).
+    """
+    if buffer_names is not None:
+        known = set(buffer_names)
+        return np.array([n in known for n in names], dtype=bool)
+    return np.array([n.rsplit(".", 1)[-1] in BUFFER_SUFFIXES for n in names], dtype=bool)
+
+
+def column_mask(layout: Layout, arrays: np.ndarray) -> np.ndarray:
+    """``[P]`` bool over the flat vector: the columns of arrays marked ``True`` in ``arrays`` (``[n_arrays]``)."""
+    return np.repeat(np.asarray(arrays, dtype=bool), layout.sizes)
+
+
+def weighted_buffer_mean(values: np.ndarray, weights: np.ndarray, kept: np.ndarray) -> np.ndarray | None:
+    """Example-weighted mean of buffer columns ``values`` (``[K, B]``) over the kept clients.
+
+    ``None`` when no client was kept (buffers then stay as they were).
+    Integer buffers are rounded later by :func:`unflatten`.
+    """
+    w = np.where(np.asarray(kept, dtype=bool), np.asarray(weights, dtype=np.float64), 0.0)
+    if w.sum() <= 0:
+        return None
+    return (w / w.sum()) @ np.asarray(values, dtype=np.float64)

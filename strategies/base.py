@@ -9,6 +9,13 @@ observable the same way:
   non-positive example count or non-finite numbers are *invalid*: logged,
   counted as dropped, and left out; if nothing valid is left the global model
   stays as it was and the round's metrics say so;
+* the defense sees only the *trainable* parameters (its ``updates`` matrix
+  and ``layout`` leave buffers out), so distances, clustering, medians and
+  clipping never mix in BatchNorm statistics; buffers (``running_mean``,
+  ``running_var``, ``num_batches_tracked``: the model's own buffer names when
+  given, else those name endings) become the example-weighted mean of the
+  clients the defense *kept* (integer counters rounded); if it kept none, the
+  buffers stay as they were. This one rule holds for every defense;
 * every round reports which clients took part, which were kept / flagged and
   with what weight, in the round's MetricRecord (lists of ints / floats, which
   Flower stores per round in its ``Result``) and in :attr:`last_report`.
@@ -27,7 +34,9 @@ from flwr.serverapp.strategy import FedAvg
 
 from fl_poison import plugins
 from fl_poison.config import Key
-from fl_poison.updates import Layout, flatten, infer_layout, unflatten
+from fl_poison.updates import (
+    Layout, buffer_mask, column_mask, flatten, infer_layout, unflatten, weighted_buffer_mean,
+)
 from strategies.aggregation import Aggregation
 
 log = logging.getLogger("fl_poison.strategy")
@@ -80,6 +89,8 @@ class DefenseStrategy(FedAvg):
     client_ids: maps Flower node ids to the ids reports use (e.g. partition
         ids); unmapped nodes are reported by node id.
     capture_updates: keep each round's output-layer rows in the report.
+    buffer_names: the model's buffer names (``named_buffers()``); ``None``
+        recognises them by name ending (see ``fl_poison.updates.buffer_mask``).
     """
 
     name: ClassVar[str] = "base"
@@ -109,6 +120,7 @@ class DefenseStrategy(FedAvg):
         clients_per_round: int | None = None,
         client_ids: dict[int, int] | None = None,
         capture_updates: bool = False,
+        buffer_names: Sequence[str] | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
@@ -117,6 +129,7 @@ class DefenseStrategy(FedAvg):
         self.clients_per_round = clients_per_round
         self.client_ids = client_ids if client_ids is not None else {}
         self.capture_updates = capture_updates
+        self.buffer_names = None if buffer_names is None else tuple(buffer_names)
         self.last_report: RoundReport | None = None
         self._global: ArrayRecord | None = None
 
@@ -210,9 +223,13 @@ class DefenseStrategy(FedAvg):
             log.warning("round %d: no valid client update; the global model is unchanged", server_round)
             return None, self._round_metrics(report)
 
-        layout = infer_layout(names, global_arrays, self.output_layer)
+        full = infer_layout(names, global_arrays, self.output_layer)
+        is_buffer = buffer_mask(names, self.buffer_names)
+        layout = full.select([i for i, b in enumerate(is_buffer) if not b])
+        buf_cols = column_mask(full, is_buffer)
         g = flatten(global_arrays)
-        updates = np.stack(rows) - g
+        all_updates = np.stack(rows) - g
+        updates = all_updates[:, ~buf_cols]
         try:
             agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires
@@ -230,7 +247,13 @@ class DefenseStrategy(FedAvg):
             log.warning("round %d: the aggregate is not finite; the global model is unchanged", server_round)
             report.info["non_finite_aggregate"] = True
             return None, self._round_metrics(report)
-        new = unflatten(g + agg.update, layout)
+        step = np.zeros_like(g)
+        step[~buf_cols] = agg.update
+        if buf_cols.any():
+            buf_step = weighted_buffer_mean(all_updates[:, buf_cols], np.asarray(weights), agg.kept)
+            if buf_step is not None:
+                step[buf_cols] = buf_step
+        new = unflatten(g + step, full)
         report.updated = True
         record = ArrayRecord({n: Array(a) for n, a in zip(names, new)})
         return record, self._round_metrics(report)

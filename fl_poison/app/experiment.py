@@ -35,15 +35,46 @@ log = logging.getLogger("fl_poison.experiment")
 Progress = Callable[[dict[str, Any], Config, float], None]
 
 
-def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0) -> list[int]:
-    """Block until ``n`` nodes are connected (deployments register gradually)."""
-    end = time.time() + timeout
+def _partitions(grid: Grid, nodes: list[int]) -> set[int]:
+    """The num-partitions the given nodes report (-1 for deployment SuperNodes without one)."""
+    msgs = [Message(RecordDict({"config": ConfigRecord({})}), node, f"{MessageType.QUERY}.identify")
+            for node in nodes]
+    return {int(r.content["identity"]["num-partitions"]) for r in grid.send_and_receive(msgs, timeout=60)
+            if not r.has_error()}
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0, settle: float = 3.0) -> list[int]:
+    """Block until ``n`` nodes are connected (deployments register gradually).
+
+    A simulation's nodes all say how big the federation is (``num-partitions``):
+    if it is not ``n``, waiting cannot help, so this fails within seconds.
+    A deployment logs every 30 s how many are still missing, and gives up
+    after ``timeout`` seconds (run key ``wait-for-nodes``).
+    """
+    start = last_log = time.time()
+    seen: list[int] = []
+    checked = False
     while True:
         nodes = list(grid.get_node_ids())
         if len(nodes) >= n:
             return nodes
-        if time.time() > end:
-            raise RuntimeError(f"only {len(nodes)} of num-clients={n} nodes connected after {timeout:.0f}s")
+        now = time.time()
+        if nodes != seen:
+            seen, changed, checked = nodes, now, False
+        if nodes and not checked and now - changed >= settle:
+            checked = True
+            sizes = _partitions(grid, nodes) - {-1}
+            if sizes and sizes != {n}:
+                raise ConfigError("num-clients", n, f"the federation's size: {len(nodes)} SuperNode(s) connected "
+                                  f"and they report num-partitions={sorted(sizes)[0]}; for `flwr run` set "
+                                  f"--federation-config \"num-supernodes={n}\"")
+        if now - last_log >= 30:
+            last_log = now
+            log.warning("waiting for SuperNodes: %d of num-clients=%d connected, %d missing (%.0fs left)",
+                        len(nodes), n, n - len(nodes), timeout - (now - start))
+        if now - start > timeout:
+            raise RuntimeError(f"only {len(nodes)} of num-clients={n} nodes connected after {timeout:.0f}s "
+                               f"(run key wait-for-nodes)")
         time.sleep(1.0)
 
 
@@ -121,6 +152,8 @@ class Experiment:
         self.model = new_model(cfg)
         self.confusion: np.ndarray | None = None
         self.captured: list[dict[str, Any]] = []
+        self.rounds_updated = 0
+        self.reasons: set[str] = set()
 
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         cfg, fed = self.cfg, self.fed
@@ -148,8 +181,27 @@ class Experiment:
         return MetricRecord({k: float(v) for k, v in row.items()
                              if isinstance(v, (int, float)) and v is not None})
 
+    def outcome(self) -> dict[str, Any]:
+        """``status`` "complete", or "no_update" (with ``reason``) when no round changed the global model.
+
+        A run whose every update was dropped or refused still evaluates the
+        initial model each round; its numbers must not pass for a result.
+        """
+        if self.rounds_updated or self.cfg["num-rounds"] == 0:
+            return {"status": "complete", "rounds_updated": self.rounds_updated}
+        reason = "; ".join(sorted(self.reasons)[:3]) or "the defense produced no update"
+        log.error("NO ROUND UPDATED THE GLOBAL MODEL: the results describe the untrained initial model "
+                  "(%s)", reason)
+        return {"status": "no_update", "reason": reason, "rounds_updated": 0}
+
     def _round_report(self, server_round: int) -> dict[str, Any]:
         rep = self.strategy.last_report
+        if rep is not None and rep.server_round == server_round:
+            self.rounds_updated += int(rep.updated)
+            if not rep.updated:
+                self.reasons.update(rep.invalid.values())
+                if rep.info.get("error"):
+                    self.reasons.add(str(rep.info["error"]))
         mal = set(self.malicious or ())
         if rep is None or rep.server_round != server_round:
             return {}
@@ -197,19 +249,42 @@ class Experiment:
 
 
 def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
-                   progress: Progress | None = None) -> dict[str, Any]:
-    """The whole run on any Grid; returns summary.json's content."""
-    nodes = wait_for_nodes(grid, cfg["num-clients"])
+                   progress: Progress | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """The whole run on any Grid; returns summary.json's content.
+
+    The run directory is claimed (refused if it holds files, unless
+    ``overwrite``; locked against a second writer). ``status.json`` says
+    "running", then "complete", "interrupted" (KeyboardInterrupt, which the
+    CLI also raises for SIGTERM) or "failed" with the error; the exception
+    is re-raised so the caller decides what to print.
+    """
+    nodes = wait_for_nodes(grid, cfg["num-clients"], cfg["wait-for-nodes"])
     identities: list[dict[str, Any]] = []
     node_to_pid = identify_nodes(grid, cfg, nodes, identities)
     pid_to_node = {p: n for n, p in node_to_pid.items()}
     fed = federation_for(cfg)
     malicious = server_malicious(cfg, fed.malicious, identities)  # issue 11: red-team file / plan / unknown
-    strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid)
-    recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), malicious or ())
-    grid = CountingGrid(grid)
+    model0 = new_model(cfg)
+    strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid,
+                              buffer_names=[n for n, _ in model0.named_buffers()])
+    recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), malicious or (), overwrite=overwrite)
+    try:
+        return _rounds(CountingGrid(grid), cfg, fed, strategy, recorder, model0, progress, malicious, identities)
+    except KeyboardInterrupt:
+        recorder.close("interrupted")
+        raise
+    except BaseException as exc:
+        recorder.close("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        recorder.close()
+
+
+def _rounds(grid: "CountingGrid", cfg: Config, fed: Federation, strategy, recorder: RunRecorder, model0,
+            progress: Progress | None, malicious: tuple[int, ...] | None,
+            identities: list[dict[str, Any]]) -> dict[str, Any]:
     exp = Experiment(cfg, fed, strategy, recorder, progress, malicious=malicious, grid=grid)
-    initial = ArrayRecord(new_model(cfg).state_dict())
+    initial = ArrayRecord(model0.state_dict())
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
                             timeout=cfg["round-timeout"], train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
     final = result.arrays if result.arrays is not None else initial
@@ -217,8 +292,9 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     if exp.captured and cfg["figures"]:
         from fl_poison.update_figure import capture_figure
         capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
-    extra = {"engine": type(grid.grid).__name__, "malicious_known": malicious is not None,
-             **({} if malicious is not None else {"malicious_clients": None, "detection": None}), "model": type(exp.model).__name__,
+    extra = {**exp.outcome(), "engine": type(grid.grid).__name__, "malicious_known": malicious is not None,
+             **({} if malicious is not None else {"malicious_clients": None, "detection": None}),
+             "model": type(exp.model).__name__,
              "num_parameters": int(sum(v.size for v in state.values()))}
     if cfg.source is not None and malicious and not any(i.get("self-described") for i in identities):
         labels = fed.dataset.y_train.numpy()

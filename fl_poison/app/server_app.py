@@ -8,7 +8,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl_poison.app.experiment import run_experiment
-from fl_poison.config import resolve
+from fl_poison.config import ConfigError, resolve
 
 app = ServerApp()
 log = logging.getLogger("fl_poison")
@@ -21,7 +21,11 @@ def _log_progress(row, cfg, elapsed) -> None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = resolve(context.run_config)
-    summary = run_experiment(grid, cfg, progress=_log_progress)
+    try:
+        cfg = resolve(context.run_config)
+        summary = run_experiment(grid, cfg, progress=_log_progress)
+    except ConfigError as exc:  # issue 13: one clear line, not a traceback
+        log.error("fl-poison: error: %s", exc)
+        return
     log.warning("fl-poison: run finished, accuracy=%.4f; results in %s", summary["accuracy"],
                 cfg["out-dir"])

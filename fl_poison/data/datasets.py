@@ -51,6 +51,8 @@ __all__ = [
     "load_dataset",
     "describe_files",
     "clear_cache",
+    "resolve_data_dir",
+    "DATA_ENV",
     "cifar10_augment",
     "normalise_images",
     "DIGITS_MEAN",
@@ -261,6 +263,25 @@ def cifar10_augment(
 
 
 # -------------------------------------------------------------------- file lookup
+
+#: Environment variable that replaces the data-dir key's default ("data").
+DATA_ENV = "FL_POISON_DATA"
+DEFAULT_DATA_DIR = "data"
+
+
+def resolve_data_dir(value: str) -> Path:
+    """The folder a run's ``data-dir`` means.
+
+    The key's schema default stays ``"data"`` (so config digests do not
+    depend on the machine); when the resolved value *is* that default and
+    ``$FL_POISON_DATA`` is set, the environment variable is used instead. A
+    ``data-dir`` given explicitly (other than ``data``) always wins.
+    """
+    env = os.environ.get(DATA_ENV, "").strip()
+    if value == DEFAULT_DATA_DIR and env:
+        return Path(env).expanduser()
+    return Path(value).expanduser()
+
 
 
 def _candidate_dirs(name: str, data_dir: Path) -> list[Path]:

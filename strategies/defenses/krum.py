@@ -35,7 +35,7 @@ def check_budget(config: dict[str, Any], defense: str, fits: Callable[[int, int]
     """ConfigError unless the rule's f fits clients-per-round; the message says the largest f that does."""
     k = config["clients-per-round"]
     if not fits(k, byzantine_budget(defense, k, config["num-byzantine"])):
-        hint = f"f <= {largest(k)}" if fits(k, 0) else "no f works: more clients per round are needed"
+        hint = f"f <= {largest(k)}" if fits(k, 0) else "no f works: at least 3 clients per round are needed"
         raise ConfigError("num-byzantine", config["num-byzantine"], f"{rule}; with {k} clients {hint}")
 
 
