@@ -55,7 +55,7 @@ class Progress:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args.config, args.set)
     from fl_poison.app.experiment import run_experiment
-    from fl_poison.engine.inprocess import inprocess_grid
+    from fl_poison.engine.parallel import close_grid, make_grid
     from fl_poison.federation import federation_for
     from fl_poison.results import run_dir_for
 
@@ -71,8 +71,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
           f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"])
-    summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress())
+    grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
+    try:
+        summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress())
+    finally:
+        close_grid(grid)
     line = f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}"
     if summary["source_accuracy"] is not None:
         line += f"  source-acc {summary['source_accuracy']:.4f}  ASR {summary['attack_success_rate']:.4f}"

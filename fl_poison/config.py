@@ -121,6 +121,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
     Key("figures", bool, True, "write PNG figures"),
     Key("capture-updates", bool, False, "store output-neuron gradients each round and draw the PCA view"),
+    # --- issue 12: speed and scale -----------------------------------------------
+    Key("engine-workers", int, -1, "worker processes of fl-poison's in-process engine (-1 = one per core, "
+        "1 = serial in this process)", check=lambda v: v == -1 or v >= 1, allowed="an integer >= 1, or -1 for one per core"),
+    Key("device", str, "auto", "torch device of local training and central evaluation (auto = cuda when present)",
+        check=lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
+        allowed="auto, cpu, cuda or cuda:N"),
 )
 
 KEYS: dict[str, Key] = {k.name: k for k in SCHEMA}
@@ -291,6 +297,20 @@ def _check_relations(c: dict[str, Any]) -> None:
         if not ok:
             raise ConfigError("ndc-bound", c["ndc-bound"], "a number > 0, or 'median'")
     _check_byzantine(c)
+    _check_device(c)  # issue 12
+
+
+def _check_device(c: dict[str, Any]) -> None:
+    """issue 12: a CUDA device must exist here (checked where the config is resolved)."""
+    if not c["device"].startswith("cuda"):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(c["device"][5:]) if ":" in c["device"] else 0
+    if index >= n:
+        raise ConfigError("device", c["device"], f"auto or cpu: this machine has {n} CUDA device(s)"
+                          + (f" (cuda:0..cuda:{n - 1})" if n else ""))
 
 
 def byzantine_budget(defense: str, k: int, f: int) -> int:
