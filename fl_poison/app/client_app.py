@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 
 from clients.behaviour import behaviour_for
 from fl_poison.config import Config, resolve
+from fl_poison.devices import resolve_device
 from fl_poison.federation import federation_for, new_model
 from fl_poison.training import TrainSettings, get_state, local_accuracy, set_state, train_local
 
@@ -77,7 +78,7 @@ def train(msg: Message, context: Context) -> Message:
     cid = partition_id(context)
     fed = federation_for(cfg)
     server_round = int(msg.content["config"]["server-round"])
-    model = copy.deepcopy(_template(cfg))
+    model = copy.deepcopy(_template(cfg)).to(resolve_device(cfg["device"]))
     global_state = msg.content["arrays"].to_numpy_ndarrays()
     names = list(msg.content["arrays"].keys())
     global_state = dict(zip(names, global_state))

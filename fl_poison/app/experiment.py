@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 
 from fl_poison.config import Config, ConfigError
+from fl_poison.devices import resolve_device
 from fl_poison.federation import Federation, federation_for, new_model
 from fl_poison.metrics.classification import (
     accuracy, attack_success_rate, per_class_recall, source_accuracy,
@@ -95,7 +96,7 @@ class Experiment:
     def __init__(self, cfg: Config, fed: Federation, strategy, recorder: RunRecorder,
                  progress: Progress | None) -> None:
         self.cfg, self.fed, self.strategy, self.recorder, self.progress = cfg, fed, strategy, recorder, progress
-        self.model = new_model(cfg)
+        self.model = new_model(cfg).to(resolve_device(cfg["device"]))  # central evaluation's device
         self.confusion: np.ndarray | None = None
         self.captured: list[dict[str, Any]] = []
 
