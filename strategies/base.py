@@ -61,6 +61,19 @@ def _to_signed(node_id: int) -> int:
     return node_id - (1 << 64) if node_id >= (1 << 63) else node_id
 
 
+def _stack_updates(rows: list[list[np.ndarray]], g: np.ndarray) -> np.ndarray:
+    """issue 12: ``[K, P]`` float32 updates ``local - global``, filled row by row.
+
+    Each difference is taken in float64 and rounded once to float32, so the
+    matrix costs ``K x P x 4`` bytes plus one float64 row (not ``3 x K x P x 8``).
+    Rules that need float64 convert per chunk or per row.
+    """
+    out = np.empty((len(rows), g.size), dtype=np.float32)
+    for i, arrays in enumerate(rows):
+        out[i] = flatten(arrays) - g
+    return out
+
+
 class DefenseStrategy(FedAvg):
     """FedAvg's sampling and messaging, with a pluggable robust aggregation.
 
@@ -171,7 +184,7 @@ class DefenseStrategy(FedAvg):
                 continue
             arrays, n_ex = checked
             report.clients.append(node)
-            rows.append(flatten(arrays))
+            rows.append(arrays)  # the reply's own buffers: stacked below without a float64 copy
             weights.append(n_ex)
             metrics = next(iter(msg.content.metric_records.values()))
             losses.append(float(metrics.get("train-loss", float("nan"))))
@@ -185,7 +198,7 @@ class DefenseStrategy(FedAvg):
 
         layout = infer_layout(names, global_arrays, self.output_layer)
         g = flatten(global_arrays)
-        updates = np.stack(rows) - g
+        updates = _stack_updates(rows, g)
         try:
             agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires
