@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from fl_poison.cli import config_from_args
-from fl_poison.engine.inprocess import inprocess_grid
+from fl_poison.engine.parallel import close_grid, make_grid
+from fl_poison.federation import federation_for
 from fl_poison.results import read_summary, run_dir_for
 
 
@@ -31,7 +32,12 @@ def run_one(cfg, out: Path) -> dict:
     if (d / "summary.json").exists():
         return read_summary(d)
     # no summary = unfinished or never run: this sweep re-runs it from scratch
-    return run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"]), cfg, out_dir=out, overwrite=True)
+    federation_for(cfg)  # load data before the workers fork, so they share it
+    grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
+    try:
+        return run_experiment(grid, cfg, out_dir=out, overwrite=True)
+    finally:
+        close_grid(grid)
 
 
 def fmt(v, digits=3) -> str:

@@ -1,13 +1,23 @@
-"""Seconds per round of one config on three engines: in-process Grid, Flower simulation, plain loop.
+"""Seconds per round of one config on every engine, and samples/s against the machine's ceiling.
 
     python benchmarks/engines.py                      # 20 MNIST clients, 5 rounds, 1 epoch
     python benchmarks/engines.py --set num-rounds=3   # any run key
+    python benchmarks/engines.py --device cuda        # model, data and training on a GPU
 
-All three train the same clients on the same data with the same local
-settings and evaluate centrally each round. The Flower simulation runs
-``flwr run .`` (local SuperLink, Ray backend, 1 CPU per client) offline, so it
-also pays Flower's start-up; its per-round figure comes from the run's own
-rounds.csv, like the in-process one. Prints medians and ratios.
+Engines: a plain PyTorch loop; fl-poison's in-process grid serial
+(``engine-workers=1``) and parallel (``engine-workers=-1``, one forked worker
+per core); the vectorised trainer ``train_many`` (all of a round's clients as
+one vmap'd computation; training plus central evaluation, no Flower
+messaging: it is not wired into an engine, see the issue-12 note); and
+Flower's simulation (``flwr run .``, local SuperLink, Ray backend, 1 CPU per
+client, offline, which also pays Flower's start-up; its per-round figure comes
+from the run's own rounds.csv, like the in-process ones).
+
+The ceiling is measured by the same script, on the same model: the best of one
+process at batch 1,280 (all torch threads) and one single-threaded process per
+core at the config's batch size, each training on the config's data. Prints
+medians, ratios and samples/s (local training samples per second of a round,
+central evaluation included, as in rounds.csv).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.plain_loop import plain_fedavg  # noqa: E402
 from fl_poison.cli import config_from_args  # noqa: E402
+from fl_poison.federation import federation_for  # noqa: E402
 from fl_poison.results import read_rounds  # noqa: E402
 
 DEFAULT = ["dataset=mnist", f"data-dir={ROOT.parent / 'shared' / 'data'}", "num-clients=20",
@@ -41,14 +52,14 @@ def per_round(run_dir: Path) -> list[float]:
     return list(np.diff(el))
 
 
-def inprocess(cfg, out: Path) -> tuple[list[float], float]:
+def inprocess(cfg, out: Path, name: str = "inprocess") -> tuple[list[float], float]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from defense_table import run_one
 
     t0 = time.perf_counter()
-    cfg = cfg.replace(run_name="inprocess")
+    cfg = cfg.replace(run_name=name)
     run_one(cfg, out)
-    return per_round(out / "inprocess"), time.perf_counter() - t0
+    return per_round(out / name), time.perf_counter() - t0
 
 
 def flower_simulation(cfg, out: Path) -> tuple[list[float], float]:
@@ -75,29 +86,139 @@ def flower_simulation(cfg, out: Path) -> tuple[list[float], float]:
     return per_round(out / "simulation"), wall
 
 
+def _train_samples(cfg, batch: int, threads: int, cid: int, passes: int = 1) -> tuple[int, float]:
+    """(samples, seconds) of ``passes`` epochs on client ``cid``'s data at ``batch``, ``threads`` threads."""
+    import torch
+
+    from fl_poison.devices import resolve_device
+    from fl_poison.federation import federation_for, new_model
+    from fl_poison.training import TrainSettings, train_local
+
+    torch.set_num_threads(threads)
+    fed = federation_for(cfg)
+    model = new_model(cfg).to(resolve_device(cfg["device"]))
+    x, y = fed.client_data(cid)
+    s = TrainSettings(passes, batch, cfg["lr"], cfg["momentum"], cfg["weight-decay"], cfg["optimizer"])
+    train_local(model, x[: 4 * batch], y[: 4 * batch], s.__class__(1, batch, s.lr, s.momentum,
+                                                                    s.weight_decay, s.optimizer), seed=0)  # warm-up
+    t0 = time.perf_counter()
+    train_local(model, x, y, s, seed=1)
+    _sync(cfg)
+    return int(y.shape[0]) * passes, time.perf_counter() - t0
+
+
+def _sync(cfg) -> None:
+    import torch
+
+    from fl_poison.devices import resolve_device
+
+    if resolve_device(cfg["device"]).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _worker(args):
+    return _train_samples(*args)
+
+
+def ceiling(cfg) -> dict[str, float]:
+    """Samples/s of one process at batch 1,280 and of one 1-thread process per core at the config's batch."""
+    import multiprocessing as mp
+
+    import torch
+
+    from fl_poison.engine.parallel import available_cores
+    from fl_poison.federation import federation_for
+
+    federation_for(cfg)  # loaded before forking: shared
+    threads = torch.get_num_threads()
+    n, sec = _train_samples(cfg, 1280, threads, 0, passes=3)
+    out = {f"one process, batch 1280, {threads} threads": n / sec}
+    torch.set_num_threads(threads)
+    cores = available_cores()
+    with mp.get_context("fork").Pool(cores) as pool:
+        t0 = time.perf_counter()
+        done = pool.map(_worker, [(cfg, cfg["batch-size"], 1, c) for c in range(cores)])
+        wall = time.perf_counter() - t0  # includes the workers' short warm-up
+    out[f"{cores} processes x 1 thread, batch {cfg['batch-size']}"] = sum(d[0] for d in done) / wall
+    torch.set_num_threads(threads)
+    return out
+
+
+def batched(cfg) -> tuple[list[float], float]:
+    """Seconds per round of ``train_many`` over all clients + FedAvg + central evaluation (no Flower)."""
+    import torch
+
+    from fl_poison.batched_training import supports, train_many
+    from fl_poison.devices import resolve_device
+    from fl_poison.federation import federation_for, new_model
+    from fl_poison.training import TrainSettings, evaluate
+
+    fed = federation_for(cfg)
+    device = resolve_device(cfg["device"])
+    model = new_model(cfg).to(device)
+    why = supports(model, fed.dataset.augment)
+    if why:
+        raise RuntimeError(f"train_many does not apply: {why}")
+    data = [fed.client_data(c) for c in range(cfg["num-clients"])]
+    sizes = torch.tensor([float(y.shape[0]) for _, y in data], device=device)
+    s = TrainSettings.from_config(cfg)
+    times, t_all = [], time.perf_counter()
+    for rnd in range(1, cfg["num-rounds"] + 1):
+        t0 = time.perf_counter()
+        params, _ = train_many(model, data, s, [1000 * rnd + c for c in range(len(data))])
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                stacked = torch.stack([q[name] for q in params])
+                p.copy_((stacked * (sizes / sizes.sum()).view(-1, *[1] * p.dim())).sum(0))
+        evaluate(model, fed.dataset.x_test, fed.dataset.y_test, fed.num_classes, cfg["eval-batch-size"])
+        _sync(cfg)
+        times.append(time.perf_counter() - t0)
+    return times, time.perf_counter() - t_all
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (the device run key)")
     ap.add_argument("--skip-simulation", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list of: plain,serial,parallel,batched,ceiling")
     args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    cfg = config_from_args(None, DEFAULT + args.set)
+    cfg = config_from_args(None, DEFAULT + [f"device={args.device}"] + args.set)
     out = Path(tempfile.mkdtemp(prefix="fl-poison-bench-"))
+    print(f"load before: {os.getloadavg()}", flush=True)
     results = {}
-    t0 = time.perf_counter()
-    times, _ = plain_fedavg(cfg)
-    results["plain PyTorch loop"] = (times, time.perf_counter() - t0)
-    results["fl-poison in-process"] = inprocess(cfg, out)
+    if "plain" not in skip:
+        t0 = time.perf_counter()
+        times, _ = plain_fedavg(cfg)
+        results["plain PyTorch loop"] = (times, time.perf_counter() - t0)
+    if "serial" not in skip:
+        results["in-process, serial (workers=1)"] = inprocess(cfg.replace(engine_workers=1), out, "serial")
+    if "parallel" not in skip:
+        results["in-process, parallel (workers=-1)"] = inprocess(cfg.replace(engine_workers=-1), out, "parallel")
+    if "batched" not in skip:
+        results["train_many (vmap), no Flower"] = batched(cfg)
     if not args.skip_simulation:
         results["Flower simulation (flwr run)"] = flower_simulation(cfg, out)
-    base = float(np.median(results["plain PyTorch loop"][0]))
+    ceil = {} if "ceiling" in skip else ceiling(cfg)
+    best = max(ceil.values()) if ceil else float("nan")
+    samples = sum(len(p) for p in federation_for(cfg).parts[: cfg["clients-per-round"]]) * cfg["local-epochs"]
     print(f"{cfg['dataset']}, {cfg['num-clients']} clients x {cfg['clients-per-round']} per round, "
-          f"{cfg['num-rounds']} rounds, {cfg['local-epochs']} epoch(s), batch {cfg['batch-size']}")
-    print(f"{'engine':32s} {'median s/round':>15s} {'vs plain':>9s} {'total wall s':>13s}")
+          f"{cfg['num-rounds']} rounds, {cfg['local-epochs']} epoch(s), batch {cfg['batch-size']}, "
+          f"device {cfg['device']}; {samples} training samples per round")
+    for name, v in ceil.items():
+        print(f"ceiling: {name}: {v:,.0f} samples/s")
+    base_name = next(iter(results), None)
+    base = float(np.median(results[base_name][0])) if base_name else float("nan")
+    print(f"{'engine':36s} {'median s/round':>15s} {'vs first':>9s} {'samples/s':>10s} {'vs ceiling':>11s} "
+          f"{'total wall s':>13s}")
     for name, (t, wall) in results.items():
         med = float(np.median(t))
-        print(f"{name:32s} {med:15.2f} {med / base:9.2f} {wall:13.1f}")
+        print(f"{name:36s} {med:15.2f} {med / base:9.2f} {samples / med:10,.0f} {samples / med / best:11.2f} "
+              f"{wall:13.1f}")
+    print(f"load after: {os.getloadavg()}")
     return 0
 
 

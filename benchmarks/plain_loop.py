@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from fl_poison.config import Config
+from fl_poison.devices import resolve_device
 from fl_poison.federation import federation_for, new_model
 from fl_poison.metrics.classification import accuracy
 from fl_poison.training import TrainSettings, evaluate, train_local
@@ -19,7 +20,7 @@ def plain_fedavg(cfg: Config) -> tuple[list[float], list[float]]:
     A round's time includes the central evaluation, as it does in the engines' ``rounds.csv``.
     """
     fed = federation_for(cfg)
-    model = new_model(cfg)
+    model = new_model(cfg).to(resolve_device(cfg["device"]))
     settings = TrainSettings.from_config(cfg)
     times, accs = [], []
     for rnd in range(1, cfg["num-rounds"] + 1):

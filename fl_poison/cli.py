@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in attack_warnings(cfg):
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
     from fl_poison.app.experiment import run_experiment
-    from fl_poison.engine.inprocess import inprocess_grid
+    from fl_poison.engine.parallel import close_grid, make_grid
     from fl_poison.federation import federation_for
     from fl_poison.results import run_dir_for
 
@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
           f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"])
+    grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress(), overwrite=args.overwrite)
@@ -121,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
+        close_grid(grid)
     if summary.get("status") != "complete":
         print(f"fl-poison: error: the run trained nothing: {summary.get('reason')}; results in {out} describe "
               f"the initial model", file=sys.stderr)

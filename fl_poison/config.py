@@ -112,6 +112,12 @@ CORE_KEYS: tuple[Key, ...] = (
     # issue 13 (reliability): how long a deployment waits for its SuperNodes
     Key("wait-for-nodes", float, 600.0, "seconds the ServerApp waits for num-clients SuperNodes to connect",
         check=lambda v: v > 0, allowed="a number of seconds > 0"),
+    # --- issue 12: speed and scale -----------------------------------------------
+    Key("engine-workers", int, -1, "worker processes of fl-poison's in-process engine (-1 = one per core, "
+        "1 = serial in this process)", check=lambda v: v == -1 or v >= 1, allowed="an integer >= 1, or -1 for one per core"),
+    Key("device", str, "auto", "torch device of local training and central evaluation (auto = cuda when present)",
+        check=lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
+        allowed="auto, cpu, cuda or cuda:N"),
 )
 
 
@@ -353,10 +359,24 @@ def _check_relations(c: dict[str, Any]) -> None:
         raise ConfigError("attack-end-round", c["attack-end-round"],
                           f"-1 or a round >= attack-start-round ({c['attack-start-round']})")
     _check_paths(c)
+    _check_device(c)
     for kind in ("attack", "defense"):
         check = getattr(plugins.get(kind, c[kind]), "check_config", None)
         if check is not None:
             check(c, spec)
+
+
+def _check_device(c: dict[str, Any]) -> None:
+    """A CUDA device must exist where the config is resolved (the run's own process)."""
+    if not c["device"].startswith("cuda"):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(c["device"][5:]) if ":" in c["device"] else 0
+    if index >= n:
+        raise ConfigError("device", c["device"], f"auto or cpu: this machine has {n} CUDA device(s)"
+                          + (f" (cuda:0..cuda:{n - 1})" if n else ""))
 
 
 def check_class_pair(c: dict[str, Any], spec: Any, attack: str) -> None:

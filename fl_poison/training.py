@@ -52,15 +52,22 @@ def train_local(
     n = int(y.shape[0])
     if n == 0:
         return float("nan"), float("nan")
-    gen = torch.Generator().manual_seed(seed)
+    device = model_device(model)
+    x, y = x.to(device), y.to(device)  # once per call: no-ops on the CPU
+    gen = torch.Generator().manual_seed(seed)  # CPU generator: the same shuffles on every device
     torch.manual_seed(seed)
     model.train()
     opt = make_optimizer(model, settings)
     loss_fn = nn.CrossEntropyLoss()
-    loss_sum = correct = seen = 0.0
+    loss_sum = correct = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
     for _ in range(settings.epochs):
-        perm = torch.randperm(n, generator=gen)
-        loss_sum = correct = seen = 0.0
+        perm = torch.randperm(n, generator=gen).to(device)
+        # float64 accumulators on the device: no host sync per batch on a GPU, and on
+        # the CPU the same double arithmetic as Python floats
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
         for start in range(0, n, settings.batch_size):
             idx = perm[start:start + settings.batch_size]
             xb, yb = x[idx], y[idx]
@@ -72,10 +79,16 @@ def train_local(
             loss.backward()
             opt.step()
             b = int(yb.shape[0])
-            loss_sum += float(loss.detach()) * b
-            correct += float((logits.detach().argmax(1) == yb).sum())
+            loss_sum += loss.detach().double() * b
+            correct += (logits.detach().argmax(1) == yb).sum().double()
             seen += b
-    return loss_sum / seen, correct / seen
+    return float(loss_sum) / seen, float(correct) / seen
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for a parameterless model)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -89,7 +102,8 @@ def local_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     if int(y.shape[0]) == 0:
         return float("nan")
     model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    device = model_device(model)
+    correct = sum(int((model(x[i:i + batch_size].to(device)).argmax(1) == y[i:i + batch_size].to(device)).sum())
                   for i in range(0, int(y.shape[0]), batch_size))
     return correct / int(y.shape[0])
 
@@ -99,13 +113,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: in
              batch_size: int = 1000) -> tuple[float, np.ndarray]:
     """Mean cross-entropy (the papers' test error, TE) and the confusion matrix."""
     model.eval()
+    device = model_device(model)  # batches move to the model's device; the test set stays put
     loss_sum, preds = 0.0, []
     for start in range(0, int(y.shape[0]), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
         logits = model(xb)
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         preds.append(logits.argmax(1))
-    pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    pred = torch.cat(preds).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
     n = max(int(y.shape[0]), 1)
     return loss_sum / n, confusion_matrix(y.numpy(), pred, num_classes)
 

@@ -78,6 +78,23 @@ def _to_signed(node_id: int) -> int:
     return node_id - (1 << 64) if node_id >= (1 << 63) else node_id
 
 
+def _stack_updates(rows: list[list[np.ndarray]], g: np.ndarray,
+                   buffer_cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[K, P]`` float32 parameter updates ``local - global`` and ``[K, B]`` float64 buffer updates, row by row.
+
+    Each difference is taken in float64 and rounded once to float32, so the
+    matrix costs ``K x P x 4`` bytes plus one float64 row (not ``3 x K x P x 8``).
+    Rules that need float64 convert per chunk or per row. Buffers (few) stay float64.
+    """
+    params = np.empty((len(rows), int((~buffer_cols).sum())), dtype=np.float32)
+    buffers = np.empty((len(rows), int(buffer_cols.sum())), dtype=np.float64)
+    for i, arrays in enumerate(rows):
+        d = flatten(arrays) - g
+        params[i] = d[~buffer_cols]
+        buffers[i] = d[buffer_cols]
+    return params, buffers
+
+
 class DefenseStrategy(FedAvg):
     """FedAvg's sampling and messaging, with a pluggable robust aggregation.
 
@@ -209,7 +226,7 @@ class DefenseStrategy(FedAvg):
                 continue
             arrays, n_ex = checked
             report.clients.append(node)
-            rows.append(flatten(arrays))
+            rows.append(arrays)  # the reply's own buffers: stacked below without a float64 copy
             weights.append(n_ex)
             metrics = next(iter(msg.content.metric_records.values()))
             losses.append(float(metrics.get("train-loss", float("nan"))))
@@ -228,8 +245,7 @@ class DefenseStrategy(FedAvg):
         layout = full.select([i for i, b in enumerate(is_buffer) if not b])
         buf_cols = column_mask(full, is_buffer)
         g = flatten(global_arrays)
-        all_updates = np.stack(rows) - g
-        updates = all_updates[:, ~buf_cols]
+        updates, buffer_updates = _stack_updates(rows, g, buf_cols)
         try:
             agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires
@@ -250,7 +266,7 @@ class DefenseStrategy(FedAvg):
         step = np.zeros_like(g)
         step[~buf_cols] = agg.update
         if buf_cols.any():
-            buf_step = weighted_buffer_mean(all_updates[:, buf_cols], np.asarray(weights), agg.kept)
+            buf_step = weighted_buffer_mean(buffer_updates, np.asarray(weights), agg.kept)
             if buf_step is not None:
                 step[buf_cols] = buf_step
         new = unflatten(g + step, full)

@@ -11,7 +11,9 @@ Flower 1.41 strategies (``flwr.serverapp.strategy.FedMedian``,
 on the local models ``w_k = g + u_k``; every rule here is translation
 equivariant (coordinate-wise order statistics, pairwise distances and means
 with shares summing to 1), so ``rule(g + u) = g + rule(u)`` and working on
-updates gives the same model up to float rounding. All math is float64.
+updates gives the same model up to float rounding. All math is float64; the
+coordinate-wise rules accept a float32 ``[K, P]`` matrix and convert one
+column chunk at a time (issue 12), so they never hold a float64 copy of it.
 
 Coordinate-wise work is done in column chunks so that the temporary memory
 stays near ``max_chunk_bytes`` whatever the model size.
@@ -56,16 +58,32 @@ def _columnwise(
     updates: np.ndarray,
     fn: Callable[[np.ndarray], np.ndarray],
     cost_per_entry: int = 32,
-    budget: int = DEFAULT_CHUNK_BYTES,
+    budget: int | None = None,
 ) -> np.ndarray:
     """Apply ``fn([K, c]) -> [c]`` to column blocks of ``updates`` and concatenate."""
+    budget = DEFAULT_CHUNK_BYTES if budget is None else budget
     k, p = updates.shape
     out = np.empty(p, dtype=np.float64)
     step = _chunk_cols(k, p, cost_per_entry, budget)
     for start in range(0, p, step):
         stop = min(p, start + step)
-        out[start:stop] = fn(updates[:, start:stop])
+        out[start:stop] = fn(updates[:, start:stop].astype(np.float64))  # float64 math per chunk
     return out
+
+
+def _check_keep_dtype(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """issue 12: ``check_updates``' checks without its float64 copy of ``[K, P]``.
+
+    Coordinate-wise rules convert each column chunk to float64 instead, so a
+    float32 matrix is never duplicated.
+    """
+    u = np.asarray(updates)
+    if u.dtype not in (np.float32, np.float64):
+        u = u.astype(np.float64)
+    if u.ndim == 1:
+        u = u[None, :]
+    check_updates(u[..., :0] if u.ndim == 2 else u, weights)  # shapes and weights; no data copied
+    return u
 
 
 def _no_shares(k: int) -> np.ndarray:
@@ -178,9 +196,9 @@ def median(updates: np.ndarray, weights: np.ndarray, layout: Layout | None = Non
     per array and ignores example counts; so do we. ``kept`` is all True and
     ``weights`` is NaN (no per-client share exists).
     """
-    u, _ = check_updates(updates, weights)
+    u = _check_keep_dtype(updates, weights)
     k = u.shape[0]
-    update = _columnwise(u, lambda block: np.median(block, axis=0), cost_per_entry=16)
+    update = _columnwise(u, lambda block: np.median(block, axis=0), cost_per_entry=24)
     return Aggregation(update, np.ones(k, dtype=bool), _no_shares(k), {})
 
 
@@ -220,7 +238,7 @@ def trimmed_mean(
     default (it was 0.2 here before issue 8).
     """
     b = check_beta(beta)
-    u, _ = check_updates(updates, weights)
+    u = _check_keep_dtype(updates, weights)
     k = u.shape[0]
     low = int(b * k)
     high = k - low
@@ -229,7 +247,7 @@ def trimmed_mean(
         part = np.partition(block, (low, high - 1), axis=0)
         return part[low:high].mean(axis=0)
 
-    update = _columnwise(u, block_mean, cost_per_entry=16)
+    update = _columnwise(u, block_mean, cost_per_entry=24)
     return Aggregation(
         update, np.ones(k, dtype=bool), _no_shares(k), {"beta": b, "trimmed_per_side": low}
     )
@@ -305,7 +323,7 @@ def repeated_median(
     reweight: bool = False,
     reweight_lambda: float = 2.0,
     reweight_threshold: float = 0.1,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_chunk_bytes: int | None = None,
 ) -> Aggregation:
     """Repeated-median aggregation; ``reweight`` (``repeated-median-reweight``) picks the variant.
 
@@ -354,10 +372,11 @@ def repeated_median(
 
     Both variants ignore example counts. ``K = 1`` returns the single update.
     """
-    u, _ = check_updates(updates, weights)
+    u = _check_keep_dtype(updates, weights)
     k, p = u.shape
+    max_chunk_bytes = DEFAULT_CHUNK_BYTES if max_chunk_bytes is None else max_chunk_bytes
     if not reweight:
-        update = _columnwise(u, lambda block: np.median(block, axis=0), 16, max_chunk_bytes)
+        update = _columnwise(u, lambda block: np.median(block, axis=0), 24, max_chunk_bytes)
         return Aggregation(update, np.ones(k, dtype=bool), _no_shares(k), {"reweight": False})
 
     lam = float(reweight_lambda)
@@ -368,18 +387,18 @@ def repeated_median(
         raise ValueError(f"repeated-median threshold must be a finite number, got {reweight_threshold!r}")
     if k == 1:
         return Aggregation(
-            u[0].copy(), np.ones(1, dtype=bool), np.ones(1),
+            u[0].astype(np.float64), np.ones(1, dtype=bool), np.ones(1),
             {"reweight": True, "restricted_fraction": [0.0]},
         )
 
-    restricted = np.empty_like(u)
+    restricted = np.empty(u.shape, dtype=np.float64)
     conf_sum = np.zeros(k, dtype=np.float64)
     n_restricted = np.zeros(k, dtype=np.float64)
     # siegel_slopes holds ~5 temporaries of K*(K-1) float64 per coordinate.
     step = _chunk_cols(k * k, p, 48, max_chunk_bytes)
     for start in range(0, p, step):
         stop = min(p, start + step)
-        conf, rest, w = _reweight_block(u[:, start:stop].T, lam, thresh)
+        conf, rest, w = _reweight_block(u[:, start:stop].T.astype(np.float64), lam, thresh)
         conf_sum += conf.sum(axis=0)
         n_restricted += (w < thresh).sum(axis=0)
         restricted[:, start:stop] = rest.T

@@ -13,6 +13,7 @@ from clients.behaviour import RoundInput, behaviour_class
 from clients.store import NodeStore
 from fl_poison.app.node import identity, local_node
 from fl_poison.config import Config, resolve
+from fl_poison.devices import resolve_device
 from fl_poison.federation import new_model
 from fl_poison.training import TrainSettings, set_state
 
@@ -62,7 +63,7 @@ def train(msg: Message, context: Context) -> Message:
     node = local_node(cfg, context.node_config)  # issue 11: own data and role from the node config
     cid = node.cid
     server_round = int(msg.content["config"]["server-round"])
-    model = copy.deepcopy(_template(cfg))
+    model = copy.deepcopy(_template(cfg)).to(resolve_device(cfg["device"]))
     record = msg.content["arrays"]
     global_state = dict(zip(record.keys(), record.to_numpy_ndarrays()))
     set_state(model, global_state)

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from fl_poison.app.node import server_malicious
 from fl_poison.app.replies import CountingGrid
 from fl_poison.config import Config, ConfigError
+from fl_poison.devices import resolve_device
 from fl_poison.federation import Federation, federation_for, new_model
 from fl_poison.metrics.classification import (
     accuracy, attack_success_rate, per_class_recall, source_accuracy,
@@ -149,7 +150,7 @@ class Experiment:
         # issue 11: who is malicious (None = unknown: no detection metrics) and the sent/received counter
         self.malicious = fed.malicious if malicious == "plan" else malicious
         self.grid = grid
-        self.model = new_model(cfg)
+        self.model = new_model(cfg).to(resolve_device(cfg["device"]))  # central evaluation's device
         self.confusion: np.ndarray | None = None
         self.captured: list[dict[str, Any]] = []
         self.rounds_updated = 0
