@@ -246,8 +246,8 @@ def todo(runs: list[Run], runs_dir: Path, retry_failed: bool) -> tuple[list[Run]
     return pending, skipped
 
 
-class _Stop(Exception):
-    pass
+class _Stop(KeyboardInterrupt):
+    """SIGTERM as a BaseException, so a run's own ``except Exception`` never records it as a failure."""
 
 
 def _raise_stop(signum, frame):  # SIGTERM -> the same clean stop as Ctrl-C
