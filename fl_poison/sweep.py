@@ -263,7 +263,9 @@ def run_sweep(runs: list[Run], out: str | Path, *, engine: str = "ray", address:
     pending, skipped = todo(runs, runs_dir, retry_failed)
     res = SweepResult(len(runs), skipped)
     progress = progress or (lambda *a, **k: None)
-    old_term = signal.signal(signal.SIGTERM, _raise_stop) if _main_thread() else None
+    # SIGINT too: a driver started in the background inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; `kill -INT` must still stop the sweep cleanly.
+    handlers = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
     try:
         if engine == "local":
             _run_local(pending, runs_dir, threads, res, progress)
@@ -272,8 +274,8 @@ def run_sweep(runs: list[Run], out: str | Path, *, engine: str = "ray", address:
     except (KeyboardInterrupt, _Stop):
         res.interrupted = True
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for s, h in handlers.items():
+            signal.signal(s, h)
     return res
 
 
