@@ -150,7 +150,6 @@ def execute(cfg_dict: dict[str, Any], runs_dir: str, threads: int | None = 1, cw
         os.chdir(cwd)
     if threads:
         torch.set_num_threads(threads)
-    _normal_priority()
     cfg = resolve(cfg_dict)
     run_dir = Path(runs_dir) / cfg["run-name"]
     if run_dir.exists():
@@ -166,17 +165,6 @@ def execute(cfg_dict: dict[str, Any], runs_dir: str, threads: int | None = 1, cw
     finally:
         with federation._lock:
             federation._cache.pop(cfg.digest(), None)
-
-
-def _normal_priority() -> None:
-    """Ray starts workers at nice 15 (RAY_worker_niceness): on a busy machine a run then gets far less CPU
-    than the same run started sequentially. Go back to the driver's niceness where allowed."""
-    try:
-        target = int(os.environ.get("FL_POISON_NICE", "0"))
-        if os.getpriority(os.PRIO_PROCESS, 0) > target:
-            os.setpriority(os.PRIO_PROCESS, 0, target)
-    except (OSError, ValueError):
-        pass  # not permitted (non-root): keep Ray's niceness
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -310,8 +298,7 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
 
     started_here = not ray.is_initialized()
     if started_here:
-        env = {"env_vars": {"FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-                            "FL_POISON_NICE": str(os.getpriority(os.PRIO_PROCESS, 0))}}
+        env = {"env_vars": {"FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}}
         if address:
             ray.init(address=address, log_to_driver=False, runtime_env=env)
         else:
