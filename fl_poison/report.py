@@ -167,7 +167,7 @@ def _grid(n):
 
     cols = min(n, 3)
     nrows = math.ceil(n / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(7.0, 5.2 * cols), 4.3 * nrows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)
@@ -195,7 +195,7 @@ def ratio_figure(by, rows, metric: str, out: Path) -> Path | None:
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title=LINE_KEY)
-    fig.suptitle(f"{METRICS[metric][0]} vs attacker ratio (mean ± std over seeds)")
+    fig.suptitle(f"{METRICS[metric][0]} vs attacker ratio\n(one line per defense; mean ± std over seeds)")
     fig.tight_layout()
     path = out / f"vs_ratio_{metric}.png"
     fig.savefig(path, dpi=110)
