@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sweeps = load_experiment(args.config).sweeps
         if sweeps:
             print(f"fl-poison: running the base [config] of {args.config}; its grids ({', '.join(sweeps)}) run with "
-                  f"python benchmarks/defense_table.py --config {args.config} --sweep NAME --out DIR", file=sys.stderr)
+                  f"fl-poison sweep {args.config} --sweep NAME --out DIR", file=sys.stderr)
     from fl_poison.results import check_run_dir
 
     out = run_dir_for(cfg, args.out)
@@ -203,6 +203,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Issue 10: every point of the file's grids as a Ray task (or in-process with --local), resumable."""
+    from fl_poison.sweep import SweepProgress, parse_resources, plan, run_sweep, write_manifest
+    from fl_poison.grid import load_experiment
+
+    cpus, gpus = parse_resources(args.resources)
+    exp = load_experiment(args.config)
+    runs = plan(exp, args.sweep, dict(parse_assignment(s) for s in args.set))  # all bad points -> exit 2
+    write_manifest(Path(args.out), exp.path, runs)
+    print(f"fl-poison: {len(runs)} runs from [{', '.join(args.sweep) or 'all sweeps'}] of {args.config} -> "
+          f"{args.out}", file=sys.stderr)
+    prog = SweepProgress(len(runs))
+    res = run_sweep(runs, args.out, engine="local" if args.local else "ray", address=args.address,
+                    max_parallel=args.max_parallel, cpus=cpus, gpus=gpus, threads=args.threads,
+                    retry_failed=args.retry_failed, progress=prog)
+    prog.close()
+    print(f"fl-poison: {res.skipped} already done, {len(res.complete)} finished now, {len(res.failed)} failed"
+          + (" — INTERRUPTED: run the same command again to resume" if res.interrupted else ""), file=sys.stderr)
+    return 130 if res.interrupted else (1 if res.failed else 0)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fl_poison.report import make_report
+
+    try:
+        r = make_report(args.dir, args.by or None, args.metric or None, args.out, args.runs or None)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fl-poison: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print((Path(r["files"][1])).read_text())
+    print(f"{r['runs']} runs; wrote " + ", ".join(str(f) for f in r["files"]), file=sys.stderr)
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from fl_poison.config import render_flwr_config, write_pyproject
 
@@ -224,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("run", cmd_run, "run one experiment in-process"),
                             ("datasets", cmd_datasets, "list data sets, their files and partition statistics"),
                             ("keys", cmd_keys, "list every run key with its default, grouped by plug-in"),
-                            ("compare", cmd_compare, "Tolpegin's m_cnt and recall deltas: attack run vs baseline")):
+                            ("compare", cmd_compare, "Tolpegin's m_cnt and recall deltas: attack run vs baseline"),
+                            ("sweep", cmd_sweep, "run an experiment file's [sweep.*] grids on Ray, resumably"),
+                            ("report", cmd_report, "tables and figures of a sweep folder")):
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(fn=fn)
         if name in ("run", "datasets"):
@@ -242,6 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--toml", action="store_true", help="print pyproject's [tool.flwr.app.config] table")
             sp.add_argument("--write-pyproject", metavar="PYPROJECT",
                             help="regenerate the [tool.flwr.app.config] table of this pyproject.toml in place")
+        if name == "sweep":  # issue 10
+            sp.add_argument("config", help="experiment TOML file with [sweep.NAME] grids")
+            sp.add_argument("--sweep", action="append", default=[], metavar="NAME", help="grid to run (repeatable; default all)")
+            sp.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="override a base key")
+            sp.add_argument("--out", "-o", default="results/sweep", help="sweep folder (runs/, manifest.json)")
+            sp.add_argument("--address", help="existing Ray cluster: auto or ray://HOST:PORT (default: a local Ray)")
+            sp.add_argument("--max-parallel", type=int, help="runs at once (default: as many as the CPUs allow)")
+            sp.add_argument("--resources", default="cpus=1,gpus=0", help="per run, e.g. cpus=1,gpus=0.25")
+            sp.add_argument("--threads", type=int, default=1, help="torch threads per run (0 = torch default)")
+            sp.add_argument("--retry-failed", action="store_true", help="run again the runs that raised")
+            sp.add_argument("--local", action="store_true", help="no Ray: one run after another in this process")
+        if name == "report":  # issue 10
+            sp.add_argument("dir", help="sweep folder (or a folder of run directories)")
+            sp.add_argument("--by", action="append", default=[], metavar="KEY", help="row keys (default: the varied keys)")
+            sp.add_argument("--metric", action="append", default=[], metavar="M", help="metrics (default: all present)")
+            sp.add_argument("--runs", action="append", default=[], metavar="RUN_ID", help="runs for the per-round figure")
+            sp.add_argument("--out", "-o", help="output folder (default DIR/report)")
         if name == "datasets":
             sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
     from fl_poison.deploy import add_parser as add_deploy_parser  # issue 11

@@ -3,6 +3,8 @@
 A grid maps run keys to lists of values and expands to their Cartesian
 product. Keys joined by commas vary together (a zipped axis), for settings
 that only make sense as pairs, e.g. ``"source-class,target-class" = [[6, 0], [4, 6]]``.
+Replicates: ``seeds = [0, 1, 2]`` or ``repeats = 3`` (seeds ``seed``, ``seed+1``, ... of the
+base config) add a ``seed`` axis that varies fastest, so the runs of one setting sit together.
 """
 
 from __future__ import annotations
@@ -49,14 +51,44 @@ def load_experiment(path: str | Path) -> Experiment:
     sweeps = data.get("sweep", {})
     for name, grid in sweeps.items():
         for axis in grid:
+            if axis in REPLICATE_AXES:
+                continue
             for key in axis.split(","):
                 if key.strip() not in KEYS:
                     raise ConfigError(f"sweep.{name}", key, "a run key (see `fl-poison keys`)")
     return Experiment(p, dict(config), {k: dict(v) for k, v in sweeps.items()}, dict(data.get("paper", {})))
 
 
-def expand(grid: dict[str, list]) -> list[dict[str, Any]]:
-    """All points of a grid, in a stable order (first axis varies slowest)."""
+#: Grid entries that are not run keys but say how often each setting runs (see module docstring).
+REPLICATE_AXES = ("seeds", "repeats")
+
+
+def replicate_seeds(grid: dict[str, Any], base_seed: int = 0) -> list[int] | None:
+    """The seeds a ``seeds`` / ``repeats`` entry asks for, or None when the grid has neither."""
+    if "seeds" in grid and "repeats" in grid:
+        raise ConfigError("repeats", grid["repeats"], "either seeds = [...] or repeats = N, not both")
+    if ("seeds" in grid or "repeats" in grid) and "seed" in grid:
+        raise ConfigError("seeds", grid.get("seeds", grid.get("repeats")), "not together with a seed axis")
+    if "seeds" in grid:
+        seeds = grid["seeds"]
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                              and x >= 0 for x in seeds) or len(set(seeds)) < len(seeds):
+            raise ConfigError("seeds", seeds, "a non-empty list of distinct integers >= 0")
+        return list(seeds)
+    if "repeats" in grid:
+        n = grid["repeats"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError("repeats", n, "an integer >= 1")
+        return [base_seed + i for i in range(n)]
+    return None
+
+
+def expand(grid: dict[str, Any], base_seed: int = 0) -> list[dict[str, Any]]:
+    """All points of a grid, in a stable order (first axis varies slowest, replicate seeds fastest)."""
+    seeds = replicate_seeds(grid, base_seed)
+    grid = {k: v for k, v in grid.items() if k not in REPLICATE_AXES}
+    if seeds is not None:
+        grid["seed"] = seeds
     axes: list[list[dict[str, Any]]] = []
     for axis, values in grid.items():
         keys = [k.strip() for k in axis.split(",")]

@@ -1,0 +1,341 @@
+"""Sweeps: every point of an experiment file's ``[sweep.*]`` grids as one run, on Ray or in this process.
+
+Why a run store and not a job queue: a run directory ``<out>/runs/<run id>`` named by a
+stable hash of the resolved config *is* the state. A run is finished iff its
+``summary.json`` exists (written last and atomically by the recorder), so a restart after
+Ctrl-C, SIGTERM or a killed Ray worker re-plans the grid, skips what is finished, deletes
+what is half-written and runs the rest: nothing lost, nothing twice. A run that raised
+keeps ``error.json`` (error + traceback) and is retried only with ``retry_failed``.
+``<out>/manifest.json`` maps each grid point (sweep name + coordinates) to its run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from fl_poison.config import Config, ConfigError, resolve
+from fl_poison.grid import Experiment, expand, load_experiment
+
+#: Keys that name where a run is written, not what it computes: left out of the run id.
+NOT_IN_RUN_ID = ("run-name", "out-dir")
+
+
+class GridErrors(ConfigError):
+    """Every invalid grid point at once (the CLI prints them all and exits 2)."""
+
+    def __init__(self, errors: list[tuple[str, dict[str, Any], str]]) -> None:
+        self.errors = errors
+        lines = [f"[sweep.{name}] {json.dumps(coords)}: {msg}" for name, coords, msg in errors]
+        ValueError.__init__(self, f"{len(errors)} invalid grid point(s):\n  " + "\n  ".join(lines))
+        self.key, self.value, self.allowed = "sweep", len(errors), "valid grid points"
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass
+class Run:
+    """One distinct configuration of a sweep and every grid point that asked for it."""
+
+    run_id: str
+    cfg: Config
+    points: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def run_id(cfg: Config) -> str:
+    """A stable hash of the resolved config without its output location (16 hex digits)."""
+    values = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RUN_ID}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(exp: Experiment, names: Sequence[str] = (), overrides: dict[str, Any] | None = None) -> list[Run]:
+    """Resolve every grid point of the chosen sweeps (all when none named); raise GridErrors listing every bad one."""
+    names = list(names) or list(exp.sweeps)
+    errors: list[tuple[str, dict[str, Any], str]] = []
+    missing = [n for n in names if n not in exp.sweeps]
+    if missing:
+        raise ConfigError("--sweep", ", ".join(missing), f"a grid of {exp.path}: {', '.join(exp.sweeps) or 'none'}")
+    runs: dict[str, Run] = {}
+    try:
+        base_seed = int(resolve(exp.config, overrides)["seed"])
+    except ConfigError:
+        base_seed = 0
+    for name in names:
+        try:
+            points = expand(exp.sweeps[name], base_seed)
+        except ConfigError as exc:
+            errors.append((name, {}, str(exc)))
+            continue
+        for coords in points:
+            try:
+                cfg = resolve(exp.config, overrides, coords)
+            except ConfigError as exc:
+                errors.append((name, coords, str(exc)))
+                continue
+            rid = run_id(cfg)
+            cfg = cfg.replace(run_name=rid)
+            runs.setdefault(rid, Run(rid, cfg)).points.append((name, coords))
+    if errors:
+        raise GridErrors(errors)
+    return list(runs.values())
+
+
+# ------------------------------------------------------------------------------------------ run store
+
+
+def run_state(run_dir: Path) -> str:
+    """complete | failed | partial (a killed run's leftovers) | new."""
+    if (run_dir / "summary.json").exists():
+        return "complete"
+    if (run_dir / "error.json").exists():
+        return "failed"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        return "partial"
+    return "new"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_manifest(out: Path, exp_path: Path, runs: Iterable[Run]) -> Path:
+    """Merge this sweep's points into ``<out>/manifest.json`` (earlier sweeps into the same folder stay)."""
+    path = out / "manifest.json"
+    old = json.loads(path.read_text()) if path.exists() else {"points": []}
+    points = {(p["sweep"], json.dumps(p["coords"], sort_keys=True)): p for p in old.get("points", [])}
+    for r in runs:
+        for name, coords in r.points:
+            points[(name, json.dumps(coords, sort_keys=True))] = {"sweep": name, "coords": coords, "run": r.run_id}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"experiment": str(exp_path), "points": list(points.values())})
+    return path
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    l10 = summary.get("last10") or {}
+    det = summary.get("detection") or {}
+    return {"accuracy": l10.get("accuracy"), "source_accuracy": l10.get("source_accuracy"),
+            "asr": l10.get("attack_success_rate"), "f1": det.get("f1"), "wall": summary.get("wall_seconds")}
+
+
+def execute(cfg_dict: dict[str, Any], runs_dir: str, threads: int | None = 1, cwd: str | None = None) -> dict[str, Any]:
+    """One run, start to end, in whatever process calls it (a Ray task body; never starts Ray).
+
+    Deletes a half-written directory first (a run refuses a non-empty one), writes
+    ``error.json`` when the run raises, and drops this run's federation from the process
+    cache afterwards so a long-lived worker's memory stays bounded.
+    """
+    import logging
+
+    import torch
+
+    from fl_poison import federation
+    from fl_poison.app.experiment import run_experiment
+    from fl_poison.engine.inprocess import inprocess_grid
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    if cwd and os.path.isdir(cwd):  # relative data-dir keys mean the driver's folder, wherever the worker started
+        os.chdir(cwd)
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = resolve(cfg_dict)
+    run_dir = Path(runs_dir) / cfg["run-name"]
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        summary = run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"]), cfg, out_dir=runs_dir)
+        return {"run": cfg["run-name"], "status": "complete", **headline(summary)}
+    except Exception as exc:  # the run's own failure: keep it, do not crash the sweep
+        run_dir.mkdir(parents=True, exist_ok=True)
+        err = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        write_json_atomic(run_dir / "error.json", err)
+        return {"run": cfg["run-name"], "status": "failed", "error": err["error"]}
+    finally:
+        with federation._lock:
+            federation._cache.pop(cfg.digest(), None)
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+class SweepProgress:
+    """done / running / failed / queued, ETA and the last finished run's numbers; one updating line on a TTY."""
+
+    def __init__(self, total: int, stream=sys.stderr) -> None:
+        self.total, self.stream, self.tty = total, stream, stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last = ""
+        self._printed = ""
+
+    def __call__(self, done: int, running: int, failed: int, queued: int, finished: dict | None = None) -> None:
+        if finished is not None:
+            if finished["status"] == "complete":
+                f = lambda k: "-" if finished.get(k) is None else f"{finished[k]:.3f}"  # noqa: E731
+                self.last = (f"last {finished['run'][:8]}: acc {f('accuracy')} src {f('source_accuracy')} "
+                             f"asr {f('asr')} f1 {f('f1')} ({finished['wall']:.0f}s)")
+            else:
+                self.last = f"last {finished['run'][:8]}: {finished['status'].upper()} {finished.get('error', '')}"
+        elapsed = time.perf_counter() - self.t0
+        rate = done / elapsed if done else 0.0
+        left = running + queued
+        eta = f"{left / rate:.0f}s" if rate else "-"
+        line = (f"done {done}/{self.total}  running {running}  failed {failed}  queued {queued}  "
+                f"elapsed {elapsed:.0f}s  eta {eta}  {self.last}")
+        if self.tty:
+            self.stream.write("\r" + line[:200] + "\033[K")
+        elif line != self._printed and finished is not None:
+            self.stream.write(line + "\n")
+        self._printed = line
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def parse_resources(text: str) -> tuple[float, float]:
+    """``cpus=1,gpus=0.5`` -> (1.0, 0.5)."""
+    out = {"cpus": 1.0, "gpus": 0.0}
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        k, _, v = part.partition("=")
+        if k not in out:
+            raise ConfigError("--resources", part, "cpus=N and/or gpus=N (fractions allowed)")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ConfigError("--resources", part, "a number, e.g. gpus=0.25") from None
+        if out[k] < 0 or (k == "cpus" and out[k] == 0):
+            raise ConfigError("--resources", part, "cpus > 0, gpus >= 0")
+    return out["cpus"], out["gpus"]
+
+
+@dataclass
+class SweepResult:
+    planned: int
+    skipped: int
+    complete: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def todo(runs: list[Run], runs_dir: Path, retry_failed: bool) -> tuple[list[Run], int]:
+    """Runs to do now and how many are skipped (complete, or failed without retry_failed)."""
+    pending, skipped = [], 0
+    for r in runs:
+        state = run_state(runs_dir / r.run_id)
+        if state == "complete" or (state == "failed" and not retry_failed):
+            skipped += 1
+        else:
+            pending.append(r)
+    return pending, skipped
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGTERM as a BaseException, so a run's own ``except Exception`` never records it as a failure."""
+
+
+def _raise_stop(signum, frame):  # SIGTERM -> the same clean stop as Ctrl-C
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run_sweep(runs: list[Run], out: str | Path, *, engine: str = "ray", address: str | None = None,
+              max_parallel: int | None = None, cpus: float = 1.0, gpus: float = 0.0, threads: int | None = 1,
+              retry_failed: bool = False, progress: Callable[..., None] | None = None) -> SweepResult:
+    """Run what is not finished; engine ``ray`` (tasks) or ``local`` (this process, one after another)."""
+    runs_dir = (Path(out) / "runs").resolve()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    pending, skipped = todo(runs, runs_dir, retry_failed)
+    res = SweepResult(len(runs), skipped)
+    progress = progress or (lambda *a, **k: None)
+    # SIGINT too: a driver started in the background inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; `kill -INT` must still stop the sweep cleanly.
+    handlers = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
+    try:
+        if engine == "local":
+            _run_local(pending, runs_dir, threads, res, progress)
+        else:
+            _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress)
+    except (KeyboardInterrupt, _Stop):
+        res.interrupted = True
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    return res
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run_local(pending, runs_dir, threads, res, progress) -> None:
+    for i, r in enumerate(pending):
+        progress(len(res.complete), 1, len(res.failed), len(pending) - i - 1)
+        out = execute(r.cfg.to_dict(), str(runs_dir), threads)
+        (res.complete if out["status"] == "complete" else res.failed).append(r.run_id)
+        progress(len(res.complete), 0, len(res.failed), len(pending) - i - 1, out)
+
+
+def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress) -> None:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        env = {"env_vars": {"FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}}
+        if address:
+            ray.init(address=address, log_to_driver=False, runtime_env=env)
+        else:
+            ray.init(num_cpus=max(1, int(max_parallel or os.cpu_count() or 1) * int(max(cpus, 1))),
+                     log_to_driver=False, include_dashboard=False, runtime_env=env)
+    # max_retries: a worker killed mid-run (kill -9, OOM) reruns the task; execute() clears its leftovers.
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(execute)
+    limit = max_parallel or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+    queue = list(pending)
+    inflight: dict[Any, Run] = {}
+    try:
+        progress(0, 0, 0, len(queue))
+        while queue or inflight:
+            while queue and len(inflight) < limit:
+                r = queue.pop(0)
+                inflight[task.remote(r.cfg.to_dict(), str(runs_dir), threads, os.getcwd())] = r
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            finished = None
+            for ref in ready:
+                r = inflight.pop(ref)
+                try:
+                    finished = ray.get(ref)
+                except Exception as exc:  # the worker died more often than max_retries: leave it for a restart
+                    finished = {"run": r.run_id, "status": "crashed", "error": type(exc).__name__}
+                (res.complete if finished["status"] == "complete" else res.failed).append(r.run_id)
+            progress(len(res.complete), len(inflight), len(res.failed), len(queue), finished)
+    finally:
+        for ref in inflight:
+            ray.cancel(ref, force=True)
+        if started_here:
+            ray.shutdown()
+
+
+def sweep_file(path: str | Path, names: Sequence[str] = (), out: str | Path = "results/sweep",
+               overrides: dict[str, Any] | None = None, **kwargs: Any) -> tuple[list[Run], SweepResult]:
+    """Plan (validating every point first), write the manifest, then run."""
+    exp = load_experiment(path)
+    runs = plan(exp, names, overrides)
+    write_manifest(Path(out), exp.path, runs)
+    return runs, run_sweep(runs, out, **kwargs)

@@ -1,0 +1,93 @@
+"""`fl-poison report` on hand-made run directories: numbers checked by hand, every figure written."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fl_poison.cli import main
+from fl_poison.report import aggregate, load_runs, make_report, varied_keys
+
+BASE = {"dataset": "digits", "partition": "iid", "attack": "label-flip", "num-rounds": 4, "attack-start-round": 2,
+        "attack-end-round": 3, "num-malicious": -1, "run-name": "", "out-dir": "x"}
+
+
+def fake_run(root: Path, name: str, defense: str, ratio: float, seed: int, src: float, f1=None, cv=0.1) -> None:
+    d = root / "runs" / name
+    d.mkdir(parents=True)
+    cfg = {**BASE, "defense": defense, "malicious-fraction": ratio, "seed": seed, "run-name": name}
+    summary = {"config": cfg, "last10": {"accuracy": 0.9, "loss": 0.3, "source_accuracy": src,
+                                         "attack_success_rate": 1 - src},
+               "source_accuracy_cv": cv, "wall_seconds": 10.0 + seed,
+               "detection": {"precision": f1, "recall": f1, "f1": f1}}
+    (d / "summary.json").write_text(json.dumps(summary))
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "rounds.csv").write_text("round,accuracy,source_accuracy\n0,0.1,\n"
+                                  + "".join(f"{r},0.9,{src + 0.01 * r}\n" for r in range(1, 5)))
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    i = 0
+    for defense, base in (("fedavg", 0.5), ("lfighter", 0.9)):
+        for ratio in (0.1, 0.3):
+            for seed in (0, 1):
+                i += 1
+                fake_run(tmp_path, f"r{i}", defense, ratio, seed, src=base - ratio + 0.1 * seed,
+                         f1=None if defense == "fedavg" else 0.8 + 0.1 * seed)
+    (tmp_path / "runs" / "half").mkdir()  # an unfinished run: no summary.json, ignored
+    return tmp_path
+
+
+def test_varied_keys_leave_out_seed_and_run_name(sweep_dir):
+    assert varied_keys(load_runs(sweep_dir)) == ["defense", "malicious-fraction"]
+
+
+def test_mean_and_std_over_seeds_by_hand(sweep_dir):
+    by, names, rows = aggregate(load_runs(sweep_dir))
+    assert [(r["defense"], r["malicious-fraction"], r["n"]) for r in rows] == [
+        ("fedavg", 0.1, 2), ("fedavg", 0.3, 2), ("lfighter", 0.1, 2), ("lfighter", 0.3, 2)]
+    lf = rows[2]
+    assert lf["source_accuracy"][0] == pytest.approx(0.85)  # (0.8 + 0.9) / 2
+    assert lf["source_accuracy"][1] == pytest.approx(0.1 / math.sqrt(2))  # sample std of {0.8, 0.9}
+    assert lf["asr"][0] == pytest.approx(0.15) and lf["f1"][0] == pytest.approx(0.85)
+    assert rows[0]["f1"] is None and lf["wall_seconds"][0] == pytest.approx(10.5)
+    assert "ata" not in names and "mta" not in names  # absent from every summary -> no column
+
+
+def test_tables_and_figures_are_written(sweep_dir):
+    r = make_report(sweep_dir)
+    out = sweep_dir / "report"
+    names = {p.name for p in r["files"]}
+    for m in ("source_accuracy", "asr", "accuracy", "f1"):
+        assert {f"vs_ratio_{m}.png", f"heatmap_{m}.png"} <= names
+    assert {"table.csv", "table.md", "cv_source_accuracy.md", "rounds_source_accuracy.png"} <= names
+    for p in out.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert len(rows) == 4 and float(rows[3]["source_accuracy_mean"]) == pytest.approx(0.65)
+    md = (out / "table.md").read_text()
+    assert "| lfighter | 0.1 | 2 |" in md and "0.850 ± 0.071" in md
+    cv = (out / "cv_source_accuracy.md").read_text()
+    assert "malicious-fraction=0.3" in cv and "0.100 ± 0.000" in cv
+
+
+def test_by_and_metric_options_and_partial_sweeps(sweep_dir):
+    by, names, rows = aggregate(load_runs(sweep_dir), by=["defense"], metrics=["asr"])
+    assert names == ["asr"] and [r["n"] for r in rows] == [4, 4]
+    with pytest.raises(ValueError):
+        aggregate(load_runs(sweep_dir), metrics=["nope"])
+    (sweep_dir / "runs" / "r8" / "summary.json").unlink()  # a sweep still running
+    rows = aggregate(load_runs(sweep_dir))[2]
+    assert rows[-1]["n"] == 1 and rows[-1]["source_accuracy"][1] == 0.0
+
+
+def test_cli_report(sweep_dir, tmp_path, capsys):
+    assert main(["report", str(sweep_dir), "--out", str(tmp_path / "rep"), "--metric", "source_accuracy"]) == 0
+    assert "| defense | malicious-fraction | n | source_accuracy |" in capsys.readouterr().out
+    assert (tmp_path / "rep" / "vs_ratio_source_accuracy.png").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
