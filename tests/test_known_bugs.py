@@ -31,7 +31,7 @@ from strategies import foolsgold as fg
 from strategies.base import RoundReport
 from strategies.registry import build_strategy
 from strategies.robust import trimmed_mean
-from tests.flower_replies import make_reply
+from flower_replies import make_reply
 
 SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
          "figures": False}
@@ -271,11 +271,11 @@ def test_lfighter_auto_mode_follows_the_partition(partition_kind, mode):
 def test_trim_beta_reaches_the_trimmed_mean():
     cfg = resolve({**SMALL, "defense": "trimmed-mean", "trim-beta": 0.3})
     strat = build_strategy(cfg)
-    u = np.array([[0.0], [1.0], [2.0], [3.0], [100.0], [-50.0], [4.0], [5.0], [6.0], [7.0]])
+    u = np.array([[-50.0], [-40.0], [0.0], [1.0], [2.0], [3.0], [4.0], [100.0], [90.0], [10.0]])
     layout = infer_layout(["w", "b"], [np.zeros((1, 0)), np.zeros(1)])
     agg = strat.aggregate_updates(u, np.ones(10), layout, list(range(10)), 1)
-    # beta 0.3 of 10 trims 3 per end: keeps 2, 3, 4, 5 -> 3.5 (beta 0.1 would give 3.375)
-    assert agg.update == pytest.approx([3.5])
+    # beta 0.3 of 10 trims 3 per end: keeps 1, 2, 3, 4 -> 2.5 (the default 0.1 trims 1: 70 / 8 = 8.75)
+    assert agg.update == pytest.approx([2.5])
     assert agg.update == pytest.approx(trimmed_mean(u, np.ones(10), layout, beta=0.3).update)
 
 
