@@ -1,0 +1,54 @@
+"""Tests written for mutants that survived a mutmut run (see docs/testing.md): boundaries and messages.
+
+Error messages are part of the contract (a bad config must name the key and
+what is allowed), so they are checked, not just the exception type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fl_poison.threat import choose_malicious, num_malicious
+
+
+def test_num_malicious_boundaries():
+    assert num_malicious(0, 0.5, -1) == 0  # an empty federation is allowed
+    assert num_malicious(5, 0.0, 5) == 5  # every client malicious is allowed
+    assert num_malicious(5, 0.0, 0) == 0
+
+
+@pytest.mark.parametrize("args,words", [
+    ((-1, 0.1, -1), ["num-clients must be >= 0", "got -1"]),
+    ((5, 0.1, 6), ["num-malicious=6", "0..5", "or -1 to use malicious-fraction"]),
+    ((5, 1.5, -1), ["malicious-fraction must be in [0, 1]", "1.5", "(or set num-malicious to an absolute count)"]),
+])
+def test_num_malicious_messages_name_the_key_and_the_allowed_values(args, words):
+    with pytest.raises(ValueError) as err:
+        num_malicious(*args)
+    for w in words:
+        assert w in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"num_clients": 5, "n_malicious": -1, "seed": 0}, ["resolved to -1", "malicious clients; allowed: >= 0"]),
+    ({"num_clients": 5, "n_malicious": 1, "seed": -2}, ["seed must be >= 0, got -2"]),
+    ({"num_clients": 5, "n_malicious": 1, "seed": 0, "eligible": [5]}, ["eligible client ids must be in 0..4"]),
+    ({"num_clients": 5, "n_malicious": 1, "seed": 0, "eligible": [-1]}, ["eligible client ids must be in 0..4"]),
+    ({"num_clients": 5, "n_malicious": 3, "seed": 0, "eligible": [1, 2]},
+     ["only 2 of 5 clients hold the source class", "or set malicious-from-source-holders=false"]),
+    ({"num_clients": 5, "n_malicious": 6, "seed": 0}, ["only 5 clients", "allowed: 0..5"]),
+])
+def test_choose_malicious_messages(kwargs, words):
+    with pytest.raises(ValueError) as err:
+        choose_malicious(**kwargs)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_choose_malicious_edge_of_the_eligible_range():
+    assert choose_malicious(5, 1, seed=0, eligible=[4]) == (4,)
+    assert choose_malicious(5, 1, seed=0, eligible=[0]) == (0,)
+    got = choose_malicious(5, 5, seed=3)
+    assert got == (0, 1, 2, 3, 4) and all(isinstance(c, int) for c in got)
+    assert np.asarray(got).dtype == np.int64
