@@ -52,3 +52,24 @@ def test_choose_malicious_edge_of_the_eligible_range():
     got = choose_malicious(5, 5, seed=3)
     assert got == (0, 1, 2, 3, 4) and all(isinstance(c, int) for c in got)
     assert np.asarray(got).dtype == np.int64
+
+
+# --- fl_poison/sampling.py ------------------------------------------------------------------------------
+from fl_poison.sampling import sample_clients, sample_with_availability  # noqa: E402
+
+
+def test_sample_clients_message():
+    with pytest.raises(ValueError, match=r"num-clients must be >= 0, got -3"):
+        sample_clients(np.random.default_rng(0), -3, 0)
+
+
+@pytest.mark.parametrize("honest,malicious", [([1, 1, 2], [5]), ([1, 2], [5, 5])])
+def test_availability_rejects_repeated_ids_in_either_pool(honest, malicious):
+    with pytest.raises(ValueError, match="honest and malicious client ids must not repeat"):
+        sample_with_availability(np.random.default_rng(0), honest, malicious, 1, 0.5)
+
+
+def test_availability_names_only_the_clients_in_both_pools():
+    with pytest.raises(ValueError) as err:
+        sample_with_availability(np.random.default_rng(0), [1, 2], [2, 3], 1, 0.5)
+    assert str(err.value) == "a client cannot be both honest and malicious: [2]"
