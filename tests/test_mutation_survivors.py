@@ -73,3 +73,47 @@ def test_availability_names_only_the_clients_in_both_pools():
     with pytest.raises(ValueError) as err:
         sample_with_availability(np.random.default_rng(0), [1, 2], [2, 3], 1, 0.5)
     assert str(err.value) == "a client cannot be both honest and malicious: [2]"
+
+
+# --- fl_poison/metrics ----------------------------------------------------------------------------------
+import warnings  # noqa: E402
+
+from fl_poison.metrics import classification as C  # noqa: E402
+from fl_poison.metrics.detection import Detection  # noqa: E402
+from fl_poison.metrics.poisoning import recall_deltas, top_misclassifications  # noqa: E402
+
+
+def test_empty_matrix_metrics_are_nan_without_dividing_by_zero():
+    cm = np.zeros((3, 3), dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 0/0 would warn: the guard must short-circuit
+        assert np.isnan(C.accuracy(cm))
+        assert np.isnan(C.source_accuracy(cm, 1))
+        assert np.isnan(C.attack_success_rate(cm, 1, 2))
+        assert all(np.isnan(C.per_class_recall(cm)))
+
+
+def test_last_k_mean_defaults_to_the_last_ten():
+    assert C.last_k_mean(list(range(11))) == pytest.approx(5.5)
+
+
+def test_detection_dict_keys_are_the_summary_columns():
+    d = Detection(tp=1, fp=1, fn=0, tn=2).as_dict()
+    assert d == {"tp": 1, "fp": 1, "fn": 0, "tn": 2, "precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3)}
+
+
+@pytest.mark.parametrize("args,msg", [
+    (([1, 1], [1, 1, 1], 0, 1), "recall vectors must be 1-D of equal length, got (2,) and (3,)"),
+    (([1, 1, 1], [1, 1, 1], 3, 1), "source-class must be in 0..2, got 3"),
+    (([1, 1, 1], [1, 1, 1], 0, -1), "target-class must be in 0..2, got -1"),
+    (([1, 1, 1], [1, 1, 1], 2, 2), "source-class and target-class must differ, both are 2"),
+])
+def test_recall_deltas_messages(args, msg):
+    with pytest.raises(ValueError) as err:
+        recall_deltas(*args)
+    assert str(err.value) == msg
+
+
+def test_top_misclassifications_rejects_negative_k():
+    with pytest.raises(ValueError, match=r"k must be >= 0, got -1"):
+        top_misclassifications(np.eye(3, dtype=int), -1)
