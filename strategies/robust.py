@@ -518,7 +518,8 @@ def _mean_of_closest(values: np.ndarray, count: int) -> np.ndarray:
 BULYAN_SELECTIONS = ("iterated", "flower")
 
 
-def bulyan_select(updates: np.ndarray, num_byzantine: int, theta: int, selection: str = "iterated") -> np.ndarray:
+def bulyan_select(updates: np.ndarray, num_byzantine: int, theta: int, selection: str = "iterated",
+                  ties: list[int] | None = None) -> np.ndarray:
     """Indices of Bulyan's ``theta`` selected rows, in selection order.
 
     ``"iterated"`` (El Mhamdi et al. 2018, Alg. 1; default): repeat ``theta``
@@ -527,6 +528,12 @@ def bulyan_select(updates: np.ndarray, num_byzantine: int, theta: int, selection
     the paper's count would be below 1), move the chosen row out of ``R``.
     ``"flower"``: Flower's ``select_multikrum`` shortcut -- the ``theta``
     lowest scores of ONE Krum pass over all ``K`` rows.
+
+    Ties: with one neighbour (the last iterated steps when ``f >= 1``) the two
+    rows of the closest pair always tie; the lower index wins, so the iterated
+    selection depends on client order there. ``ties`` (if given) receives the
+    steps where a tie decided the set; ``bulyan`` reports them as
+    ``info["selection_ties"]``.
     """
     if selection not in BULYAN_SELECTIONS:
         raise ValueError(f"selection must be one of {BULYAN_SELECTIONS}, got {selection!r}")
@@ -544,6 +551,10 @@ def bulyan_select(updates: np.ndarray, num_byzantine: int, theta: int, selection
         sub = d[np.ix_(r, r)]
         scores = np.sort(sub, axis=1)[:, :n].sum(axis=1) if n > 0 else np.zeros(len(r))
         pick = int(r[_lowest(scores, 1)[0]])
+        if ties is not None and theta - len(chosen) < len(r):  # lowest index wins a tie that matters: record it
+            low = np.sort(scores)[:2]
+            if low[1] - low[0] <= 1e-9 * (1.0 + abs(low[1])):
+                ties.append(len(chosen))
         chosen.append(pick)
         remaining.remove(pick)
     return np.array(chosen, dtype=int)
@@ -595,7 +606,8 @@ def bulyan(
     theta = k - 2 * f
     beta = theta - 2 * f
     scores = krum_scores(u, f)
-    chosen = bulyan_select(u, f, theta, selection)
+    ties: list[int] = []
+    chosen = bulyan_select(u, f, theta, selection, ties)
     selected = u[chosen]
     update = _columnwise(selected, lambda block: _mean_of_closest(block, beta), cost_per_entry=48)
     mask = np.zeros(k, dtype=bool)
@@ -609,6 +621,7 @@ def bulyan(
             "scores": scores.tolist(),
             "selected": [int(i) for i in chosen],
             "selection": selection,
+            "selection_ties": ties,  # iterated steps decided by a tie (lowest index won)
             "theta": int(theta),
             "beta": int(beta),
         },

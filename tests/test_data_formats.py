@@ -33,7 +33,7 @@ from fl_poison.data.formats import write_cifar10_batches, write_idx
 
 torch.set_num_threads(1)
 
-MNIST_DIR = Path("/work/shared/data")
+from conftest import SHARED_DATA as MNIST_DIR  # noqa: E402  (../shared/data, any checkout)
 IDX_NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",

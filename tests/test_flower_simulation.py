@@ -39,6 +39,7 @@ def _stop_local_superlink(flwr_home: Path) -> None:
                 pass
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(FLWR).exists(), reason="flwr CLI not installed")
 def test_flwr_run_matches_the_inprocess_engine(tmp_path):
     home = tmp_path / "flwr-home"

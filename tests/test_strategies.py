@@ -84,12 +84,24 @@ def test_every_defense_reports_clients_kept_and_weights():
     for name, cls in STRATEGIES.items():
         s = build_strategy(resolve({"defense": name, "num-clients": 11, "clients-per-round": 11}))
         _prime(s, g, range(11))
-        arrays, m = s.aggregate_train(1, [make_reply(c, 50, i) for i, c in enumerate(_clients(rng, g, 11))])
+        clients = _clients(rng, g, 11)
+        arrays, m = s.aggregate_train(1, [make_reply(c, 50, i) for i, c in enumerate(clients)])
         assert arrays is not None, name
         assert m["clients"] == list(range(11)), name
         assert len(m["kept"]) == 11 and len(m["weights"]) == 11, name
         rep = s.last_report
         assert rep.server_round == 1 and len(rep.train_accuracy) == 11
+        kept = np.asarray(m["kept"], dtype=bool)
+        assert kept.any(), name
+        w = np.asarray(m["weights"])
+        if np.isfinite(w).all():  # example / defense shares: a distribution over the kept clients
+            assert np.all(w >= 0) and w.sum() == pytest.approx(1.0), name
+            assert name == "ndc" or np.all(w[~kept] == 0), name  # NDC's clipped clients still count
+        # the new model lies in the box spanned by the old model and the kept (NDC: all) clients' models
+        models = [g] + [c for c, k in zip(clients, kept) if k or name == "ndc"]
+        for i, a in enumerate(arrays_of(arrays)):
+            stack = np.stack([mm[i] for mm in models])
+            assert np.all(a >= stack.min(axis=0) - 1e-5) and np.all(a <= stack.max(axis=0) + 1e-5), name
 
 
 def test_client_ids_map_node_ids_in_reports():
@@ -140,10 +152,22 @@ def test_one_or_two_clients_do_not_crash(name, k):
     g = _global(rng)
     s = STRATEGIES[name](min_available_nodes=1, min_train_nodes=1)
     _prime(s, g, range(k))
-    arrays, m = s.aggregate_train(1, [make_reply(c, 10, i) for i, c in enumerate(_clients(rng, g, k))])
-    assert m["num-valid"] == k  # either aggregated or, for a rule that cannot, model kept with a reason
-    if arrays is None:
-        assert "error" in s.last_report.info
+    clients = _clients(rng, g, k)
+    arrays, m = s.aggregate_train(1, [make_reply(c, 10, i) for i, c in enumerate(clients)])
+    assert m["num-valid"] == k and arrays is not None, s.last_report.info
+    got = arrays_of(arrays)
+    if k == 1 or name == "krum":  # one client: its model; Krum with 2 (a tie): the lower index
+        expected = clients[0]
+    elif name == "ndc":  # the median bound of two norms clips the larger update to their mean norm
+        from strategies.norm_clipping import ndc
+
+        upd = np.stack([np.concatenate([(a - b).ravel() for a, b in zip(c, g)]) for c in clients]).astype(float)
+        flat = np.concatenate([a.ravel() for a in g]) + ndc(upd, np.full(2, 10.0), bound="median", mode="clip").update
+        expected = np.split(flat, np.cumsum([a.size for a in g])[:-1])
+    else:  # every other rule of two equally sized clients is their mean
+        expected = [(a + b) / 2 for a, b in zip(*clients)]
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, np.reshape(b, a.shape), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -155,7 +179,8 @@ def test_identical_updates_give_that_update(name):
     _prime(s, g, range(7))
     arrays, _ = s.aggregate_train(1, [make_reply(same, 10, i) for i in range(7)])
     if name == "foolsgold":  # identical clients are sybils to FoolsGold: all weights 0, model unchanged
-        assert arrays is None or all(np.allclose(a, b, atol=1e-6) for a, b in zip(arrays_of(arrays), g))
+        assert arrays is not None and all(np.allclose(a, b, atol=1e-6) for a, b in zip(arrays_of(arrays), g))
+        assert not any(s.last_report.kept)
         return
     for a, b in zip(arrays_of(arrays), same):
         np.testing.assert_allclose(a, b, atol=1e-5)
