@@ -53,6 +53,8 @@ class RoundReport:
     updated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     output_rows: np.ndarray | None = None  # [K, C, H+1] when capture is on
+    #: L2 norm of each valid client's update (local - global), as the defense received it (issue 7)
+    update_norms: list[float] = field(default_factory=list)
 
     @property
     def flagged(self) -> list[int]:
@@ -213,6 +215,7 @@ class DefenseStrategy(FedAvg):
         layout = infer_layout(names, global_arrays, self.output_layer)
         g = flatten(global_arrays)
         updates = np.stack(rows) - g
+        report.update_norms = [float(v) for v in np.linalg.norm(updates.astype(np.float64), axis=1)]
         try:
             agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires

@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fl_poison.config import Config, ConfigError
-from fl_poison.federation import Federation, federation_for, new_model
+from fl_poison.federation import Federation, federation_for, initial_state, new_model
 from fl_poison.metrics.classification import (
     accuracy, attack_success_rate, per_class_recall, source_accuracy,
 )
 from fl_poison.metrics.detection import detect
+from fl_poison.metrics.model_poisoning import (
+    attack_round_metrics, backdoor_accuracy, most_common_target, norm_columns, predict,
+)
 from fl_poison.results import RunRecorder, run_dir_for
 from fl_poison.sampling import sample_clients, sample_with_availability
 from fl_poison.training import evaluate, set_state
@@ -124,6 +127,9 @@ class Experiment:
         src, tgt = cfg.source, cfg.target
         row["source_accuracy"] = source_accuracy(cm, src) if src is not None else None
         row["attack_success_rate"] = attack_success_rate(cm, src, tgt) if src is not None else None
+        row.update(attack_round_metrics(cm, src))  # issue 7: mta, max_ata, source row for ata
+        if cfg["attack"] == "backdoor":
+            row["backdoor_accuracy"] = self._backdoor_accuracy()
         if server_round >= 1:
             row.update(self._round_report(server_round))
         row["elapsed"] = self.recorder.elapsed
@@ -132,6 +138,16 @@ class Experiment:
             self.progress(row, cfg, self.recorder.elapsed)
         return MetricRecord({k: float(v) for k, v in row.items()
                              if isinstance(v, (int, float)) and v is not None})
+
+    def _backdoor_accuracy(self) -> float:
+        """Share of triggered test samples (true class != target) the global model predicts as the target."""
+        from clients.attacks.backdoor import trigger_args
+        from clients.trigger import stamp
+
+        cfg, ds = self.cfg, self.fed.dataset
+        keep = ds.y_test != cfg["target-class"]
+        x = stamp(ds.x_test[keep], *trigger_args(cfg))
+        return backdoor_accuracy(predict(self.model, x, cfg["eval-batch-size"]), cfg["target-class"])
 
     def _round_report(self, server_round: int) -> dict[str, Any]:
         rep = self.strategy.last_report
@@ -159,6 +175,10 @@ class Experiment:
             "malicious_train_loss": _mean(mal_loss),
         }
         out.update(_extra_metrics(rep.clients, rep.client_metrics, mal))
+        out.update(norm_columns(rep.clients, rep.update_norms, mal))  # issue 7
+        if self.cfg["attack"] == "ada":
+            out["ada_target"] = most_common_target(
+                [m.get("ada-target") for c, m in zip(rep.clients, rep.client_metrics) if c in mal])
         if self.cfg.has_attack:
             d = detect(rep.flagged, mal, participants)
             self.recorder.detection = self.recorder.detection + d
@@ -191,7 +211,7 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid)
     recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), fed.malicious)
     exp = Experiment(cfg, fed, strategy, recorder, progress)
-    initial = ArrayRecord(new_model(cfg).state_dict())
+    initial = ArrayRecord({k: Array(v) for k, v in initial_state(cfg).items()})
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
                             timeout=3600, train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
     final = result.arrays if result.arrays is not None else initial
