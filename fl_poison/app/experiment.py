@@ -126,7 +126,8 @@ class Experiment:
         row["per_class_recall"] = rec
         src, tgt = cfg.source, cfg.target
         row["source_accuracy"] = source_accuracy(cm, src) if src is not None else None
-        row["attack_success_rate"] = attack_success_rate(cm, src, tgt) if src is not None else None
+        row["attack_success_rate"] = (attack_success_rate(cm, src, tgt)
+                                     if src is not None and tgt is not None else None)
         row.update(attack_round_metrics(cm, src))  # issue 7: mta, max_ata, source row for ata
         if cfg["attack"] == "backdoor":
             row["backdoor_accuracy"] = self._backdoor_accuracy()
