@@ -1,4 +1,5 @@
 """Run many small experiments in ONE process (no per-run start-up): BASE=k=v,k=v python benchmarks/run_batch.py OUT NAME:k=v,k=v ..."""
+import os
 import sys
 import time
 
@@ -6,7 +7,6 @@ from fl_poison.app.client_app import app
 from fl_poison.app.experiment import run_experiment
 from fl_poison.config import resolve
 from fl_poison.engine.inprocess import inprocess_grid
-import os
 
 out = sys.argv[1]
 base = dict(kv.split("=", 1) for kv in os.environ.get("BASE", "").split(",") if kv)
