@@ -118,6 +118,8 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("device", str, "auto", "torch device of local training and central evaluation (auto = cuda when present)",
         check=lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
         allowed="auto, cpu, cuda or cuda:N"),
+    # --- issue 7: start from a saved global model (the ADA paper attacks a converged model) ---------
+    Key("initial-model", str, "", "model.npz to start the global model from ('' = fresh, seeded weights)"),
 )
 
 
@@ -348,7 +350,8 @@ def _check_relations(c: dict[str, Any]) -> None:
                               f"dropout applies to {', '.join(DROPOUT_MODELS)})")
     if c["source-class"] >= 0 and c["source-class"] == c["target-class"]:
         raise ConfigError("target-class", c["target-class"], "a class different from source-class")
-    if (c["source-class"] < 0) != (c["target-class"] < 0):
+    if getattr(plugins.get("attack", c["attack"]), "needs_class_pair", True) and \
+            (c["source-class"] < 0) != (c["target-class"] < 0):
         missing = "target-class" if c["target-class"] < 0 else "source-class"
         raise ConfigError(missing, c[missing], "set both source-class and target-class, or neither")
     if c["malicious-from-source-holders"] and c["source-class"] < 0:
@@ -364,6 +367,37 @@ def _check_relations(c: dict[str, Any]) -> None:
         check = getattr(plugins.get(kind, c[kind]), "check_config", None)
         if check is not None:
             check(c, spec)
+    if c["initial-model"]:
+        _check_initial_model(c)
+
+
+def _check_initial_model(c: dict[str, Any]) -> None:
+    """``initial-model`` must hold exactly the model's array names and shapes (built, not trained: no data)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from fl_poison.federation import new_model
+
+    path = Path(c["initial-model"]).expanduser()
+    if not path.is_file():
+        raise ConfigError("initial-model", c["initial-model"], "a path to an existing model.npz, or ''")
+    try:
+        with np.load(path) as z:
+            saved = {k: tuple(z[k].shape) for k in z.files}
+    except Exception as exc:  # not an npz, truncated, ...
+        raise ConfigError("initial-model", c["initial-model"], f"a readable .npz file ({exc})") from None
+    expected = {k: tuple(v.shape) for k, v in new_model(Config(c)).state_dict().items()}
+    if saved != expected:
+        missing = sorted(set(expected) - set(saved))
+        extra = sorted(set(saved) - set(expected))
+        wrong = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
+        detail = "; ".join(x for x in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(extra[:3])}" if extra else "",
+            ", ".join(f"{k} has shape {saved[k]}, expected {expected[k]}" for k in wrong[:3])) if x)
+        raise ConfigError("initial-model", c["initial-model"],
+                          f"a model.npz of the configured model ({detail})")
 
 
 def _check_device(c: dict[str, Any]) -> None:

@@ -121,3 +121,12 @@ def federation_for(cfg: Config) -> Federation:
             mal = plan_attackers(cfg, parts, labels)
             _cache[key] = Federation(cfg, ds, tuple(parts), mal)
         return _cache[key]
+
+
+def initial_state(cfg: Config) -> dict[str, np.ndarray]:
+    """The round-0 global model: ``initial-model`` (checked against the model's shapes by the config) or fresh."""
+    fresh = {k: v.detach().cpu().numpy() for k, v in new_model(cfg).state_dict().items()}
+    if not cfg["initial-model"]:
+        return fresh
+    with np.load(Path(cfg["initial-model"]).expanduser()) as z:
+        return {k: np.asarray(z[k], dtype=fresh[k].dtype) for k in fresh}

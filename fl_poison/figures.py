@@ -68,4 +68,25 @@ def run_figures(run_dir: Path, rows: Sequence[dict[str, Any]], cfg) -> list[Path
             ("malicious_train_accuracy", "malicious: during local training", "s-", "tab:red"),
             ("honest_received_model_accuracy", "honest: received model on local data", "o--", "tab:cyan"),
             ("malicious_received_model_accuracy", "malicious: received model on local data", "s--", "tab:orange")]))
+    if any(r.get("honest_update_norm_mean") is not None for r in rows):
+        out.append(update_norm_figure(run_dir / "update_norms.png", rows, title))
     return out
+
+
+def update_norm_figure(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
+    """Honest vs malicious update norms per round, as the defense received them (ADA Fig. 4)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label, style, colour in (
+            ("honest_update_norm_mean", "honest (mean)", "o-", "tab:blue"),
+            ("honest_update_norm_max", "honest (max)", "o:", "tab:cyan"),
+            ("malicious_update_norm_mean", "malicious (mean)", "s-", "tab:red"),
+            ("malicious_update_norm_max", "malicious (max)", "s:", "tab:orange")):
+        ax.plot(*_series(rows, key), style, label=label, color=colour, ms=3)
+    ax.set_xlabel("round")
+    ax.set_ylabel("L2 norm of update (local - global)")
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -35,11 +35,15 @@ import numpy as np
 from fl_poison.config import Config, ConfigError
 from fl_poison.metrics.classification import coefficient_of_variation, last_k_mean
 from fl_poison.metrics.detection import Detection
+from fl_poison.metrics.model_poisoning import ata, most_common_target
 
 #: Columns averaged over the last 10 rounds in summary["last10"].
 LAST10_KEYS = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
                "honest_train_accuracy", "malicious_train_accuracy",
-               "honest_received_model_accuracy", "malicious_received_model_accuracy")
+               "honest_received_model_accuracy", "malicious_received_model_accuracy",
+               # issue 7: the model-poisoning family's metrics (absent columns summarise to null)
+               "ata", "max_ata", "mta", "backdoor_accuracy", "honest_update_norm_mean", "honest_update_norm_max",
+               "malicious_update_norm_mean", "malicious_update_norm_max")
 
 
 def run_dir_for(cfg: Config, out: str | Path | None = None) -> Path:
@@ -191,6 +195,12 @@ class RunRecorder:
     def summary(self, confusion: np.ndarray | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         trained = [r for r in self.rows if r["round"] >= 1]
         final = self.rows[-1] if self.rows else {}
+        ata_target = _ata_target(self.cfg, trained)
+        for r in self.rows:
+            if r.get("source_row") is not None and ata_target >= 0:
+                r["ata"] = ata(r["source_row"], ata_target)
+        if self.rows and ata_target >= 0:
+            self._write_csv()  # rounds.csv gains the ata column once the target is known
         series = {k: [r.get(k) for r in trained] for k in LAST10_KEYS}
         src = series["source_accuracy"]
         det = self.detection.as_dict() if self.cfg.has_attack else None
@@ -210,7 +220,14 @@ class RunRecorder:
             "per_class_recall": final.get("per_class_recall"),
             "source_accuracy": final.get("source_accuracy"),
             "attack_success_rate": final.get("attack_success_rate"),
+            "ata": final.get("ata"),
+            "ata_target": ata_target,
+            "max_ata": final.get("max_ata"),
+            "mta": final.get("mta"),
+            "backdoor_accuracy": final.get("backdoor_accuracy"),
             "last10": {k: last_k_mean(v, 10) for k, v in series.items()},
+            "mean_over_rounds": {k: _agg(v, np.mean) for k, v in series.items()},
+            "max_over_rounds": {k: _agg(v, np.max) for k, v in series.items()},
             "source_accuracy_cv": coefficient_of_variation(src) if self.cfg.source is not None else None,
             "confusion_matrix": confusion.tolist() if confusion is not None else None,
             "malicious_clients": self.malicious,
@@ -234,6 +251,18 @@ class RunRecorder:
         ok = summary.get("status", "complete") == "complete"
         self.close("complete" if ok else "failed", None if ok else summary.get("reason"))
         return summary
+
+
+def _agg(values: list, fn) -> float | None:
+    ok = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(fn(ok)) if ok else None
+
+
+def _ata_target(cfg: Config, rows: list[dict[str, Any]]) -> int:
+    """The target ATA is measured for: the configured one, or the one ADA's attackers chose most often."""
+    if cfg["attack"] == "ada":
+        return most_common_target(r.get("ada_target") for r in rows)
+    return cfg.target if cfg.target is not None and cfg.source is not None else -1
 
 
 def _mean(pair: list) -> float | None:

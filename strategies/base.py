@@ -62,6 +62,8 @@ class RoundReport:
     updated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     output_rows: np.ndarray | None = None  # [K, C, H+1] when capture is on
+    #: L2 norm of each valid client's update (local - global), as the defense received it (issue 7)
+    update_norms: list[float] = field(default_factory=list)
 
     @property
     def flagged(self) -> list[int]:
@@ -246,6 +248,8 @@ class DefenseStrategy(FedAvg):
         buf_cols = column_mask(full, is_buffer)
         g = flatten(global_arrays)
         updates, buffer_updates = _stack_updates(rows, g, buf_cols)
+        # L2 norm of each parameter update as the defense received it (row by row: no float64 copy of the stack)
+        report.update_norms = [float(np.linalg.norm(row.astype(np.float64))) for row in updates]
         try:
             agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires

@@ -15,18 +15,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fl_poison.app.node import server_malicious
 from fl_poison.app.replies import CountingGrid
 from fl_poison.config import Config, ConfigError
 from fl_poison.devices import resolve_device
-from fl_poison.federation import Federation, federation_for, new_model
+from fl_poison.federation import Federation, federation_for, initial_state, new_model
 from fl_poison.metrics.classification import (
     accuracy, attack_success_rate, per_class_recall, source_accuracy,
 )
 from fl_poison.metrics.detection import detect
+from fl_poison.metrics.model_poisoning import (
+    attack_round_metrics, backdoor_accuracy, most_common_target, norm_columns, predict,
+)
 from fl_poison.results import RunRecorder, run_dir_for
 from fl_poison.sampling import sample_clients, sample_with_availability
 from fl_poison.training import evaluate, set_state
@@ -168,7 +171,11 @@ class Experiment:
         row["per_class_recall"] = rec
         src, tgt = cfg.source, cfg.target
         row["source_accuracy"] = source_accuracy(cm, src) if src is not None else None
-        row["attack_success_rate"] = attack_success_rate(cm, src, tgt) if src is not None else None
+        row["attack_success_rate"] = (attack_success_rate(cm, src, tgt)
+                                     if src is not None and tgt is not None else None)
+        row.update(attack_round_metrics(cm, src))  # issue 7: mta, max_ata, source row for ata
+        if cfg["attack"] == "backdoor":
+            row["backdoor_accuracy"] = self._backdoor_accuracy()
         if server_round >= 1:
             row.update(self._round_report(server_round))
             ex = self.grid.last_train if self.grid is not None else None
@@ -194,6 +201,16 @@ class Experiment:
         log.error("NO ROUND UPDATED THE GLOBAL MODEL: the results describe the untrained initial model "
                   "(%s)", reason)
         return {"status": "no_update", "reason": reason, "rounds_updated": 0}
+
+    def _backdoor_accuracy(self) -> float:
+        """Share of triggered test samples (true class != target) the global model predicts as the target."""
+        from clients.attacks.backdoor import trigger_args
+        from clients.trigger import stamp
+
+        cfg, ds = self.cfg, self.fed.dataset
+        keep = ds.y_test != cfg["target-class"]
+        x = stamp(ds.x_test[keep], *trigger_args(cfg))
+        return backdoor_accuracy(predict(self.model, x, cfg["eval-batch-size"]), cfg["target-class"])
 
     def _round_report(self, server_round: int) -> dict[str, Any]:
         rep = self.strategy.last_report
@@ -227,6 +244,10 @@ class Experiment:
             "malicious_train_loss": _mean(mal_loss),
         }
         out.update(_extra_metrics(rep.clients, rep.client_metrics, mal))
+        out.update(norm_columns(rep.clients, rep.update_norms, mal))  # issue 7
+        if self.cfg["attack"] == "ada":
+            out["ada_target"] = most_common_target(
+                [m.get("ada-target") for c, m in zip(rep.clients, rep.client_metrics) if c in mal])
         if self.cfg.has_attack and self.malicious is not None:
             d = detect(rep.flagged, mal, participants)
             self.recorder.detection = self.recorder.detection + d
@@ -285,7 +306,7 @@ def _rounds(grid: "CountingGrid", cfg: Config, fed: Federation, strategy, record
             progress: Progress | None, malicious: tuple[int, ...] | None,
             identities: list[dict[str, Any]]) -> dict[str, Any]:
     exp = Experiment(cfg, fed, strategy, recorder, progress, malicious=malicious, grid=grid)
-    initial = ArrayRecord(model0.state_dict())
+    initial = ArrayRecord({k: Array(v) for k, v in initial_state(cfg).items()})  # issue 7: initial-model
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
                             timeout=cfg["round-timeout"], train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
     final = result.arrays if result.arrays is not None else initial
