@@ -52,6 +52,7 @@ class Progress:
         parts = [f"round {r:>3}/{total}", f"acc {row['accuracy']:.4f}", f"loss {row['loss']:.4f}"]
         if row.get("source_accuracy") is not None:
             parts.append(f"src-acc {row['source_accuracy']:.3f}")
+        if row.get("attack_success_rate") is not None:  # None when the target is not fixed (ADA)
             parts.append(f"asr {row['attack_success_rate']:.3f}")
         if row.get("f1") is not None:
             parts.append(f"det-f1 {row['f1']:.2f}")
@@ -128,7 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_RUN_FAILED
     line = f"accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}"
     if summary["source_accuracy"] is not None:
-        line += f"  source-acc {summary['source_accuracy']:.4f}  ASR {summary['attack_success_rate']:.4f}"
+        line += f"  source-acc {summary['source_accuracy']:.4f}"
+    if summary.get("attack_success_rate") is not None:  # None when the target is not fixed (ADA)
+        line += f"  ASR {summary['attack_success_rate']:.4f}"
     if summary["detection"] and summary["detection"]["f1"] is not None:
         line += f"  detection F1 {summary['detection']['f1']:.3f}"
     print(f"{line}  ({summary['wall_seconds']:.1f}s)\nresults: {out}", file=sys.stderr)

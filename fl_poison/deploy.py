@@ -161,14 +161,26 @@ def _dump_toml(doc: dict) -> str:
 
 # ------------------------------------------------------------------------- processes
 def _bin(name: str) -> str:
-    found = shutil.which(name) or str(Path(sys.executable).parent / name)
-    return found
+    """Flower's executables from this interpreter's environment first (a venv need not be on PATH)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or str(here))
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a process log, for error messages that say why without opening a file."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def flower_env(flwr_home: str | Path, pythonpath: str | Path | None = None) -> dict[str, str]:
     """Environment for Flower processes: our FLWR_HOME, offline dependency handling, quiet."""
     env = {**os.environ, "FLWR_HOME": str(Path(flwr_home).resolve()), "FLWR_TELEMETRY_ENABLED": "0",
            "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    # The SuperLink and SuperNode start `flower-superexec` by name: this environment's bin must be on PATH
+    # even when the caller ran `.venv/bin/python` without activating the venv (as `make test` and CI do).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]).rstrip(os.pathsep)
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(pythonpath).resolve()), env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep)
@@ -326,7 +338,8 @@ class LocalFederation:
         end = time.time() + timeout
         while time.time() < end:
             if not alive(self.pids["superlink"]):
-                raise RuntimeError(f"flower-superlink exited; see {self.logs / 'superlink.log'}")
+                log = self.logs / "superlink.log"
+                raise RuntimeError(f"flower-superlink exited; see {log}:\n{log_tail(log)}")
             r = subprocess.run([_bin("flwr"), "supernode", "list", CONNECTION], env=self.env,
                                capture_output=True, text=True, timeout=30)
             if r.returncode == 0:

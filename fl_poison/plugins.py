@@ -60,26 +60,34 @@ def unregister(kind: Kind, name: str) -> None:
 
 
 def discover() -> None:
-    """Import the built-in plug-in modules and installed entry points (once per process)."""
+    """Import the built-in plug-in modules and installed entry points (once per process).
+
+    No lock is held while importing: Flower's simulation imports the ClientApp
+    on one thread (``clients.behaviour`` registers the honest behaviour while
+    holding that module's import lock) while the ServerApp thread resolves the
+    config (which discovers plug-ins, importing modules that import
+    ``clients.behaviour``). Holding the registry lock across those imports
+    deadlocked the two threads. Python's import system already makes each
+    import thread-safe, and importing twice is a no-op.
+    """
     global _discovered
-    with _lock:
-        if _discovered:
-            return
-        _discovered = True
-        for package_name in PLUGIN_PACKAGES.values():
-            package = importlib.import_module(package_name)
-            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-                if not info.name.startswith("_"):
-                    importlib.import_module(f"{package_name}.{info.name}")
-        try:
-            from importlib.metadata import entry_points
+    if _discovered:
+        return
+    for package_name in PLUGIN_PACKAGES.values():
+        package = importlib.import_module(package_name)
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package_name}.{info.name}")
+    try:
+        from importlib.metadata import entry_points
 
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                importlib.import_module(ep.value.split(":")[0])
-        except Exception:  # a broken third-party plug-in must not stop the built-in ones
-            import logging
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            importlib.import_module(ep.value.split(":")[0])
+    except Exception:  # a broken third-party plug-in must not stop the built-in ones
+        import logging
 
-            logging.getLogger("fl_poison").warning("could not load fl_poison.plugins entry points", exc_info=True)
+        logging.getLogger("fl_poison").warning("could not load fl_poison.plugins entry points", exc_info=True)
+    _discovered = True
 
 
 def plugins(kind: Kind) -> dict[str, type]:

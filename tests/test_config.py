@@ -122,3 +122,15 @@ def test_progress_plain_lines_when_not_a_tty():
     out = buf.getvalue()
     assert out.endswith("\n") and "\r" not in out
     assert "round   2/4" in out and "eta   10.0s" in out  # 10 s for 2 rounds -> 10 s for the 2 left
+
+
+def test_progress_with_a_source_class_but_no_fixed_target():
+    """ADA fixes only the source: the progress line shows src-acc and leaves ASR out instead of crashing."""
+    import io
+
+    from fl_poison.cli import Progress
+
+    buf = io.StringIO()
+    Progress(buf)({"round": 1, "accuracy": 0.5, "loss": 1.0, "source_accuracy": 0.25,
+                   "attack_success_rate": None}, C.resolve({"num-rounds": 2}), 1.0)
+    assert "src-acc 0.250" in buf.getvalue() and "asr" not in buf.getvalue()

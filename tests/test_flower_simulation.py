@@ -51,7 +51,7 @@ def test_flwr_run_matches_the_inprocess_engine(tmp_path):
         proc = subprocess.run(
             [FLWR, "run", str(ROOT), "--run-config", run_config, "--federation-config",
              "num-supernodes=3 client-resources-num-cpus=1", "--stream"],
-            env=env, capture_output=True, text=True, timeout=420)
+            env=env, capture_output=True, text=True, timeout=300)
     finally:
         _stop_local_superlink(home)
     sim = tmp_path / "sim"

@@ -163,3 +163,29 @@ def test_label_flip_is_data_only_and_honest_outside_window():
     b = cls(0, cfg)
     assert cls.name == "label-flip" and b.data_only and b.active(3) and not b.active(2)
     assert behaviour_class(cfg, False) is Behaviour
+
+
+def test_discovery_holds_no_registry_lock_while_importing(monkeypatch):
+    """Regression: Flower's simulation imports the ClientApp on one thread while the ServerApp thread
+    discovers plug-ins; a registry lock held across those imports deadlocked `flwr run .` (a module
+    being imported by the other thread calls `register`, which needs that lock)."""
+    import importlib
+    import threading
+
+    seen: list[bool] = []
+    real_import = importlib.import_module
+
+    def checking_import(name, *args):
+        free = []
+        t = threading.Thread(target=lambda: free.append(plugins._lock.acquire(timeout=0.5) and
+                                                        (plugins._lock.release() or True)))
+        t.start()
+        t.join()
+        seen.append(free == [True])
+        return real_import(name, *args)
+
+    monkeypatch.setattr(plugins, "_discovered", False)
+    monkeypatch.setattr(plugins.importlib, "import_module", checking_import)
+    plugins.discover()
+    assert seen and all(seen), "the registry lock was held while importing a plug-in module"
+    assert plugins._discovered
