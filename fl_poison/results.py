@@ -27,6 +27,7 @@ import shutil
 import time
 from datetime import datetime, timezone
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -72,6 +73,10 @@ def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
                 raise ConfigError("--out", str(parent), "a folder (this path is a file)")
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ConfigError("--out", str(parent), "a folder you can write to (permission denied)")
+            try:  # os.access says yes to root everywhere (read-only mounts, /proc): try it, leave nothing behind
+                os.rmdir(tempfile.mkdtemp(prefix=".fl-poison-probe-", dir=parent))
+            except OSError as exc:
+                raise ConfigError("--out", str(run_dir), f"a folder that can be created ({exc.strerror} in {parent})")
             break
     if run_dir.is_dir() and not overwrite and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         finished = "a finished" if (run_dir / "summary.json").exists() else "an unfinished"

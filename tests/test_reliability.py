@@ -316,3 +316,14 @@ def test_fl_poison_data_replaces_the_default_data_dir(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "from $FL_POISON_DATA" in out
     assert [l for l in out.splitlines() if l.startswith("mnist ")][0].count("found in") == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_out_dir_that_cannot_be_created_is_a_config_error_even_for_root():
+    """os.access says "writable" to root for /proc; the probe must still refuse before any training."""
+    from fl_poison.config import ConfigError
+    from fl_poison.results import check_run_dir
+
+    with pytest.raises(ConfigError) as err:
+        check_run_dir(Path("/proc/fl-poison-test/run"))
+    assert err.value.key == "--out" and "can be created" in str(err.value)
