@@ -13,11 +13,10 @@ import numpy as np
 
 
 def _square(confusion: np.ndarray) -> np.ndarray:
-    """The ``[C, C]`` part over the real classes (a ``[C, C+k]`` matrix's extra-output columns dropped)."""
     c = np.asarray(confusion)
-    if c.ndim != 2 or c.shape[1] < c.shape[0]:
-        raise ValueError(f"confusion matrix must be [C, C] (or [C, C+k] with extra outputs), got shape {c.shape}")
-    return c[:, :c.shape[0]]
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"confusion matrix must be square [C, C], got shape {c.shape}")
+    return c
 
 
 def misclassification_counts(confusion: np.ndarray) -> np.ndarray:
