@@ -243,3 +243,32 @@ def test_gan_run_persists_the_generator_and_is_reproducible(tmp_path):
     assert np.asarray(s["confusion_matrix"]).shape == (10, 11)
     assert s["mean_over_rounds"]["gan_recognised"] is not None
     assert s["mean_over_rounds"]["attack_success_rate"] is not None
+
+
+# --- the (G, T) report ---------------------------------------------------------------------------
+def _fake_run(root, name, cfg, summary):
+    import json
+
+    d = root / "runs" / name
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"config": cfg, **summary}))
+
+
+def test_gan_report_pairs_attack_accuracy_with_the_no_attack_rate(tmp_path):
+    from fl_poison.gan_report import write_gan_report
+    from fl_poison.report import load_runs, make_report
+
+    base = dict(resolve({"dataset": "digits"}))
+    rates = np.full((10, 11), 0.01)
+    rates[3, 8] = 0.04
+    _fake_run(tmp_path, "b0", {**base, "seed": 0}, {"mean_confusion_rates": rates.tolist()})
+    for seed, acc in ((0, 0.3), (1, 0.5)):
+        cfg = {**base, "attack": "gan", "source-class": 3, "target-class": 8, "seed": seed}
+        _fake_run(tmp_path, f"g{seed}", cfg, {"mean_over_rounds": {"attack_success_rate": acc, "gan_recognised": 1.0},
+                                              "accuracy": 0.9})
+    rep = make_report(tmp_path, figures=False)
+    md = (tmp_path / "report" / "gan_pairs.md").read_text()
+    assert "| fedavg | 3 | 8 | 2 | 0.400 ± 0.141 | 0.040 | 1.000 | 0.900 |" in md
+    assert any(str(f).endswith("gan_pairs.md") for f in rep["files"])
+    files = write_gan_report(load_runs(tmp_path), tmp_path / "figs")
+    assert {f.name for f in files} >= {"gan_attack_accuracy_fedavg.png", "gan_histogram.png"}
