@@ -29,7 +29,12 @@ PLUGIN_PACKAGES: dict[str, str] = {"attack": "clients.attacks", "defense": "stra
 ENTRY_POINT_GROUP = "fl_poison.plugins"
 
 _registry: dict[str, dict[str, type]] = {"attack": {}, "defense": {}}
-_lock = threading.RLock()
+_lock = threading.RLock()  # guards the registry only: never held while importing
+#: Serialises discovery. Separate from ``_lock`` because discovery imports modules whose import registers
+#: plug-ins: with one lock, a thread importing ``clients.behaviour`` (holding that module's import lock, waiting
+#: for ``_lock`` in ``register``) and a thread in ``discover`` (holding ``_lock``, waiting for that module)
+#: deadlock -- which Flower's simulation hit, loading the ClientApp while the ServerApp resolved its config.
+_discover_lock = threading.RLock()
 _discovered = False
 #: Bumped by every registration; the config schema cache compares against it.
 version = 0
@@ -62,7 +67,7 @@ def unregister(kind: Kind, name: str) -> None:
 def discover() -> None:
     """Import the built-in plug-in modules and installed entry points (once per process)."""
     global _discovered
-    with _lock:
+    with _discover_lock:
         if _discovered:
             return
         _discovered = True

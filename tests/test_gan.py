@@ -302,3 +302,34 @@ def test_generator_persists_across_rounds_under_flwr_run(tmp_path):
     rows = _rounds(tmp_path / "sim")
     assert [r["malicious_gan_rounds"] for r in rows[1:]] == ["1.0", "2.0"]
     assert rows[2]["gan_recognised"] != ""
+
+
+def test_discovery_does_not_hold_the_registry_lock_while_importing(monkeypatch):
+    """Regression (found running `flwr run` with the GAN plug-in): a thread importing a plug-in module must be
+    able to register while another thread discovers, or the two deadlock."""
+    import threading
+
+    from fl_poison import plugins
+
+    seen = []
+    real = plugins.importlib.import_module
+
+    def spy(name, *a, **kw):
+        got = []
+
+        def other_thread_registers() -> None:
+            ok = plugins._lock.acquire(timeout=0.5)
+            got.append(ok)
+            if ok:
+                plugins._lock.release()
+
+        t = threading.Thread(target=other_thread_registers)
+        t.start()
+        t.join()
+        seen.append(bool(got and got[0]))
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(plugins, "_discovered", False)
+    monkeypatch.setattr(plugins.importlib, "import_module", spy)
+    plugins.discover()
+    assert seen and all(seen)
