@@ -64,11 +64,17 @@ class RoundInput:
 
 @dataclass
 class LocalResult:
-    """The reply: the model state to send, its example count and the client-side metrics."""
+    """The reply: the model state to send, its example count and the client-side metrics.
+
+    ``records``: measurement-only ConfigRecords of the reply (e.g. the GAN
+    attack's generated preview images); the defense reads only the arrays and
+    the metrics, the experiment side may read these.
+    """
 
     state: dict[str, np.ndarray]
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def received_model_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> float:
@@ -107,6 +113,16 @@ class Behaviour:
     def model_outputs(cls, config: Config, num_classes: int) -> int:
         """Output units of the federation's model under this attack (the GAN attack adds one)."""
         return num_classes
+
+    @classmethod
+    def adjust_partitions(cls, config: Config, parts: list[np.ndarray], labels: np.ndarray,
+                          malicious: tuple[int, ...]) -> list[np.ndarray]:
+        """The run plan's partitions once the attackers are known (the GAN attack takes class G from them).
+
+        Pure: same inputs, same output, on every side of the federation. Raise
+        ConfigError when the split cannot serve this attack.
+        """
+        return parts
 
     # --- the round --------------------------------------------------------------
     def active(self, server_round: int) -> bool:

@@ -119,6 +119,10 @@ def federation_for(cfg: Config) -> Federation:
                                   f"{cfg['num-clients']} clients that can be made: {exc}") from None
             parts = [pool[p] for p in local]
             mal = plan_attackers(cfg, parts, labels)
+            if mal:  # e.g. the GAN attack: the adversary's partition holds no sample of class G
+                from fl_poison import plugins
+
+                parts = list(plugins.get("attack", cfg["attack"]).adjust_partitions(cfg, parts, labels, mal))
             _cache[key] = Federation(cfg, ds, tuple(parts), mal)
         return _cache[key]
 

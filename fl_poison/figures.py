@@ -61,7 +61,9 @@ def run_figures(run_dir: Path, rows: Sequence[dict[str, Any]], cfg) -> list[Path
         src, tgt = cfg["source-class"], cfg["target-class"]
         out.append(_line_figure(run_dir / "attack.png", rows, title, "", [
             ("source_accuracy", f"source accuracy (class {src})", "o-", None),
-            ("attack_success_rate", f"attack success ({src}→{tgt})", "s-", None)]))
+            ("attack_success_rate", f"attack success ({src}→{tgt})", "s-", None),
+            *([("gan_recognised", f"global model: generated images recognised as {src}", "^--", None)]
+              if cfg["attack"] == "gan" else [])]))
     if cfg["attack"] != "none":
         out.append(_line_figure(run_dir / "train_accuracy.png", rows, title, "client-side training accuracy", [
             ("honest_train_accuracy", "honest: during local training", "o-", "tab:blue"),
@@ -88,5 +90,26 @@ def update_norm_figure(path: Path, rows: Sequence[dict[str, Any]], title: str) -
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sample_grid_figure(path: Path, rows: Sequence[tuple[str, np.ndarray]], title: str) -> Path:
+    """A grid of images: one labelled row per entry of ``rows`` (pixels in [0, 1], ``[N, C, H, W]``)."""
+    n_cols = max(int(imgs.shape[0]) for _, imgs in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(0.6 * n_cols + 0.9, 0.65 * len(rows) + 0.5), squeeze=False)
+    for (label, imgs), line in zip(rows, axes):
+        for j, ax in enumerate(line):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < imgs.shape[0]:
+                img = np.transpose(imgs[j], (1, 2, 0))
+                ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        line[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -306,4 +306,8 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
         chosen = [r for r in runs if r["dir"].name in set(round_runs)] if round_runs else choose_round_runs(runs, by)
         if chosen and (p := rounds_figure(chosen, by, out)):
             files.append(p)
+    if any(r["config"].get("attack") == "gan" for r in runs):  # issue 9: the (G, T) vulnerability matrix
+        from fl_poison.gan_report import write_gan_report
+
+        files += write_gan_report(runs, out, figures)
     return {"runs": len(runs), "by": by, "metrics": names, "rows": rows, "files": files}

@@ -44,7 +44,9 @@ LAST10_KEYS = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
                "honest_received_model_accuracy", "malicious_received_model_accuracy",
                # issue 7: the model-poisoning family's metrics (absent columns summarise to null)
                "ata", "max_ata", "mta", "backdoor_accuracy", "honest_update_norm_mean", "honest_update_norm_max",
-               "malicious_update_norm_mean", "malicious_update_norm_max")
+               "malicious_update_norm_mean", "malicious_update_norm_max",
+               # issue 9: the GAN attack's recognition of its generated images by the global model
+               "gan_recognised")
 
 
 def run_dir_for(cfg: Config, out: str | Path | None = None) -> Path:

@@ -111,18 +111,23 @@ def local_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
              batch_size: int = 1000) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy (the papers' test error, TE) and the confusion matrix."""
+    """Mean cross-entropy (the papers' test error, TE) and the ``[C, outputs]`` confusion matrix.
+
+    A model with an extra output (the GAN attack's fake class) gets a column for
+    it: a test sample predicted as that class counts as wrong, never as class 0.
+    """
     model.eval()
     device = model_device(model)  # batches move to the model's device; the test set stays put
-    loss_sum, preds = 0.0, []
+    loss_sum, preds, outputs = 0.0, [], num_classes
     for start in range(0, int(y.shape[0]), batch_size):
         xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
         logits = model(xb)
+        outputs = max(outputs, int(logits.shape[1]))
         loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
         preds.append(logits.argmax(1))
     pred = torch.cat(preds).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
     n = max(int(y.shape[0]), 1)
-    return loss_sum / n, confusion_matrix(y.numpy(), pred, num_classes)
+    return loss_sum / n, confusion_matrix(y.numpy(), pred, num_classes, outputs)
 
 
 def get_state(model: nn.Module) -> dict[str, np.ndarray]:

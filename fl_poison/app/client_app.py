@@ -76,5 +76,6 @@ def train(msg: Message, context: Context) -> Message:
                    augment=node.augment)
     result = cls(cid, node.config).local_work(r)
     metrics = {"num-examples": int(result.num_examples), **{k: float(v) for k, v in result.metrics.items()}}
-    reply = RecordDict({"arrays": to_array_record(result.state), "metrics": MetricRecord(metrics)})
+    reply = RecordDict({"arrays": to_array_record(result.state), "metrics": MetricRecord(metrics),
+                        **{name: ConfigRecord(rec) for name, rec in result.records.items()}})
     return Message(reply, reply_to=msg)

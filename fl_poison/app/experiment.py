@@ -36,6 +36,61 @@ from fl_poison.training import evaluate, set_state
 from strategies.registry import build_strategy
 
 log = logging.getLogger("fl_poison.experiment")
+
+
+class GanTracker:
+    """The GAN attack's measurements (issue 9): generated previews, their recognition by the global model.
+
+    The adversary's reply carries a measurement-only ``gan-preview`` record
+    (images from a fixed latent batch; the defense never reads it). Each round
+    the *new* global model scores the latest previews: ``gan_recognised`` =
+    share classified as G; the previews of a few rounds become ``gan_samples.png``.
+    """
+
+    def __init__(self, cfg: Config, fed: Federation) -> None:
+        self.cfg, self.fed = cfg, fed
+        self.latest: np.ndarray | None = None
+        self.snapshots: dict[int, np.ndarray] = {}
+        self.recognised: list[float] = []
+
+    def round(self, server_round: int, model, ex) -> dict[str, Any]:
+        from clients.attacks.gan import read_preview
+        from clients.gan import recognition_rate
+        import torch
+
+        for reply in (ex.replies if ex is not None else []):
+            if reply.has_error() or "gan-preview" not in reply.content.config_records:
+                continue
+            images, made = read_preview(reply.content.config_records["gan-preview"])
+            self.latest = images
+            self.snapshots[made] = images
+            break  # one adversary's generator (the first reply that carries one) is enough to look at
+        if self.latest is None:
+            return {"gan_recognised": None}
+        rate = recognition_rate(model, torch.from_numpy(self.latest), self.cfg["source-class"])
+        self.recognised.append(rate)
+        return {"gan_recognised": rate}
+
+    def summary(self) -> dict[str, Any]:
+        vals = [v for v in self.recognised if v is not None and math.isfinite(v)]
+        return {"recognised_mean": float(np.mean(vals)) if vals else None,
+                "recognised_final": vals[-1] if vals else None,
+                "preview_rounds": sorted(self.snapshots)}
+
+    def figure(self, run_dir: Path, bands: int = 6) -> Path | None:
+        """``gan_samples.png``: one row of generated images per round band (the last row: the final round)."""
+        if not self.snapshots:
+            return None
+        from clients.gan import to_pixels
+        from fl_poison.figures import sample_grid_figure
+
+        rounds = sorted(self.snapshots)
+        picks = sorted({rounds[int(round(i * (len(rounds) - 1) / max(bands - 1, 1)))] for i in range(bands)})
+        spec = self.fed.dataset.spec
+        rows = [(f"round {r}", to_pixels(self.snapshots[r][:16], spec.mean, spec.std)) for r in picks]
+        title = (f"generator of class G={self.cfg['source-class']} (poisoned as T={self.cfg['target-class']}); "
+                 f"fixed latents")
+        return sample_grid_figure(run_dir / "gan_samples.png", rows, title)
 Progress = Callable[[dict[str, Any], Config, float], None]
 
 
@@ -158,6 +213,9 @@ class Experiment:
         self.captured: list[dict[str, Any]] = []
         self.rounds_updated = 0
         self.reasons: set[str] = set()
+        self.rate_sum: np.ndarray | None = None  # row-normalised confusion summed over rounds >= 1
+        self.rate_rounds = 0
+        self.gan = GanTracker(cfg, fed) if cfg["attack"] == "gan" else None
 
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         cfg, fed = self.cfg, self.fed
@@ -177,8 +235,11 @@ class Experiment:
         if cfg["attack"] == "backdoor":
             row["backdoor_accuracy"] = self._backdoor_accuracy()
         if server_round >= 1:
+            self._add_rates(cm)
             row.update(self._round_report(server_round))
             ex = self.grid.last_train if self.grid is not None else None
+            if self.gan is not None:
+                row.update(self.gan.round(server_round, self.model, ex))
             if ex is not None:
                 row.update({"num_sent": ex.sent, "replies_missing": ex.missing, "replies_error": ex.errors})
                 self.grid.last_train = None
@@ -188,6 +249,17 @@ class Experiment:
             self.progress(row, cfg, self.recorder.elapsed)
         return MetricRecord({k: float(v) for k, v in row.items()
                              if isinstance(v, (int, float)) and v is not None})
+
+    def _add_rates(self, cm: np.ndarray) -> None:
+        """Accumulate the row-normalised confusion (the no-attack G -> T rate of every pair, over training)."""
+        support = np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        rates = cm / support
+        self.rate_sum = rates if self.rate_sum is None else self.rate_sum + rates
+        self.rate_rounds += 1
+
+    def mean_confusion_rates(self) -> list[list[float]] | None:
+        """``[C, outputs]``: share of class i's test samples predicted j, averaged over the trained rounds."""
+        return None if self.rate_sum is None else (self.rate_sum / self.rate_rounds).round(6).tolist()
 
     def outcome(self) -> dict[str, Any]:
         """``status`` "complete", or "no_update" (with ``reason``) when no round changed the global model.
@@ -314,10 +386,15 @@ def _rounds(grid: "CountingGrid", cfg: Config, fed: Federation, strategy, record
     if exp.captured and cfg["figures"]:
         from fl_poison.update_figure import capture_figure
         capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
+    if exp.gan is not None and cfg["figures"]:
+        exp.gan.figure(recorder.dir)
     extra = {**exp.outcome(), "engine": type(grid.grid).__name__, "malicious_known": malicious is not None,
              **({} if malicious is not None else {"malicious_clients": None, "detection": None}),
              "model": type(exp.model).__name__,
-             "num_parameters": int(sum(v.size for v in state.values()))}
+             "num_parameters": int(sum(v.size for v in state.values())),
+             "mean_confusion_rates": exp.mean_confusion_rates()}
+    if exp.gan is not None:
+        extra["gan"] = exp.gan.summary()
     if cfg.source is not None and malicious and not any(i.get("self-described") for i in identities):
         labels = fed.dataset.y_train.numpy()
         extra["malicious_source_samples"] = {str(c): int((labels[fed.parts[c]] == cfg.source).sum())

@@ -10,7 +10,7 @@ touching the strategy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from flwr.app import Message, MessageType
@@ -24,6 +24,8 @@ class Exchange:
     sent: int
     received: int
     errors: int
+    #: the replies themselves (measurement-only records such as the GAN attack's previews are read from them)
+    replies: list[Message] = field(default_factory=list, repr=False)
 
     @property
     def missing(self) -> int:
@@ -63,5 +65,5 @@ class CountingGrid(Grid):
         messages = list(messages)
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         if messages and all(m.metadata.message_type == MessageType.TRAIN for m in messages):
-            self.last_train = Exchange(len(messages), len(replies), sum(r.has_error() for r in replies))
+            self.last_train = Exchange(len(messages), len(replies), sum(r.has_error() for r in replies), replies)
         return replies

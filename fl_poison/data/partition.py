@@ -10,6 +10,8 @@ inputs and ``seed``.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 __all__ = ["SCHEMES", "partition", "partition_stats"]
@@ -183,3 +185,27 @@ def partition_stats(
         "classes_held": held,
         "clients_per_class": (counts > 0).sum(axis=0).tolist(),
     }
+
+
+def move_class_out(labels: np.ndarray, parts: Sequence[np.ndarray], excluded: Sequence[int],
+                   cls: int) -> list[np.ndarray]:
+    """The partitions with every sample of class ``cls`` taken from the clients in ``excluded``.
+
+    The opposite of ``malicious-from-source-holders``: the GAN attack's adversary
+    must not hold class G (Hitaj et al.; the blog's setting). The samples are not
+    dropped but handed, in index order and round-robin, to the other clients,
+    so the federation trains on the same data as without the exclusion.
+    Pure and deterministic; raises ValueError when no other client is left.
+    """
+    labels = np.asarray(labels)
+    out = [np.asarray(p) for p in parts]
+    bad = sorted(set(int(c) for c in excluded))
+    others = [i for i in range(len(out)) if i not in set(bad)]
+    moved = np.sort(np.concatenate([out[c][labels[out[c]] == cls] for c in bad] or [np.zeros(0, np.int64)]))
+    if moved.size and not others:
+        raise ValueError(f"every client is excluded from class {cls}: nobody is left to hold it")
+    for c in bad:
+        out[c] = out[c][labels[out[c]] != cls]
+    for j, i in enumerate(others):
+        out[i] = np.sort(np.concatenate([out[i], moved[j::len(others)]]).astype(out[i].dtype, copy=False))
+    return out

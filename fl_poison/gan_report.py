@@ -1,0 +1,136 @@
+"""The GAN attack's (G, T) vulnerability matrix (issue 9): the seed blog's heatmap and histogram, from run directories.
+
+Per (defense, G, T): the attack accuracy averaged over training
+(``summary.json["mean_over_rounds"]["attack_success_rate"]``, the blog's
+measure) averaged over seeds, next to the no-attack G -> T confusion rate of
+the same federation (``mean_confusion_rates[G][T]`` of ``attack = none`` runs
+with the same data set, split size, clients and rounds), so "above chance" is
+visible.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+#: Config keys a no-attack baseline must share with an attack run to stand beside it.
+BASELINE_KEYS = ("dataset", "train-samples", "num-clients", "clients-per-round", "num-rounds", "partition", "model",
+                 "lr", "local-epochs", "batch-size")
+
+
+def _setup(cfg: dict[str, Any]) -> str:
+    return json.dumps([cfg.get(k) for k in BASELINE_KEYS])
+
+
+def _mean(vals: Sequence[float]) -> float | None:
+    ok = [v for v in vals if v is not None and np.isfinite(v)]
+    return float(np.mean(ok)) if ok else None
+
+
+def pair_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (defense, setup, G, T) of the ``attack = gan`` runs, with the matching baseline rate."""
+    base: dict[str, list[np.ndarray]] = {}
+    for r in runs:
+        rates = r["summary"].get("mean_confusion_rates")
+        if r["config"].get("attack") == "none" and rates is not None:
+            base.setdefault(_setup(r["config"]), []).append(np.asarray(rates, dtype=float))
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        c = r["config"]
+        if c.get("attack") == "gan":
+            groups.setdefault((c.get("defense"), _setup(c), c["source-class"], c["target-class"]), []).append(r)
+    rows = []
+    for (defense, setup, g, t), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1:])):
+        acc = [m["summary"].get("mean_over_rounds", {}).get("attack_success_rate") for m in members]
+        rec = [m["summary"].get("mean_over_rounds", {}).get("gan_recognised") for m in members]
+        final = [m["summary"].get("accuracy") for m in members]
+        bl = base.get(setup)
+        rows.append({"defense": defense, "G": g, "T": t, "n": len(members),
+                     "attack_accuracy": _mean(acc),
+                     "attack_accuracy_std": float(np.std([a for a in acc if a is not None], ddof=1))
+                     if sum(a is not None for a in acc) > 1 else 0.0,
+                     "no_attack_rate": float(np.mean([b[g][t] for b in bl])) if bl else None,
+                     "gan_recognised": _mean(rec), "final_accuracy": _mean(final)})
+    return rows
+
+
+def _f(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def write_gan_report(runs: Sequence[dict[str, Any]], out: Path, figures: bool = True) -> list[Path]:
+    """``gan_pairs.md`` and, per defense, ``gan_attack_accuracy_<defense>.png`` + ``gan_histogram.png``."""
+    rows = pair_rows(runs)
+    if not rows:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["| defense | G | T | seeds | attack accuracy (mean over training) | no-attack G→T rate | "
+             "generated G recognised | final accuracy |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['defense']} | {r['G']} | {r['T']} | {r['n']} | {_f(r['attack_accuracy'])} ± "
+                     f"{r['attack_accuracy_std']:.3f} | {_f(r['no_attack_rate'])} | {_f(r['gan_recognised'])} | "
+                     f"{_f(r['final_accuracy'])} |")
+    md = out / "gan_pairs.md"
+    md.write_text("\n".join(lines) + "\n")
+    files = [md]
+    if figures:
+        files += _figures(rows, out)
+    return files
+
+
+def _figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    n = max(max(r["G"], r["T"]) for r in rows) + 1
+    for d in defenses:
+        z = np.full((n, n), np.nan)
+        b = np.full((n, n), np.nan)
+        for r in rows:
+            if r["defense"] == d and r["attack_accuracy"] is not None:
+                z[r["G"], r["T"]] = r["attack_accuracy"]
+                b[r["G"], r["T"]] = np.nan if r["no_attack_rate"] is None else r["no_attack_rate"]
+        fig, ax = plt.subplots(figsize=(7.5, 6.5))
+        im = ax.imshow(z, cmap="viridis", vmin=0, vmax=max(0.5, float(np.nanmax(z)) if np.isfinite(z).any() else 1))
+        for (i, j), v in np.ndenumerate(z):
+            if np.isfinite(v):
+                ax.text(j, i - 0.12, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if v < np.nanmean(z) else "black")
+                if np.isfinite(b[i, j]):
+                    ax.text(j, i + 0.25, f"({b[i, j]:.2f})", ha="center", va="center", fontsize=5,
+                            color="white" if v < np.nanmean(z) else "black")
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.set_xlabel("T (target class: generated images labelled T)")
+        ax.set_ylabel("G (generated class, not held by the adversary)")
+        ax.set_title(f"mean attack accuracy over training, defense={d}\n(in brackets: no-attack G→T rate)", fontsize=9)
+        fig.colorbar(im, ax=ax, label="share of G's test samples predicted T")
+        fig.tight_layout()
+        path = out / f"gan_attack_accuracy_{d}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        files.append(path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(0, 1, 21)
+    for d in defenses:
+        vals = [r["attack_accuracy"] for r in rows if r["defense"] == d and r["attack_accuracy"] is not None]
+        ax.hist(vals, bins=bins, alpha=0.5, label=f"{d} ({len(vals)} pairs)")
+    base = [r["no_attack_rate"] for r in rows if r["no_attack_rate"] is not None and r["defense"] == defenses[0]]
+    if base:
+        ax.hist(base, bins=bins, histtype="step", color="black", label="no attack (same pairs)")
+    ax.set_xlabel("mean attack accuracy over training")
+    ax.set_ylabel("(G, T) pairs")
+    ax.set_title("GAN attack: distribution over (G, T) pairs (the blog's histogram)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "gan_histogram.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return files + [path]
