@@ -94,7 +94,10 @@ def aggregate(runs: Sequence[dict[str, Any]], by: Sequence[str] | None = None,
         groups.setdefault(tuple(json.dumps(r["config"].get(k)) for k in by), []).append(r)
     rows = []
     for key in sorted(groups, key=lambda t: [_sort_key(json.loads(x)) for x in t]):
-        members = groups[key]
+        # by seed, not by run directory: run ids hash the whole config, so they change when a new key
+        # appears; the summation order (and so the last bits of a mean) must not
+        members = sorted(groups[key], key=lambda m: (m["config"].get("seed", 0),
+                                                     json.dumps(m["config"], sort_keys=True)))
         row: dict[str, Any] = {k: json.loads(v) for k, v in zip(by, key)}
         row["n"] = len(members)
         row["seeds"] = sorted({m["config"].get("seed") for m in members})

@@ -91,3 +91,15 @@ def test_cli_report(sweep_dir, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty)]) == 2
+
+
+def test_means_do_not_depend_on_the_order_runs_are_listed_in():
+    """Run ids hash the whole config: a new key renames every run directory. The table must not change."""
+    from fl_poison.report import aggregate
+
+    vals = [0.02834747652200631, 0.8357651039198697, 0.43276706790505337]  # mean differs by order
+    runs = [{"config": {"defense": "x", "seed": i}, "summary": {"last10": {"accuracy": v}, "accuracy": v}}
+            for i, v in enumerate(vals)]
+    _, _, forward = aggregate(runs, by=["defense"], metrics=["accuracy"])
+    _, _, backward = aggregate(runs[::-1], by=["defense"], metrics=["accuracy"])
+    assert forward[0]["accuracy"] == backward[0]["accuracy"]
