@@ -84,7 +84,12 @@ def measure(defense: str, k: int, p_key: str, g: dict[str, np.ndarray], msgs: li
 def main() -> int:
     import logging
 
-    from fl_poison.config import DEFENSE_CHOICES
+    try:  # the plug-in registry (this checkout); older checkouts listed the defenses in config.py
+        from fl_poison import plugins
+
+        DEFENSE_CHOICES = sorted(plugins.plugins("defense"))
+    except ImportError:
+        from fl_poison.config import DEFENSE_CHOICES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", default="10,100")

@@ -115,7 +115,8 @@ def federation_for(cfg: Config) -> Federation:
                 key = {"dirichlet": "dirichlet-alpha", "extreme": "train-samples"}.get(cfg["partition"], "num-clients")
                 if "exceeds" in str(exc):
                     key = "num-clients"
-                raise ConfigError(key, cfg[key], f"a {cfg['partition']} split of {len(pool)} samples over "
+                article = "an" if cfg["partition"][0] in "aeiou" else "a"
+                raise ConfigError(key, cfg[key], f"{article} {cfg['partition']} split of {len(pool)} samples over "
                                   f"{cfg['num-clients']} clients that can be made: {exc}") from None
             parts = [pool[p] for p in local]
             mal = plan_attackers(cfg, parts, labels)
