@@ -19,7 +19,7 @@ MUTS = {
  "10-capture-models-not-updates": ("strategies/base.py", "report.output_rows = layout.output_rows(updates)", "report.output_rows = layout.output_rows(updates + g[~buf_cols])"),
  "11-weight-malicious-from-honest": ("fl_poison/app/experiment.py", "w_m = [w for c, w in zip(rep.clients, rep.weights) if c in mal", "w_m = [w for c, w in zip(rep.clients, rep.weights) if c not in mal"),
  "12-last10-detection-all-rounds": ("fl_poison/results.py", "for r in trained[-10:]:", "for r in trained:"),
- "13a-confusion-transposed-in-evaluate": ("fl_poison/training.py", "confusion_matrix(y.numpy(), pred, num_classes)", "confusion_matrix(pred, y.numpy(), num_classes)"),
+ "13a-confusion-transposed-in-evaluate": ("fl_poison/training.py", "confusion_matrix(y.numpy(), pred, num_classes, outputs)", "confusion_matrix(pred, y.numpy(), num_classes, outputs)"),
  "13b-confusion-transposed-in-metric": ("fl_poison/metrics/classification.py", ".reshape(num_classes, outputs)", ".reshape(outputs, num_classes).T"),
 }
 tests = sys.argv[1:] or ["tests/test_known_bugs.py"]
