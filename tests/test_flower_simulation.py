@@ -23,18 +23,24 @@ def _lit(v) -> str:
     return repr(v) if isinstance(v, (int, float)) else f'"{v}"'
 
 
-def _stop_local_superlink(flwr_home: Path) -> None:
-    """`flwr run` leaves its local SuperLink running: stop the processes started with this FLWR_HOME."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            env = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"FLWR_HOME={flwr_home}".encode() in env and int(proc.name) != os.getpid():
+def flwr_run_simulation(keys: dict, tmp_path: Path, num_supernodes: int = 3,
+                        timeout: float = 300) -> subprocess.CompletedProcess:
+    """`flwr run .` offline on Flower's simulation runtime with ``keys`` as run config; stops its local SuperLink.
+
+    `flwr run` leaves the SuperLink it started running: every process carrying this FLWR_HOME is stopped after.
+    """
+    from fl_poison.deploy import flower_env, processes_with_env
+
+    env = flower_env(tmp_path / "flwr-home")
+    run_config = " ".join(f"{k}={_lit(v)}" for k, v in keys.items())
+    try:
+        return subprocess.run([FLWR, "run", str(ROOT), "--run-config", run_config, "--federation-config",
+                               f"num-supernodes={num_supernodes} client-resources-num-cpus=1", "--stream"],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        for pid in processes_with_env("FLWR_HOME", env["FLWR_HOME"]):
             try:
-                os.kill(int(proc.name), signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except OSError:
                 pass
 
@@ -42,18 +48,7 @@ def _stop_local_superlink(flwr_home: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(FLWR).exists(), reason="flwr CLI not installed")
 def test_flwr_run_matches_the_inprocess_engine(tmp_path):
-    home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "FLWR_TELEMETRY_ENABLED": "0"}
-    run_config = " ".join(f"{k}={_lit(v)}" for k, v in {**KEYS, "out-dir": str(tmp_path), "run-name": "sim"}.items())
-    try:
-        proc = subprocess.run(
-            [FLWR, "run", str(ROOT), "--run-config", run_config, "--federation-config",
-             "num-supernodes=3 client-resources-num-cpus=1", "--stream"],
-            env=env, capture_output=True, text=True, timeout=300)
-    finally:
-        _stop_local_superlink(home)
+    proc = flwr_run_simulation({**KEYS, "out-dir": str(tmp_path), "run-name": "sim"}, tmp_path)
     sim = tmp_path / "sim"
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for f in ("config.json", "rounds.csv", "summary.json", "model.npz", "accuracy_loss.png", "attack.png"):

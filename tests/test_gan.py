@@ -277,27 +277,15 @@ def test_gan_report_pairs_attack_accuracy_with_the_no_attack_rate(tmp_path):
 @pytest.mark.slow
 def test_generator_persists_across_rounds_under_flwr_run(tmp_path):
     """Flower's simulation runtime keeps the node's Context.state: the generator trains on in round 2."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    from test_flower_simulation import FLWR, ROOT, _lit, _stop_local_superlink
+    from test_flower_simulation import FLWR, flwr_run_simulation
 
     if not Path(FLWR).exists():
         pytest.skip("flwr CLI not installed")
     keys = {**GAN_KEYS, "num-clients": 3, "clients-per-round": 3, "num-rounds": 2, "gan-steps": 3,
             "gan-samples": 20, "out-dir": str(tmp_path), "run-name": "sim"}
-    home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "FLWR_TELEMETRY_ENABLED": "0"}
-    try:
-        proc = subprocess.run([FLWR, "run", str(ROOT), "--run-config", " ".join(f"{k}={_lit(v)}" for k, v in keys.items()),
-                               "--federation-config", "num-supernodes=3 client-resources-num-cpus=1", "--stream"],
-                              env=env, capture_output=True, text=True, timeout=420)
-    finally:
-        _stop_local_superlink(home)
+    proc = flwr_run_simulation(keys, tmp_path, timeout=420)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = _rounds(tmp_path / "sim")
     assert [r["malicious_gan_rounds"] for r in rows[1:]] == ["1.0", "2.0"]
