@@ -150,12 +150,24 @@ class Behaviour:
         """Train on (possibly poisoned) local data, then send the (possibly crafted) weights."""
         active = self.active(r.server_round)
         x, y = self.training_set(r) if active else (r.x, r.y)
-        received = received_model_accuracy(r.model, x, y, r.config["received-eval-samples"], r.seed)
-        loss, acc = train_local(r.model, x, y, r.settings, seed=r.seed, augment=r.augment)
-        state = get_state(r.model)
+        result = self.train_and_reply(r, x, y)
         if active:
-            state = self.craft(r, state)
-        return LocalResult(state, int(y.shape[0]), {
+            result.state = self.craft(r, result.state)
+        return result
+
+    @staticmethod
+    def train_and_reply(r: RoundInput, x: torch.Tensor, y: torch.Tensor,
+                        scored: tuple[torch.Tensor, torch.Tensor] | None = None) -> LocalResult:
+        """Score the received model, train it on ``(x, y)``, and reply with its weights and the client signals.
+
+        ``scored`` is the data the received model is scored on (default ``(x, y)``: what the client
+        trains on, possibly relabelled -- FEDn's "training accuracy"). Every attack that trains goes
+        through here, so the client-side signals mean the same for all of them.
+        """
+        sx, sy = scored if scored is not None else (x, y)
+        received = received_model_accuracy(r.model, sx, sy, r.config["received-eval-samples"], r.seed)
+        loss, acc = train_local(r.model, x, y, r.settings, seed=r.seed, augment=r.augment)
+        return LocalResult(get_state(r.model), int(y.shape[0]), {
             "train-loss": float(loss), "train-accuracy": float(acc), "received-model-accuracy": received,
         })
 

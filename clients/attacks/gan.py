@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 from clients import gan
-from clients.behaviour import Behaviour, LocalResult, RoundInput, received_model_accuracy
+from clients.behaviour import Behaviour, LocalResult, RoundInput
 from fl_poison.config import Config, ConfigError, Key, check_class_pair
-from fl_poison.training import get_state, local_accuracy, train_local
+from fl_poison.training import local_accuracy
 
 GAN_GENERATOR = Key("gan-generator", str, "dcgan", "GAN attack's generator: dcgan (Hitaj et al.; square images, "
                     "side a multiple of 4) or mlp (any shape)", gan.GENERATORS)
@@ -174,11 +174,9 @@ class GAN(Behaviour):
         G, T, fake_class = c["source-class"], c["target-class"], r.num_classes
         x, y = self.real_data(r)
         if not self.started(r, x, y):
-            received = received_model_accuracy(r.model, x, y, c["received-eval-samples"], r.seed)
-            loss, acc = train_local(r.model, x, y, r.settings, seed=r.seed, augment=r.augment)
-            return LocalResult(get_state(r.model), int(y.shape[0]), {
-                "train-loss": float(loss), "train-accuracy": float(acc), "received-model-accuracy": received,
-                "gan-active": 0.0})
+            result = self.train_and_reply(r, x, y)
+            result.metrics["gan-active"] = 0.0
+            return result
         g, opt, rounds = self.generator(r)
         disc = gan.frozen(r.model)
         losses = gan.train_generator(g, disc, opt, G, c["gan-steps"], c["gan-batch"], seed=r.seed)
@@ -192,15 +190,15 @@ class GAN(Behaviour):
         xt = torch.cat([x, fake.to(x.dtype), poison.to(x.dtype)])
         yt = torch.cat([y, torch.full((n_fake,), fake_class, dtype=y.dtype),
                         torch.full((int(poison.shape[0]),), T, dtype=y.dtype)])
-        received = received_model_accuracy(r.model, x, y, c["received-eval-samples"], r.seed)
-        loss, acc = train_local(r.model, xt, yt, r.settings, seed=r.seed, augment=r.augment)
+        result = self.train_and_reply(r, xt, yt, scored=(x, y))
         nan = float("nan")
-        return LocalResult(get_state(r.model), int(yt.shape[0]), {
-            "train-loss": float(loss), "train-accuracy": float(acc), "received-model-accuracy": received,
+        result.records["gan-preview"] = preview_record(preview, r.server_round)
+        result.metrics.update({
             "gan-active": 1.0, "gan-rounds": float(rounds + 1), "gan-recognised-received": recognised,
             "gan-loss-first": losses[0] if losses else nan, "gan-loss-last": losses[-1] if losses else nan,
             "gan-real-source-samples": float((y == G).sum()),
-        }, records={"gan-preview": preview_record(preview, r.server_round)})
+        })
+        return result
 
 
 def _spec(config: Config):

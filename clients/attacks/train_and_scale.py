@@ -24,7 +24,7 @@ from typing import Any
 
 
 from clients.attacks.label_flip import INJECTION_RATE, flip_to
-from clients.behaviour import Behaviour, LocalResult, RoundInput, received_model_accuracy
+from clients.behaviour import Behaviour, LocalResult, RoundInput
 from clients.model_poisoning import shrink_to_bound, update_norm
 from fl_poison.config import Key, check_class_pair
 from fl_poison.training import get_state, train_local
@@ -81,13 +81,11 @@ class TrainAndScale(Behaviour):
         bound = self.bound_for(r)
         c = self.config
         x, y = flip_to(r, c["source-class"], target, c["injection-rate"])
-        received = received_model_accuracy(r.model, x, y, c["received-eval-samples"], r.seed)
-        loss, acc = train_local(r.model, x, y, r.settings, seed=r.seed, augment=r.augment)
-        raw = get_state(r.model)
-        state, factor, norm = shrink_to_bound(raw, r.global_state, bound)
-        return LocalResult(state, int(y.shape[0]), {
-            "train-loss": float(loss), "train-accuracy": float(acc), "received-model-accuracy": received,
-            "scale-bound": float(bound), "shrink-factor": float(factor),
-            "unscaled-norm": update_norm(raw, r.global_state), **extra})
+        result = self.train_and_reply(r, x, y)
+        raw = result.state
+        result.state, factor, norm = shrink_to_bound(raw, r.global_state, bound)
+        result.metrics.update({"scale-bound": float(bound), "shrink-factor": float(factor),
+                               "unscaled-norm": update_norm(raw, r.global_state), **extra})
+        return result
 
 
