@@ -21,3 +21,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mnist" / "train-labels-idx1-ubyte.gz").exists():
         pytest.skip("../shared/data/mnist not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def server_identity() -> None:
+    """``Message()`` built by a strategy needs the identity a ServerApp process has (run id, SuperLink node)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 0

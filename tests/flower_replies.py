@@ -69,3 +69,13 @@ def make_replies(
 def arrays_of(record: ArrayRecord) -> list[np.ndarray]:
     """The numpy arrays of an aggregated ``ArrayRecord``, in key order."""
     return [record[key].numpy() for key in record.keys()]
+
+
+class StubGrid:
+    """The one Grid call a strategy's ``configure_train`` makes: the ids of the connected nodes."""
+
+    def __init__(self, nodes):
+        self.nodes = list(nodes)
+
+    def get_node_ids(self):
+        return self.nodes

@@ -157,6 +157,7 @@ SMALL = {"dataset": "digits", "num-clients": 6, "clients-per-round": 6, "num-rou
          "num-malicious": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("knowledge", ["full", "partial"])
 def test_ada_end_to_end_reports_its_target(tmp_path, knowledge):
     cfg = resolve({**SMALL, "attack": "ada", "source-class": 3, "ada-knowledge": knowledge, "run-name": knowledge})

@@ -62,6 +62,7 @@ def test_bad_backdoor_config_before_data(over, key, capsys):
     assert main(args) == 2 and f"'{key}'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_backdoor_end_to_end_measures_backdoor_accuracy(tmp_path):
     cfg = resolve({"dataset": "digits", "num-clients": 6, "clients-per-round": 6, "num-rounds": 2, "seed": 3,
                    "figures": True, "num-malicious": 3, "attack": "backdoor", "target-class": 0,

@@ -51,14 +51,14 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 ZOO = [("mlp", "fashion-mnist"), ("lfighter-cnn", "fashion-mnist"), ("tolpegin-fmnist-cnn", "fashion-mnist"),
-       ("ada-cnn", "fashion-mnist"), ("tolpegin-cifar-cnn", "cifar10")]
+       ("ada-cnn", "fashion-mnist"), pytest.param("tolpegin-cifar-cnn", "cifar10", marks=pytest.mark.slow)]
 #: ResNet18 (11M parameters) at 32x32 costs minutes per round on two shared CPU cores: a smaller run
 #: that checks the BatchNorm round trip (no reply dropped, counters advance), not the accuracy.
 RESNET = {"train-samples": 20, "batch-size": 10, "local-epochs": 1}
 
 
 @pytest.mark.parametrize("model,dataset", ZOO + [pytest.param("resnet18", "cifar10", marks=pytest.mark.slow)],
-                         ids=[m for m, _ in ZOO] + ["resnet18"])
+                         ids=[p.values[0] if hasattr(p, "values") else p[0] for p in ZOO] + ["resnet18"])
 def test_every_zoo_model_trains_federated_and_no_reply_is_dropped(model, dataset, data_dir, tmp_path):
     cfg = resolve({"dataset": dataset, "data-dir": str(data_dir), "model": model, "num-clients": 2,
                    "clients-per-round": 2, "num-rounds": 2, "seed": 1, "figures": False, "lr": 0.02,

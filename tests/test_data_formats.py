@@ -380,6 +380,7 @@ def test_cifar_writer_roundtrip(tmp_path):
 # --------------------------------------------------------------- real MNIST
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (MNIST_DIR / "mnist" / "train-images-idx3-ubyte.gz").exists(),
     reason="shared MNIST not present",

@@ -77,6 +77,7 @@ def _experiment(tmp_path, name, workers, **over):
     return read_rounds(tmp_path / name), dict(np.load(tmp_path / name / "model.npz"))
 
 
+@pytest.mark.slow
 def test_parallel_equals_serial_and_is_deterministic(tmp_path):
     serial, m_serial = _experiment(tmp_path, "serial", 1)
     two, m_two = _experiment(tmp_path, "two", 2)

@@ -15,25 +15,15 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.clientapp import ClientApp
 
-from flower_replies import make_reply
+from flower_replies import StubGrid as _Grid, make_reply
 from strategies import defenses as D
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _server_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 0
-
-
-class _Grid:
-    def __init__(self, nodes):
-        self.nodes = list(nodes)
-
-    def get_node_ids(self):
-        return self.nodes
+def _server_identity(server_identity):
+    """Every test here builds Flower messages (conftest's ``server_identity``)."""
 
 
 # ---------------------------------------------------------------- defect 1: BatchNorm buffers
@@ -169,6 +159,7 @@ def test_summary_is_written_last(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- defect 4: interrupts
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_leaves_partial_results_and_says_so(tmp_path, sig, code):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -261,8 +252,11 @@ def test_attack_that_can_never_act_warns(tmp_path, capsys):
     assert "no client is malicious" in capsys.readouterr().err
 
 
-def test_train_samples_above_the_data_warns(tmp_path, caplog):
+def test_train_samples_above_the_data_warns(tmp_path, caplog, monkeypatch):
+    from fl_poison import federation
     from fl_poison.cli import main
+
+    monkeypatch.setattr(federation, "_cache", {})  # the warning comes when the split is built, once per process
 
     assert main(["run", *FAST, "--set", "train-samples=100000", "--out", str(tmp_path)]) == 0
     assert "using all" in caplog.text
@@ -282,6 +276,7 @@ def test_compare_refuses_non_runs_and_different_datasets(tmp_path, capsys):
 
 # ---------------------------------------------------------------- defect 2: too few SuperNodes
 
+@pytest.mark.slow
 def test_simulation_with_too_few_supernodes_fails_in_seconds():
     from fl_poison.app.experiment import wait_for_nodes
     from fl_poison.config import ConfigError, resolve
@@ -305,12 +300,12 @@ def test_serverapp_config_error_is_one_logged_line(caplog):
 
 # ---------------------------------------------------------------- also: FL_POISON_DATA
 
-def test_fl_poison_data_replaces_the_default_data_dir(monkeypatch, capsys):
+def test_fl_poison_data_replaces_the_default_data_dir(monkeypatch, capsys, shared_data):
     from fl_poison.cli import main
     from fl_poison.data.datasets import resolve_data_dir
 
-    monkeypatch.setenv("FL_POISON_DATA", str(ROOT.parent / "shared" / "data"))
-    assert resolve_data_dir("data") == ROOT.parent / "shared" / "data"
+    monkeypatch.setenv("FL_POISON_DATA", str(shared_data))
+    assert resolve_data_dir("data") == shared_data
     assert resolve_data_dir("elsewhere") == Path("elsewhere")
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out

@@ -57,6 +57,7 @@ def test_mean_and_std_over_seeds_by_hand(sweep_dir):
     assert "ata" not in names and "mta" not in names  # absent from every summary -> no column
 
 
+@pytest.mark.slow
 def test_tables_and_figures_are_written(sweep_dir):
     r = make_report(sweep_dir)
     out = sweep_dir / "report"

@@ -12,24 +12,14 @@ from flwr.serverapp.strategy import MultiKrum as FlMultiKrum
 
 from flower_replies import arrays_of, make_reply
 from strategies import defenses as D
+from flower_replies import StubGrid
 from strategies.registry import STRATEGIES, build_strategy
 from fl_poison.config import resolve
 
 
 @pytest.fixture(autouse=True)
-def _server_identity():
-    """Message() needs the identity a ServerApp process has (run id, SuperLink node id)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 0
-
-
-class StubGrid:
-    def __init__(self, nodes):
-        self.nodes = list(nodes)
-
-    def get_node_ids(self):
-        return self.nodes
+def _server_identity(server_identity):
+    """Every test here builds Flower messages (conftest's ``server_identity``)."""
 
 
 def _global(rng, shapes=((4, 3), (3,), (5, 4), (5,))):

@@ -72,6 +72,7 @@ def test_run_id_ignores_output_location_and_key_order_but_not_settings():
     assert run_id(a) != run_id(resolve({"dataset": "digits", "seed": 2, "defense": "median"}))
 
 
+@pytest.mark.slow
 def test_run_id_is_the_same_in_another_process():
     code = ("from fl_poison.config import resolve; from fl_poison.sweep import run_id;"
             "print(run_id(resolve({'dataset': 'digits', 'seed': 1})))")
@@ -149,6 +150,7 @@ def test_a_raising_run_keeps_its_error_and_traceback(tmp_path, monkeypatch):
     assert "Traceback" in err["traceback"] and "boom" in err["traceback"]
 
 
+@pytest.mark.slow
 def test_ray_tasks_give_the_same_runs_as_the_local_engine(tmp_path):
     """A real local Ray with one CPU: same run ids, same numbers as in-process (fixed seeds)."""
     pytest.importorskip("ray")

@@ -18,7 +18,7 @@ KRUM_DISTANCE = Key("krum-distance", str, "squared",
                      "Krum / multi-Krum score: squared distances to the others (paper, Flower) or LFighter's code "
                      "(plain distances, self counted)", ("squared", "lfighter-code"), param="krum_distance")
 MULTI_KRUM_KEEP = Key("multi-krum-keep", int, -1, "updates multi-Krum averages (-1 = clients-per-round - f)",
-                      check=lambda v: v >= -1, allowed="an integer >= 1, or -1", param="keep")
+                      check=lambda v: v >= 1 or v == -1, allowed="an integer >= 1, or -1", param="keep")
 
 
 def byzantine_budget(defense: str, k: int, f: int) -> int:

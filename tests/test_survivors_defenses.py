@@ -1,0 +1,386 @@
+"""Mutation-run survivors in the defenses (issue 14).
+
+Covers the thin Strategy plug-ins (``strategies/defenses/*``: their config checks, the run keys that reach
+their parameters, and that ``aggregate_updates`` hands every parameter on), the plug-in registry
+(``strategies.registry``), and corner cases of LFighter (``strategies.lfighter``) and the PCA filter
+(``strategies.pca_filter``) that the main test files leave open. Expected values are worked by hand or
+computed with numpy / scikit-learn next to the test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fl_poison.config import ConfigError, resolve
+from strategies import defenses as D
+from strategies.base import DefenseStrategy
+from strategies.lfighter import code_dissimilarity, inverse_density, lfighter
+from strategies.registry import build_strategy
+from test_lfighter import extreme_updates, layout_of
+from test_pca_filter import SRC
+from test_pca_filter import planted as pca_planted
+
+BUILTIN = {"bulyan", "fedavg", "foolsgold", "krum", "lfighter", "median", "multi-krum", "ndc", "pca",
+           "repeated-median", "trimmed-mean"}
+
+
+def config_error(**over) -> ConfigError:
+    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
+    with pytest.raises(ConfigError) as e:
+        resolve(over)
+    return e.value
+
+
+def built(**over) -> DefenseStrategy:
+    """The Strategy a run config builds (11 clients, all sampled)."""
+    return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_lists_every_builtin_defense_when_asked_at_run_time():
+    # read inside the test, not at import: the registry is a live view (module __getattr__)
+    import strategies.registry as registry
+
+    found = registry.STRATEGIES
+    assert BUILTIN <= set(found)
+    for name, cls in found.items():
+        assert issubclass(cls, DefenseStrategy) and cls.name == name
+    assert found["lfighter"] is D.LFighter and found["multi-krum"] is D.MultiKrum
+
+
+def test_registry_unknown_attribute_names_itself():
+    import strategies.registry as registry
+
+    with pytest.raises(AttributeError, match=r"^NO_SUCH_THING$"):
+        registry.NO_SUCH_THING  # noqa: B018
+    assert not hasattr(registry, "strategies")  # the name is case-sensitive
+
+
+# ---------------------------------------------------------------- config checks of the plug-ins
+
+
+def test_bulyan_budget_error_names_the_rule_and_the_largest_f():
+    # 11 clients: 4f + 3 <= 11 -> f <= 2; f = 3 must be refused with that hint
+    resolve({"defense": "bulyan", "num-clients": 11, "clients-per-round": 11, "num-byzantine": 2})
+    e = config_error(defense="bulyan", **{"num-clients": 11, "clients-per-round": 11, "num-byzantine": 3})
+    assert (e.key, e.value) == ("num-byzantine", 3)
+    assert e.allowed == "Bulyan needs clients-per-round >= 4*f + 3; with 11 clients f <= 2"
+
+
+def test_multi_krum_keep_may_equal_but_not_exceed_clients_per_round():
+    assert built(defense="multi-krum", **{"multi-krum-keep": 11}).keep == 11
+    e = config_error(defense="multi-krum", **{"num-clients": 11, "clients-per-round": 11, "multi-krum-keep": 12})
+    assert (e.key, e.value) == ("multi-krum-keep", 12)
+    assert "at most clients-per-round (11)" in str(e)
+
+
+def test_multi_krum_keep_zero_is_refused():
+    """Found by this file (issue 14): the check was ``v >= -1``, so 0 passed and silently meant -1."""
+    e = config_error(defense="multi-krum", **{"multi-krum-keep": 0})
+    assert e.key == "multi-krum-keep"
+
+
+def test_pca_class_must_be_a_class_of_the_data_set():
+    # digits has classes 0..9: 9 is fine, 10 is not
+    assert built(defense="pca", **{"pca-class": 9}).source_class == 9
+    e = config_error(defense="pca", dataset="digits", **{"pca-class": 10})
+    assert (e.key, e.value) == ("pca-class", 10)
+    assert "a class of digits: 0..9, or -1" in str(e)
+
+
+def test_pca_class_zero_is_a_class_and_minus_one_chooses_each_round():
+    assert built(defense="pca", **{"pca-class": 0}).source_class == 0
+    assert built(defense="pca", **{"pca-class": -1}).source_class is None
+
+
+def test_lfighter_min_samples_minus_one_means_hdbscan_default():
+    assert built(defense="lfighter").min_samples is None  # -1: the paper's min_cluster_size=2 only
+    assert built(defense="lfighter", **{"lfighter-min-samples": 1}).min_samples == 1
+
+
+def test_krum_budget_error_names_the_rule_and_the_largest_f():
+    # Krum needs K - f - 2 >= 1: with 6 clients f <= 3
+    resolve({"defense": "krum", "num-clients": 6, "clients-per-round": 6, "num-byzantine": 3})
+    e = config_error(defense="krum", **{"num-clients": 6, "clients-per-round": 6, "num-byzantine": 4})
+    assert (e.key, e.value) == ("num-byzantine", 4)
+    assert e.allowed == "Krum needs clients-per-round - num-byzantine - 2 >= 1; with 6 clients f <= 3"
+
+
+@pytest.mark.parametrize(("defense", "k"), [("krum", 3), ("bulyan", 3), ("bulyan", 6)])
+def test_round_that_fits_only_f_zero_says_f_le_0(defense, k):
+    # Krum with 3 clients and Bulyan with 3..6 work with f = 0 only: the hint is "f <= 0", not "no f works"
+    e = config_error(defense=defense, **{"num-clients": k, "clients-per-round": k, "num-byzantine": 1})
+    assert e.allowed.endswith(f"with {k} clients f <= 0")
+
+
+@pytest.mark.parametrize("defense", ["krum", "multi-krum", "bulyan"])
+def test_two_clients_per_round_leave_no_byzantine_budget(defense):
+    e = config_error(defense=defense, **{"num-clients": 2, "clients-per-round": 2})
+    assert e.key == "num-byzantine"
+    assert e.allowed.endswith("with 2 clients no f works: at least 3 clients per round are needed")
+
+
+@pytest.mark.parametrize("defense", ["krum", "multi-krum", "bulyan"])
+def test_three_clients_per_round_fit_every_krum_rule_with_f_zero(defense):
+    # the smallest round each rule accepts: K - 0 - 2 = 1 neighbour; Bulyan 4*0 + 3 = 3
+    assert built(defense=defense, **{"num-clients": 3, "clients-per-round": 3}).f_for(3) == 0
+
+
+def test_largest_byzantine_budget_per_rule():
+    # -1: the largest f the round tolerates; Krum-like K - f - 2 >= 1 (f <= (K-3)/2), Bulyan K >= 4f + 3
+    assert [D.Krum().f_for(k) for k in (1, 3, 4, 5, 11)] == [0, 0, 0, 1, 4]
+    assert [D.MultiKrum().f_for(k) for k in (3, 9, 10)] == [0, 3, 3]
+    assert [D.Bulyan().f_for(k) for k in (1, 6, 7, 11, 15)] == [0, 0, 1, 2, 3]
+    assert D.Krum(num_byzantine=0).f_for(11) == 0 and D.Bulyan(num_byzantine=1).f_for(11) == 1
+
+
+def test_ndc_bound_values():
+    from strategies.defenses.ndc import parse_bound
+
+    assert parse_bound("median") == "median"
+    assert parse_bound("0.5") == 0.5 and parse_bound(2) == 2.0
+    for bad in ("0", "-1", "inf", "nan"):
+        with pytest.raises(ValueError, match=f"^'{bad}' is not a positive finite number$"):
+            parse_bound(bad)
+        e = config_error(defense="ndc", **{"ndc-bound": bad})
+        assert e.key == "ndc-bound" and "a number > 0, or 'median'" in str(e)
+    assert D.NormDifferenceClipping(bound="0.5").bound == 0.5
+
+
+def test_build_strategy_samples_clients_per_round_of_num_clients():
+    s = build_strategy(resolve({"defense": "median", "num-clients": 8, "clients-per-round": 6}))
+    assert (s.clients_per_round, s.min_train_nodes, s.min_available_nodes) == (6, 6, 8)
+    assert s.fraction_train == pytest.approx(0.75)
+    assert s.capture_updates is False
+
+
+# ---------------------------------------------------------------- Strategies pass their parameters on
+
+
+def test_repeated_median_strategy_reweights_when_asked():
+    rng = np.random.default_rng(0)
+    upd = rng.normal(size=(7, 12))
+    upd[0] += 8.0  # an outlier the residual reweighting down-weights
+    plain = D.RepeatedMedian().aggregate_updates(upd, np.ones(7), None, list(range(7)), 1)
+    np.testing.assert_allclose(plain.update, np.median(upd, axis=0))
+    assert np.isnan(plain.weights).all()  # no client gets a single share
+    rw = D.RepeatedMedian(reweight=True).aggregate_updates(upd, np.ones(7), None, list(range(7)), 1)
+    assert np.isfinite(rw.weights).all() and rw.weights.sum() == pytest.approx(1.0)
+    assert rw.weights[0] == rw.weights.min() and not np.allclose(rw.update, plain.update)
+
+
+def test_ndc_strategy_uses_its_bound_and_mode():
+    # norms 0.5, 0.8, 3: with bound 1 "drop" keeps the first two (the median bound 0.8 would keep one,
+    # "clip" would keep the third, scaled to norm 1)
+    upd = np.array([[0.3, 0.4, 0.0], [0.0, 0.0, 0.8], [3.0, 0.0, 0.0]])
+    n = np.array([10.0, 30.0, 20.0])
+    agg = D.NormDifferenceClipping(bound=1.0, mode="drop").aggregate_updates(upd, n, None, [0, 1, 2], 1)
+    np.testing.assert_array_equal(agg.kept, [True, True, False])
+    np.testing.assert_allclose(agg.update, (10 * upd[0] + 30 * upd[1]) / 40)
+
+
+def krum_line():
+    """Five clients on a line (first coordinate): 0, 0.1, 3, 4, 5; f = 1, so n = K - f - 2 = 2.
+
+    squared (paper): s = the 2 smallest squared distances to the others: 9.01, 8.42, 5, 2, 5 -> client 3.
+    lfighter-code: plain distances, the zero self-distance counted: s = 0 + nearest other
+    = 0.1, 0.1, 1, 1, 1 -> client 0 (tie with 1: the lower index).
+    """
+    upd = np.zeros((5, 3))
+    upd[:, 0] = [0.0, 0.1, 3.0, 4.0, 5.0]
+    return upd
+
+
+@pytest.mark.parametrize("cls", [D.Krum, D.MultiKrum])
+def test_krum_strategies_use_their_distance(cls):
+    extra = {"keep": 1} if cls is D.MultiKrum else {}
+    for distance, chosen in (("squared", 3), ("lfighter-code", 0)):
+        s = cls(num_byzantine=1, krum_distance=distance, **extra)
+        agg = s.aggregate_updates(krum_line(), np.ones(5), None, list(range(5)), 1)
+        assert np.flatnonzero(agg.kept).tolist() == [chosen], distance
+
+
+def test_multi_krum_keeps_k_minus_f_by_default_or_exactly_keep():
+    upd = np.random.default_rng(3).normal(size=(9, 4))
+    def kept(**kw):
+        return int(D.MultiKrum(**kw).aggregate_updates(upd, np.ones(9), None, list(range(9)), 1).kept.sum())
+    assert kept(num_byzantine=2) == 7  # paper: m = K - f
+    assert kept(num_byzantine=2, keep=1) == 1  # keep = 1 is Krum, not "unset"
+    assert kept(num_byzantine=2, keep=3) == 3
+
+
+def test_lfighter_strategy_runs_extreme_mode_with_its_min_samples():
+    # two label flippers (7 -> 1) among one-class clients, a lone class-9 client: with HDBSCAN
+    # min_samples=1 the pair forms its own cluster (dropped: smaller than the honest class-1
+    # cluster with the same top neuron) and the loner is noise (dropped); see test_lfighter.py
+    spec = [(1, 1)] * 4 + [(1, 7, 7)] * 2 + [(7, 7)] * 3 + [(4, 4)] * 2 + [(5, 5)] * 2 + [(9, 9)]
+    layout, upd = extreme_updates(0, spec)
+    strat = D.LFighter(mode="extreme", min_samples=1, clients_per_round=len(spec))
+    agg = strat.aggregate_updates(upd, np.ones(len(spec)), layout, list(range(len(spec))), 1)
+    expected = np.ones(len(spec), bool)
+    expected[[4, 5, 13]] = False
+    np.testing.assert_array_equal(agg.kept, expected)
+    assert agg.info["mode"] == "extreme"
+
+
+# ---------------------------------------------------------------- LFighter corner cases
+
+
+def test_lfighter_extreme_reports_integer_labels_and_cluster_sizes():
+    spec = [(1, 1)] * 4 + [(1, 7, 7)] * 2 + [(7, 7)] * 3 + [(4, 4)] * 2 + [(5, 5)] * 2 + [(9, 9)]
+    layout, upd = extreme_updates(0, spec)
+    info = lfighter(upd, np.ones(len(spec)), layout, mode="extreme", min_samples=1).info
+    labels = info["cluster"]
+    assert all(type(x) is int for x in labels)  # JSON reports: 0, not 0.0
+    ids = sorted(set(labels) - {-1})
+    assert info["cluster_size"] == [labels.count(j) for j in ids]
+    assert sorted(info["cluster_size"]) == [2, 2, 2, 3, 4]  # classes 4, 5, the flippers; 7; 1
+
+
+@pytest.mark.parametrize("mode", ["mild", "extreme"])
+def test_lfighter_identical_output_rows_fall_back_before_clustering(mode):
+    # the same output rows for every client (their entries differ from each other): no clustering at all
+    layout = layout_of(3, 2)
+    upd = np.tile(np.random.default_rng(5).normal(size=layout.num_params), (5, 1))
+    info = lfighter(upd, np.ones(5), layout, mode=mode).info
+    assert info["fallback"].startswith("all extracted gradients identical")
+    assert "cluster" not in info
+
+
+def test_lfighter_bad_arguments_name_the_allowed_values():
+    layout = layout_of(3, 2)
+    upd = np.random.default_rng(0).normal(size=(4, layout.num_params))
+    for kw, msg in (({"mode": "iid"}, "mode must be 'mild' or 'extreme', got 'iid'"),
+                    ({"score": "x"}, "score must be one of ('paper', 'code'), got 'x'"),
+                    ({"n_init": 0}, "n_init must be >= 1, got 0")):
+        with pytest.raises(ValueError) as e:
+            lfighter(upd, np.ones(4), layout, **kw)
+        assert str(e.value) == msg
+    assert "cluster" in lfighter(upd, np.ones(4), layout, n_init=1).info  # one initialisation is enough
+
+
+def test_lfighter_needs_three_clients_to_cluster():
+    layout = layout_of(3, 2)
+    upd = np.random.default_rng(1).normal(size=(3, layout.num_params))
+    assert lfighter(upd[:2], np.ones(2), layout).info["fallback"].startswith("fewer than 3 clients")
+    info = lfighter(upd, np.ones(3), layout).info
+    assert "fallback" not in info and len(info["cluster"]) == 3
+
+
+def test_lfighter_without_output_bias_keeps_every_weight_column():
+    # no bias array: the rows are the weights alone, nothing to strip. Honest clients and two identical
+    # attackers differ only in the LAST weight column of the two top neurons (+1 vs -1)
+    layout = layout_of(3, 2, bias=False)
+    upd = np.zeros((5, layout.num_params))
+    w = upd[:, layout.slice_of(layout.output_weight)].reshape(5, 3, 2)
+    w[:, :2, 0] = 1.0
+    w[:3, :2, 1] = np.array([[1.0, 1.0], [1.1, 1.0], [1.0, 1.1]])
+    w[3:, :2, 1] = -1.0
+    upd[:, layout.slice_of(layout.output_weight)] = w.reshape(5, -1)
+    agg = lfighter(upd, np.ones(5), layout)
+    np.testing.assert_array_equal(agg.kept, [True, True, True, False, False])
+    assert agg.info["score"] == "paper" and agg.info["include_bias"] is False
+    assert lfighter(upd, np.ones(5), layout, score="code").info["score"] == "code"
+    # no bias to add: include_bias changes nothing but is reported as asked
+    with_bias = lfighter(upd, np.ones(5), layout, include_bias=True)
+    np.testing.assert_array_equal(with_bias.kept, agg.kept)
+    assert with_bias.info["include_bias"] is True
+
+
+def test_lfighter_all_noise_fallback_says_so():
+    layout, upd = extreme_updates(0, [(1, 1), (4, 4), (5, 5)])
+    info = lfighter(upd, np.ones(3), layout, mode="extreme").info
+    assert info["fallback"].startswith("HDBSCAN labelled every client noise")
+
+
+def test_code_dissimilarity_averages_each_rows_own_minimum():
+    # [1,0], [-1,0], [0,1]: cos − I rows [0,-1,0], [-1,0,0], [0,0,0] -> minima -1, -1, 0
+    # -> 1 − mean(-1, -1, 0) = 5/3 (the global minimum would give 2)
+    v = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    assert code_dissimilarity(v) == pytest.approx(5 / 3)
+
+
+def test_cluster_statistics_of_no_rows_are_zero():
+    empty = np.empty((0, 4))
+    assert code_dissimilarity(empty) == 0.0
+    assert inverse_density(empty) == 0.0
+    assert math.isfinite(code_dissimilarity(np.ones((1, 4))))
+
+
+# ---------------------------------------------------------------- Strategies with state across rounds
+
+
+def test_pca_strategy_pools_a_window_of_earlier_rounds():
+    # rounds of 4, 5, 6, 7 clients: pca-history-rounds = 3 pools the 2 rounds before this one
+    # (0, 4, 4+5, 5+6 rows), -1 every earlier round (0, 4, 9, 15), 1 none
+    rounds = [pca_planted(seed=r, n_honest=r + 1, n_att=3)[:2] for r in range(4)]
+    for history, expected in ((3, [0, 4, 9, 11]), (-1, [0, 4, 9, 15]), (1, [0, 0, 0, 0])):
+        s = D.PCAFilter(source_class=SRC, history_rounds=history)
+        got = [s.aggregate_updates(upd, np.ones(len(upd)), layout, list(range(len(upd))), r + 1).info["pooled_rows"]
+               for r, (layout, upd) in enumerate(rounds)]
+        assert got == expected, history
+
+
+def test_pca_strategy_visualise_only_keeps_the_flagged_clients():
+    layout, upd, attackers = pca_planted(seed=0)
+    agg = D.PCAFilter(source_class=SRC, visualise_only=True).aggregate_updates(
+        upd, np.ones(len(upd)), layout, list(range(len(upd))), 1)
+    assert agg.kept.all() and agg.info["flagged"] == attackers.tolist()
+    np.testing.assert_allclose(agg.update, upd.mean(axis=0))
+
+
+def test_pca_strategy_inspects_the_configured_class():
+    # the planted attackers differ in class 3's rows; told to inspect class 5, the filter must not
+    # wander off to the best-separated class by itself
+    layout, upd, _ = pca_planted(seed=0)
+    agg = D.PCAFilter(source_class=5).aggregate_updates(upd, np.ones(len(upd)), layout, list(range(len(upd))), 1)
+    assert agg.info["source_class"] == 5 and "silhouette_per_class" not in agg.info
+
+
+def test_pca_strategy_seeds_kmeans_with_seed_plus_round():
+    # which cluster k-means calls 0 depends on its seed (here seeds 4 and 6 swap the labels):
+    # round r of a run with seed s must cluster exactly as pca_filter with seed s + r
+    from strategies.pca_filter import pca_filter
+
+    layout, upd, _ = pca_planted(seed=0)
+    n = np.ones(len(upd))
+    s = D.PCAFilter(source_class=SRC, seed=1)
+    got = [s.aggregate_updates(upd, n, layout, list(range(len(upd))), r).info["cluster"] for r in range(1, 7)]
+    ref = [pca_filter(upd, n, layout, source_class=SRC, seed=1 + r).info["cluster"] for r in range(1, 7)]
+    assert got == ref
+    assert len({tuple(c) for c in ref}) == 2  # the seed does matter on this data
+
+
+@pytest.mark.parametrize(("scope", "features"), [("all-seen", "output-layer"), ("all-seen", "all"),
+                                                ("round", "output-layer"), ("round", "all")])
+def test_foolsgold_strategy_history_per_scope(scope, features):
+    # round 1: clients 0-3, round 2: clients 2-5. History = per-client sum of feature rows;
+    # "all-seen" compares every client seen so far (first-seen order) and weighs the sampled,
+    # "round" only this round's clients.
+    from strategies import foolsgold as fg
+
+    layout = layout_of(4, 3)
+    rng = np.random.default_rng(8)
+    u1, u2 = rng.normal(size=(4, layout.num_params)), rng.normal(size=(4, layout.num_params))
+    u2[2:] = u2[2] + 0.01 * rng.normal(size=(2, layout.num_params))  # 4 and 5: near-sybils
+    n = np.array([10.0, 20.0, 30.0, 40.0])
+    s = D.FoolsGold(scope=scope, features=features)
+    s.aggregate_updates(u1, n, layout, [0, 1, 2, 3], 1)
+    got = s.aggregate_updates(u2, n, layout, [2, 3, 4, 5], 2)
+    f1, f2 = fg.foolsgold_features(u1, layout, features), fg.foolsgold_features(u2, layout, features)
+    seen = np.stack([f1[0], f1[1], f1[2] + f2[0], f1[3] + f2[1], f2[2], f2[3]])
+    if scope == "round":
+        ref = fg.foolsgold(u2, n, layout, history=seen[2:], features=features)
+    else:
+        ref = fg.foolsgold(u2, n, layout, history=seen, sampled=np.array([2, 3, 4, 5]), features=features)
+    np.testing.assert_allclose(got.update, ref.update)
+    np.testing.assert_allclose(got.weights, ref.weights)
+    np.testing.assert_array_equal(got.kept, ref.kept)
+    assert got.info == ref.info and got.info["features"] == features
+    assert sorted(s.history) == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(np.stack([s.history[c] for c in range(6)]), seen)
