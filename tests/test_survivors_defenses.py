@@ -384,3 +384,53 @@ def test_foolsgold_strategy_history_per_scope(scope, features):
     assert got.info == ref.info and got.info["features"] == features
     assert sorted(s.history) == [0, 1, 2, 3, 4, 5]
     np.testing.assert_allclose(np.stack([s.history[c] for c in range(6)]), seen)
+
+
+# --- strategies/pca_filter.py (survivors of the last run) -----------------------------------------------
+from strategies.pca_filter import _split, pca_2d, pca_filter  # noqa: E402
+from test_pca_filter import SRC, planted  # noqa: E402
+
+
+def test_pca_2d_equals_scikit_learn_on_uncentred_data_with_its_signs():
+    """Off-centre, unscaled rows: centring, the component signs and the variance ratios all show.
+
+    scikit-learn's PCA flips each component so its largest-|.| loading is positive, the convention pca_2d
+    documents, so scores must agree with their signs, not only up to sign.
+    """
+    from sklearn.decomposition import PCA
+
+    z = np.random.default_rng(4).normal(size=(9, 5)) * [3.0, 1.0, 0.5, 0.2, 0.1] + 7.0
+    proj, ratio = pca_2d(z)
+    ref = PCA(n_components=2, svd_solver="full").fit(z)
+    np.testing.assert_allclose(proj, ref.transform(z), atol=1e-10)
+    np.testing.assert_allclose(ratio, ref.explained_variance_ratio_, atol=1e-12)
+    small, small_ratio = pca_2d(z * 1e-3)  # total variance < 1: the ratios are still shares, not zeros
+    np.testing.assert_allclose(small_ratio, ratio, atol=1e-9)
+
+
+@pytest.mark.parametrize("z", [np.ones((4, 3)), np.arange(3.0)[None, :]], ids=["identical rows", "one row"])
+def test_pca_2d_without_spread_is_all_zero_without_nan(z):
+    proj, ratio = pca_2d(z)
+    assert np.array_equal(proj, np.zeros((len(z), 2))) and np.array_equal(ratio, np.zeros(2))
+
+
+def test_three_distinct_rows_are_enough_to_split():
+    """K = 3 is the smallest round the filter acts on (below it there is no minority to drop)."""
+    rows = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]])
+    got = _split(rows, seed=0)
+    assert got is not None and sorted(np.bincount(got["labels"])) == [1, 2]
+    assert _split(rows[:2], seed=0) is None
+
+
+def test_source_class_zero_is_a_class_and_the_report_says_whether_it_only_visualises():
+    layout, upd, _ = planted()
+    for visualise in (True, False):
+        agg = pca_filter(upd, np.ones(len(upd)), layout, source_class=0, visualise_only=visualise)
+        assert agg.info["source_class"] == 0 and agg.info["visualise_only"] is visualise
+
+
+def test_a_single_pooled_row_is_pooled():
+    layout, upd, attackers = planted()
+    history = layout.output_rows(upd[:1])  # one earlier row, [1, C, H+1]
+    agg = pca_filter(upd, np.ones(len(upd)), layout, source_class=SRC, history_rows=history)
+    assert agg.info["pooled_rows"] == 1
