@@ -13,17 +13,26 @@ aggregate: build a fresh list of replies for every ``aggregate_train`` call.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections import OrderedDict
+from typing import Mapping, Sequence
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 
 RUN_ID = 1
 SUPERLINK_NODE_ID = 1
 
 
+def array_record(arrays: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> ArrayRecord:
+    """``arrays`` as an ``ArrayRecord``: a sequence gets Flower's keys ``"0", "1", ...``; a mapping keeps its
+    names (a model's ``state_dict`` keys, which a named ``output_layer`` refers to)."""
+    if isinstance(arrays, Mapping):
+        return ArrayRecord(OrderedDict((name, Array(np.asarray(a))) for name, a in arrays.items()))
+    return ArrayRecord([np.asarray(a) for a in arrays])
+
+
 def make_reply(
-    arrays: Sequence[np.ndarray],
+    arrays: Sequence[np.ndarray] | Mapping[str, np.ndarray],
     num_examples: int,
     node_id: int,
     metrics: dict[str, float] | None = None,
@@ -31,12 +40,12 @@ def make_reply(
     """A train reply from ``node_id`` carrying ``arrays`` and ``num-examples``.
 
     ``arrays`` become ``ArrayRecord`` entries ``"0", "1", ...`` (their order is
-    kept, dtypes too); ``metrics`` adds more MetricRecord entries (use the same
+    kept, dtypes too; a mapping keeps its names); ``metrics`` adds more MetricRecord entries (use the same
     keys for every reply -- Flower checks that they agree).
     """
     record = RecordDict(
         {
-            "arrays": ArrayRecord([np.asarray(a) for a in arrays]),
+            "arrays": array_record(arrays),
             "metrics": MetricRecord({"num-examples": int(num_examples), **(metrics or {})}),
         }
     )

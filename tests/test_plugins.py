@@ -189,3 +189,9 @@ def test_discovery_holds_no_registry_lock_while_importing(monkeypatch):
     plugins.discover()
     assert seen and all(seen), "the registry lock was held while importing a plug-in module"
     assert plugins._discovered
+
+
+def test_node_store_without_a_prefix_keeps_the_bare_name():
+    state = RecordDict()
+    NodeStore(state).put_values("meta", {"count": 3})
+    assert list(state.keys()) == ["meta"] and NodeStore(state).get_values("meta") == {"count": 3}

@@ -293,7 +293,7 @@ def test_krum_rejects_bad_num_byzantine(f):
 
 
 def test_krum_rejects_bad_num_selected():
-    with pytest.raises(ValueError, match="num-selected"):
+    with pytest.raises(ValueError, match=r"^num-selected must be an integer >= 1, got 0$"):
         krum(np.zeros((6, 3)), np.ones(6), num_selected=0)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flower_replies import StubGrid as _Grid, arrays_of, make_reply
+from flower_replies import StubGrid as _Grid, array_record, arrays_of, make_reply
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, RecordDict
 from test_robust_math import ref_bulyan, ref_fu_reweight  # loop references written from the papers
 
@@ -412,6 +412,9 @@ def test_check_updates_returns_float64_and_flat_weights():
     np.testing.assert_array_equal(w, [1.0, 2.0])
     u_int, _ = check_updates(np.ones((2, 3), dtype=np.int64), [1, 1])
     assert u_int.dtype == np.float64
+    one, w1 = check_updates(np.arange(3.0), [4])  # a 1-D update is one client's
+    np.testing.assert_array_equal(one, [[0.0, 1.0, 2.0]])
+    np.testing.assert_array_equal(w1, [4.0])
 
 
 @pytest.mark.parametrize(
@@ -595,7 +598,7 @@ def test_foolsgold_sampled_accepts_row_zero_and_a_one_row_history():
 
 
 def _primed(strategy, global_arrays, nodes=range(4)):
-    strategy.configure_train(1, ArrayRecord([np.asarray(a) for a in global_arrays]), ConfigRecord(), _Grid(nodes))
+    strategy.configure_train(1, array_record(global_arrays), ConfigRecord(), _Grid(nodes))
     return strategy
 
 
@@ -703,3 +706,102 @@ def test_default_sampling_size_uses_fraction_and_minimum(server_identity):
     assert seen[-1][2] == 2  # int(2 * 0.5) = 1 < min_train_nodes = 2
     D.FedAvgDefense(clients_per_round=5, **kw).configure_train(1, ArrayRecord(_G), ConfigRecord(), _Grid([4, 8]))
     assert seen[-1][2] == 2  # never more than the connected nodes
+
+
+def test_foolsgold_without_history_uses_the_features_asked_for():
+    """No memory: this round's features are the history -- of the whole update when ``features="all"``.
+
+    Clients 0 and 1 share their output layer but point opposite ways elsewhere: sybils for the
+    output-layer features, not for the whole update.
+    """
+    layout = _fg_layout()
+    rng = np.random.default_rng(5)
+    upd = rng.normal(size=(3, layout.num_params))
+    out = layout.slice_of(2).start
+    upd[1, out:] = upd[0, out:]
+    upd[0, :out] *= 10.0  # the rest of the update dominates, and points opposite ways for 0 and 1
+    upd[1, :out] = -upd[0, :out]
+    for features in ("output-layer", "all"):
+        agg = foolsgold(upd, np.ones(3), layout, features=features)
+        want = foolsgold_weights(foolsgold_features(upd, layout, features))
+        np.testing.assert_allclose(agg.info["wv"], want, atol=1e-12)
+    assert foolsgold(upd, np.ones(3), layout).info["wv"][:2] == [0.0, 0.0]
+    assert foolsgold(upd, np.ones(3), layout, features="all").info["wv"][:2] != [0.0, 0.0]
+
+
+def test_foolsgold_features_error_names_the_allowed_values():
+    with pytest.raises(ValueError, match=r"features must be 'output-layer' or 'all', got 'last'"):
+        foolsgold_features(np.zeros((2, _fg_layout().num_params)), _fg_layout(), "last")
+
+
+def test_foolsgold_weights_of_sybils_only_are_zero_without_a_numpy_warning():
+    """Every client a copy of another: all alphas 0; no 0/0 or log(0) on the way (they would flood a run's log)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(foolsgold_weights(np.array([[1.0, 2.0], [2.0, 4.0], [1.0, 2.0]])), 0.0)
+        # one honest client among sybils: the sybils' alpha is 0 (log(0) is never taken), the honest one 1
+        np.testing.assert_array_equal(foolsgold_weights(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])), [0, 0, 1])
+
+
+def test_aggregate_train_before_configure_train_says_so():
+    with pytest.raises(RuntimeError, match="^aggregate_train called before configure_train$"):
+        D.FedAvgDefense().aggregate_train(1, [make_reply(_G, 10, 1)])
+
+
+def test_the_log_names_each_dropped_client_and_a_round_left_unchanged(server_identity, caplog):
+    s = _primed(D.FedAvgDefense(), _G)
+    with caplog.at_level("WARNING", logger="fl_poison.strategy"):
+        arrays, _ = s.aggregate_train(3, [make_reply([np.full((2, 3), np.nan, np.float32), _G[1]], 10, 2)])
+    assert arrays is None
+    assert "round 3: dropping client 2: non-finite values (NaN / Inf) in the arrays" in caplog.messages
+    assert "round 3: no valid client update; the global model is unchanged" in caplog.messages
+
+
+def test_the_log_names_the_defense_that_cannot_aggregate(server_identity, caplog):
+    s = _primed(D.Krum(num_byzantine=2), _G)
+    with caplog.at_level("WARNING", logger="fl_poison.strategy"):
+        s.aggregate_train(1, [make_reply(_G, 10, i) for i in range(3)])
+    assert any(m.startswith("round 1: krum cannot aggregate 3 update(s): num-byzantine=2") for m in caplog.messages)
+
+
+def test_a_named_output_layer_is_the_one_the_defense_reads(server_identity):
+    """``output_layer="fc1"``: the captured rows are fc1's, although inference would pick fc2 (the last 2-D array)."""
+    names = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+    shapes = ((2, 3), (2,), (4, 2), (4,))
+    zero = {n: np.zeros(sh, np.float32) for n, sh in zip(names, shapes)}
+    local = {n: np.arange(np.prod(sh), dtype=np.float32).reshape(sh) + 10 * i for i, (n, sh) in
+             enumerate(zip(names, shapes))}
+    s = _primed(D.FedAvgDefense(capture_updates=True, output_layer="fc1"), zero)
+    s.aggregate_train(1, [make_reply(local, 10, 1)])
+    np.testing.assert_array_equal(s.last_report.output_rows, [[[0, 1, 2, 10], [3, 4, 5, 11]]])
+
+
+def test_the_report_carries_the_defense_info(server_identity):
+    s = _primed(D.Krum(num_byzantine=0), _G)
+    near = [np.full((2, 3), 0.1, np.float32), np.zeros(2, np.float32)]
+    s.aggregate_train(1, [make_reply(near, 10, 1), make_reply(near, 10, 2), make_reply(_G, 10, 3)])
+    u = np.stack([np.r_[np.full(6, 0.1, np.float32), np.zeros(2, np.float32)]] * 2 + [np.zeros(8, np.float32)])
+    assert s.last_report.info == R.krum(u, np.full(3, 10.0), num_byzantine=0).info
+
+
+def test_a_non_finite_aggregate_leaves_the_model_unchanged_and_says_so(server_identity, caplog):
+    """A rule (here a broken plug-in) that returns NaN must not reach the global model."""
+    from strategies.aggregation import Aggregation
+
+    class NaNRule(D.FedAvgDefense):
+        def aggregate_updates(self, updates, weights, layout, clients, server_round):
+            agg = super().aggregate_updates(updates, weights, layout, clients, server_round)
+            return Aggregation(np.full_like(agg.update, np.nan), agg.kept, agg.weights, {"rule": "nan"})
+
+    s = _primed(NaNRule(), _G)
+    with caplog.at_level("WARNING", logger="fl_poison.strategy"):
+        arrays, m = s.aggregate_train(2, [make_reply(_G, 10, 1)])
+    assert arrays is None and m["updated"] == 0 and m["kept"] == [1]
+    assert s.last_report.info == {"rule": "nan", "non_finite_aggregate": True}
+    assert "round 2: the aggregate is not finite; the global model is unchanged" in caplog.messages
+
+
+def test_a_new_strategy_has_no_report_yet():
+    assert D.FedAvgDefense().last_report is None

@@ -434,3 +434,245 @@ def test_a_single_pooled_row_is_pooled():
     history = layout.output_rows(upd[:1])  # one earlier row, [1, C, H+1]
     agg = pca_filter(upd, np.ones(len(upd)), layout, source_class=SRC, history_rows=history)
     assert agg.info["pooled_rows"] == 1
+
+
+# --- strategies/pca_filter.py: fallbacks, the report, seeds, pooling per class (second run's survivors) -----
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.metrics import silhouette_score  # noqa: E402
+
+from strategies.pca_filter import standardise  # noqa: E402
+from test_pca_filter import layout_of as pca_layout_of  # noqa: E402
+
+
+def with_source_rows(rows: np.ndarray, classes: tuple[int, ...] = (SRC,)):
+    """A layout and updates that are zero except the rows (incoming weights, then bias) of ``classes``.
+
+    ``rows`` is ``[K, H+1]``; every class in ``classes`` gets the same rows, other classes stay all-zero
+    and so never split.
+    """
+    k, h = rows.shape[0], rows.shape[1] - 1
+    layout = pca_layout_of(h=h)
+    upd = np.zeros((k, layout.num_params))
+    w, b = layout.slice_of(2), layout.slice_of(3)
+    for i in range(k):
+        wi = upd[i, w].reshape(layout.num_classes, h)
+        for c in classes:
+            wi[c] = rows[i, :h]
+            upd[i, b.start + c] = rows[i, h]
+        upd[i, w] = wi.ravel()
+    assert all(np.array_equal(layout.output_rows(upd)[:, c], rows) for c in classes)
+    return layout, upd
+
+
+def same_partition(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return bool(np.array_equal(a, b) or np.array_equal(a, 1 - b))
+
+
+def unstructured_rows(seed: int) -> np.ndarray:
+    """12 clients x 6 columns of plain noise: no clear split, so k-means' start points decide it."""
+    return np.random.default_rng(seed).normal(size=(12, 6))
+
+
+def test_pca_split_counts_the_pooled_rows_towards_the_three_it_needs():
+    rows = np.random.default_rng(0).normal(size=(3, 4))
+    assert _split(rows[:2], 0) is None
+    # pooling switched on but empty: still two rows in all -> nothing to split
+    assert _split(rows[:2], 0, pooled=np.empty((0, 4))) is None
+    # one client this round + two pooled rows = three rows: a split, reported for this round's client
+    got = _split(rows[:1], 0, pooled=rows[1:])
+    assert got is not None and got["labels"].shape == (1,) and got["pooled_sizes"].sum() == 3
+    # two clients this round, many pooled rows: the pooled rows make the split possible
+    got = _split(rows[:2], 0, pooled=np.random.default_rng(1).normal(size=(6, 4)))
+    assert got is not None and got["labels"].shape == (2,) and got["pooled_sizes"].sum() == 8
+
+
+def test_pca_kmeans_is_scikit_learns_with_ten_seeded_restarts():
+    """Step 4: ``KMeans(2, n_init=10, random_state=seed)`` on the projection; cluster labels are ints.
+
+    The data are chosen so that a single start (scikit-learn's default ``n_init`` for k-means++) ends
+    in another partition, so the number of restarts shows.
+    """
+    rows = unstructured_rows(2)
+    proj, _ = pca_2d(standardise(rows))
+    got = _split(rows, 0)
+    assert np.array_equal(got["labels"], KMeans(n_clusters=2, n_init=10, random_state=0).fit(proj).labels_)
+    assert not same_partition(got["labels"], KMeans(n_clusters=2, n_init=1, random_state=0).fit(proj).labels_)
+    assert got["labels"].dtype.kind == "i"
+    layout, upd = with_source_rows(rows)
+    agg = pca_filter(upd, np.ones(12), layout, source_class=SRC)
+    assert all(type(c) is int for c in agg.info["cluster"])
+
+
+def test_pca_filter_seed_defaults_to_zero_and_reaches_kmeans_in_both_modes():
+    layout, upd = with_source_rows(unstructured_rows(5))
+    w = np.ones(12)
+    for mode in (SRC, None):  # class given, or chosen per round (only SRC's rows can split here)
+        default = pca_filter(upd, w, layout, source_class=mode)
+        by_seed = {s: pca_filter(upd, w, layout, source_class=mode, seed=s) for s in (0, 1)}
+        assert default.info["cluster"] == by_seed[0].info["cluster"]
+        assert not same_partition(by_seed[0].info["cluster"], by_seed[1].info["cluster"])
+        for s, agg in by_seed.items():  # the chosen class is split exactly as when it is given
+            assert agg.info["source_class"] == SRC
+            assert agg.info["cluster"] == pca_filter(upd, w, layout, source_class=SRC, seed=s).info["cluster"]
+
+
+def test_pca_fallbacks_say_why_and_report_every_client_at_the_origin():
+    rng = np.random.default_rng(3)
+    layout = pca_layout_of()
+    cases = {
+        "fewer than 3 clients": rng.normal(size=(2, layout.num_params)),
+        "no split (rows identical)": np.tile(rng.normal(size=layout.num_params), (3, 1)),
+    }
+    for reason, upd in cases.items():
+        k = len(upd)
+        agg = pca_filter(upd, np.ones(k), layout, source_class=SRC)
+        assert agg.info["fallback"] == reason
+        assert agg.info["projection"] == [[0.0, 0.0]] * k and agg.info["cluster"] == [0] * k
+        assert "silhouette" not in agg.info and agg.info["flagged"] == [] and agg.kept.all()
+
+
+def test_pca_reported_silhouette_is_scikit_learns_and_a_split_at_the_threshold_acts():
+    layout, upd, attackers = planted()
+    w = np.ones(len(upd))
+    agg = pca_filter(upd, w, layout, source_class=SRC)
+    sil = silhouette_score(np.array(agg.info["projection"]), agg.info["cluster"])
+    assert agg.info["silhouette"] == pytest.approx(sil, abs=1e-12)
+    # "below min_silhouette" is strict: a split exactly at the threshold still drops its minority
+    at = pca_filter(upd, w, layout, source_class=SRC, min_silhouette=agg.info["silhouette"])
+    assert at.info["flagged"] == attackers.tolist() and "fallback" not in at.info
+
+
+def test_pca_visualise_only_keeps_a_boolean_mask():
+    layout, upd, _ = planted()
+    agg = pca_filter(upd, np.ones(len(upd)), layout, source_class=SRC, visualise_only=True)
+    assert agg.kept.dtype == bool and agg.kept.all() and agg.info["flagged"]
+
+
+def test_pca_class_chosen_per_round_pools_its_history_like_a_given_class():
+    layout, upd1, _ = planted(seed=2)
+    upd2 = upd1[:5] + 0.05 * np.random.default_rng(9).normal(size=(5, layout.num_params))
+    history = layout.output_rows(upd1)
+    w = np.ones(5)
+    auto = pca_filter(upd2, w, layout, source_class=None, history_rows=history)
+    chosen = auto.info["source_class"]
+    fixed = pca_filter(upd2, w, layout, source_class=chosen, history_rows=history)
+    alone = pca_filter(upd2, w, layout, source_class=chosen)
+    assert auto.info["pooled_rows"] == 11
+    np.testing.assert_allclose(auto.info["projection"], fixed.info["projection"], atol=1e-12)
+    assert auto.info["cluster"] == fixed.info["cluster"]
+    assert not np.allclose(np.abs(auto.info["projection"]), np.abs(alone.info["projection"]))
+
+
+def test_pca_equal_silhouettes_choose_the_lowest_class():
+    """Classes 2 and 5 get identical rows, so their silhouettes tie exactly; the lowest index wins."""
+    rows = np.concatenate([np.zeros((6, 5)), np.full((3, 5), 2.0)]) + np.random.default_rng(1).normal(
+        scale=0.1, size=(9, 5)
+    )
+    layout, upd = with_source_rows(rows, classes=(5, 2))
+    agg = pca_filter(upd, np.ones(9), layout, source_class=None)
+    sils = agg.info["silhouette_per_class"]
+    assert sils[2] == sils[5] and sils[2] is not None and agg.info["source_class"] == 2
+
+
+def test_pca_source_class_error_states_the_allowed_range():
+    layout, upd, _ = planted()
+    with pytest.raises(ValueError, match=r"source_class 10 outside \[0, 10\)"):
+        pca_filter(upd, np.ones(len(upd)), layout, source_class=10)
+
+
+@pytest.mark.parametrize("step", [standardise, lambda z: pca_2d(z)[0]], ids=["standardise", "pca_2d"])
+def test_pca_steps_compute_in_double_precision_whatever_the_input(step):
+    z32 = (np.random.default_rng(6).normal(size=(9, 5)) * [3.0, 1.0, 0.5, 0.2, 0.1]).astype(np.float32)
+    got = step(z32)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, step(z32.astype(np.float64)), rtol=0, atol=1e-12)
+
+
+# --- strategies/lfighter.py: mild mode's k-means, scores and fallback; helpers (second run's survivors) ----
+from strategies.defaults import KMEANS_N_INIT  # noqa: E402
+from strategies.lfighter import _neuron_data, neuron_magnitudes, top_two  # noqa: E402
+
+
+def mild_case():
+    """12 clients of plain noise: k-means' start points decide the mild split (10 classes, 5 hidden)."""
+    layout = layout_of(10, 5)
+    return layout, np.random.default_rng(2).normal(size=(12, layout.num_params))
+
+
+def mild_data(layout, upd, neurons) -> np.ndarray:
+    """Procedure 1's input, built by hand: each client's weight rows of the two neurons, concatenated."""
+    rows = layout.output_rows(upd)[:, :, :-1]
+    return np.concatenate([rows[:, n] for n in neurons], axis=1)
+
+
+def test_lfighter_mild_clusters_as_seeded_scikit_learn_kmeans_with_its_restarts():
+    layout, upd = mild_case()
+    w = np.ones(len(upd))
+    infos = {s: lfighter(upd, w, layout, seed=s).info for s in (0, 1)}
+    data = mild_data(layout, upd, infos[0]["neurons"])
+    for s, info in infos.items():
+        ref = KMeans(n_clusters=2, n_init=KMEANS_N_INIT, random_state=s).fit(data).labels_
+        assert info["cluster"] == ref.tolist() and all(type(c) is int for c in info["cluster"])
+    assert lfighter(upd, w, layout).info["cluster"] == infos[0]["cluster"]  # the default seed is 0
+    # the data are chosen so that the seed and the number of restarts both change the partition
+    assert not same_partition(infos[0]["cluster"], infos[1]["cluster"])
+    assert not same_partition(infos[0]["cluster"], KMeans(n_clusters=2, n_init=1, random_state=0).fit(data).labels_)
+
+
+@pytest.mark.parametrize("score,dns_of", [("paper", inverse_density), ("code", code_dissimilarity)])
+def test_lfighter_mild_scores_each_cluster_by_its_own_members(score, dns_of):
+    layout, upd = mild_case()
+    info = lfighter(upd, np.ones(len(upd)), layout, score=score).info
+    data = mild_data(layout, upd, info["neurons"])
+    labels = np.array(info["cluster"])
+    np.testing.assert_allclose(info["dns"], [dns_of(data[labels == j]) for j in (0, 1)], rtol=1e-12)
+
+
+def test_lfighter_mild_keeps_everyone_when_kmeans_finds_one_cluster():
+    """Rows that differ by 1e-200: not identical, but their squared distances underflow to 0, so k-means
+    puts every client in one cluster (scikit-learn warns) -- there is nothing to compare."""
+    layout = layout_of(10, 5)
+    upd = np.zeros((6, layout.num_params))
+    upd[2, layout.slice_of(2).start] = 1e-200
+    with pytest.warns(Warning, match="distinct clusters"):
+        agg = lfighter(upd, np.ones(6), layout)
+    assert agg.info["fallback"] == "k-means found one cluster" and agg.kept.all()
+    assert len(set(agg.info["cluster"])) == 1
+
+
+def test_neuron_data_concatenates_the_chosen_neurons_rows():
+    rows = np.random.default_rng(0).normal(size=(3, 4, 2))
+    np.testing.assert_array_equal(_neuron_data(rows, np.array([2, 0])), np.concatenate([rows[:, 2], rows[:, 0]], 1))
+    per_client = np.array([[1, 2], [0, 3], [3, 1]])  # extreme mode: each client its own two neurons
+    expected = np.stack([np.concatenate([rows[k, i], rows[k, j]]) for k, (i, j) in enumerate(per_client)])
+    np.testing.assert_array_equal(_neuron_data(rows, per_client), expected)
+
+
+def test_top_two_breaks_ties_by_the_lower_index_in_long_rows():
+    """Many ties in 50 neurons (beyond the sizes where numpy's default sort happens to keep order)."""
+    mags = np.random.default_rng(0).integers(0, 3, size=(4, 50)).astype(float)
+    expected = [sorted(range(50), key=lambda i: -row[i])[:2] for row in mags]  # Python's sort is stable
+    np.testing.assert_array_equal(top_two(mags), expected)
+
+
+def test_neuron_magnitudes_are_computed_in_double_precision_whatever_the_input():
+    layout = layout_of(10, 5)
+    u32 = np.random.default_rng(9).normal(size=(4, layout.num_params)).astype(np.float32)
+    got = neuron_magnitudes(u32, layout)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, neuron_magnitudes(u32.astype(np.float64), layout), rtol=1e-13, atol=0)
+
+
+def test_pca_and_lfighter_strategies_built_without_a_seed_use_seed_zero():
+    """The registry always passes the run's seed; a Strategy built by hand must still be reproducible, as seed 0."""
+    w, ids = np.ones(12), list(range(12))
+
+    def clusters(cls, layout, upd, **kw):
+        return [cls(**kw, **seed).aggregate_updates(upd, w, layout, ids, 1).info["cluster"]
+                for seed in ({}, {"seed": 0}, {"seed": 1})]
+
+    for got in (clusters(D.PCAFilter, *with_source_rows(unstructured_rows(5)), source_class=SRC),
+                clusters(D.LFighter, *mild_case())):
+        default, zero, one = got
+        assert default == zero and not same_partition(zero, one)

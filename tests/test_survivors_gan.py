@@ -344,3 +344,69 @@ def test_the_dcgan_generator_is_hitajs_architecture_and_stores_no_normalisation_
     assert [type(m) for m in g.up] == [nn.Unflatten, nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU, nn.ConvTranspose2d]
     keys = set(gan.pack_state(g, gan.make_optimizer(g, 0.01)))
     assert keys and not any("pixels" in k for k in keys)
+
+
+# --- the generator's shape check and an inactive round (second run's survivors) -------------------------
+@pytest.mark.parametrize("kind,shape,problem", [
+    ("wgan", (1, 8, 8), "one of dcgan, mlp"),
+    ("dcgan", (8, 8), "a (C, H, W) image shape, got (8, 8)"),
+    ("mlp", (1, 0, 8), "a (C, H, W) image shape, got (1, 0, 8)"),
+    ("dcgan", (4, 8, 8), None),  # up to 4 channels
+    ("dcgan", (5, 8, 8), "1-4 channels; the data set's images are 5x8x8"),
+    ("mlp", (5, 8, 8), None),
+])
+def test_generator_shape_problem_names_what_is_allowed(kind, shape, problem):
+    got = gan.shape_problem(kind, shape)
+    assert got is None if problem is None else problem in got
+
+
+def test_an_inactive_round_neither_poisons_the_data_nor_crafts_the_reply():
+    """Outside the attack window a malicious client trains exactly like an honest one."""
+
+    class Outside(Behaviour):
+        malicious = True
+
+        def active(self, server_round: int) -> bool:
+            return False
+
+        def training_set(self, r):
+            raise AssertionError("training_set called outside the attack window")
+
+        def craft(self, r, state):
+            raise AssertionError("craft called outside the attack window")
+
+    cfg = _cfg(attack="none")
+    r = _round(cfg)
+    got = Outside(0, cfg).local_work(r)
+    assert got.num_examples == r.y.shape[0]
+    assert set(got.metrics) == {"train-loss", "train-accuracy", "received-model-accuracy"}
+
+
+def test_training_applies_the_rounds_augmentation():
+    seen = []
+
+    def augment(xb, gen):
+        seen.append(xb.shape[0])
+        return xb
+
+    cfg = _cfg(attack="none")
+    r = _round(cfg)
+    r.augment = augment
+    Behaviour(0, cfg).local_work(r)
+    assert sum(seen) == r.y.shape[0] * cfg["local-epochs"]  # every sample of every epoch went through it
+
+
+def test_received_model_accuracy_sample_size():
+    """n = 0: not measured (NaN); 0 < n < len: a seeded subsample of n; otherwise every sample."""
+    from clients.behaviour import received_model_accuracy
+
+    cfg = _cfg(attack="none")
+    x, y = federation_for(cfg).client_data(0)
+    model = _constant(int(y[0]), outputs=10)
+    everyone = local_accuracy(model, x, y)
+    assert 0 < everyone < 1
+    assert math.isnan(received_model_accuracy(model, x, y, 0, seed=4))
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(4))[:1]
+    one = received_model_accuracy(model, x, y, 1, seed=4)
+    assert one in (0.0, 1.0) and one == local_accuracy(model, x[idx], y[idx])
+    assert received_model_accuracy(model, x, y, -1, seed=4) == everyone
