@@ -19,7 +19,7 @@ from strategies import defenses as D
 from strategies.base import DefenseStrategy
 from strategies.lfighter import code_dissimilarity, inverse_density, lfighter
 from strategies.registry import build_strategy
-from test_lfighter import extreme_updates, layout_of
+from test_lfighter import extreme_updates, layout_of, with_output_rows
 from test_pca_filter import SRC
 from test_pca_filter import planted as pca_planted
 
@@ -388,7 +388,6 @@ def test_foolsgold_strategy_history_per_scope(scope, features):
 
 # --- strategies/pca_filter.py (survivors of the last run) -----------------------------------------------
 from strategies.pca_filter import _split, pca_2d, pca_filter  # noqa: E402
-from test_pca_filter import SRC, planted  # noqa: E402
 
 
 def test_pca_2d_equals_scikit_learn_on_uncentred_data_with_its_signs():
@@ -423,14 +422,14 @@ def test_three_distinct_rows_are_enough_to_split():
 
 
 def test_source_class_zero_is_a_class_and_the_report_says_whether_it_only_visualises():
-    layout, upd, _ = planted()
+    layout, upd, _ = pca_planted()
     for visualise in (True, False):
         agg = pca_filter(upd, np.ones(len(upd)), layout, source_class=0, visualise_only=visualise)
         assert agg.info["source_class"] == 0 and agg.info["visualise_only"] is visualise
 
 
 def test_a_single_pooled_row_is_pooled():
-    layout, upd, attackers = planted()
+    layout, upd, attackers = pca_planted()
     history = layout.output_rows(upd[:1])  # one earlier row, [1, C, H+1]
     agg = pca_filter(upd, np.ones(len(upd)), layout, source_class=SRC, history_rows=history)
     assert agg.info["pooled_rows"] == 1
@@ -452,16 +451,9 @@ def with_source_rows(rows: np.ndarray, classes: tuple[int, ...] = (SRC,)):
     """
     k, h = rows.shape[0], rows.shape[1] - 1
     layout = pca_layout_of(h=h)
-    upd = np.zeros((k, layout.num_params))
-    w, b = layout.slice_of(2), layout.slice_of(3)
-    for i in range(k):
-        wi = upd[i, w].reshape(layout.num_classes, h)
-        for c in classes:
-            wi[c] = rows[i, :h]
-            upd[i, b.start + c] = rows[i, h]
-        upd[i, w] = wi.ravel()
-    assert all(np.array_equal(layout.output_rows(upd)[:, c], rows) for c in classes)
-    return layout, upd
+    out = np.zeros((k, layout.num_classes, h + 1))
+    out[:, list(classes)] = rows[:, None, :]
+    return layout, with_output_rows(layout, out, np.zeros((k, layout.num_params)))
 
 
 def same_partition(a, b) -> bool:
@@ -533,7 +525,7 @@ def test_pca_fallbacks_say_why_and_report_every_client_at_the_origin():
 
 
 def test_pca_reported_silhouette_is_scikit_learns_and_a_split_at_the_threshold_acts():
-    layout, upd, attackers = planted()
+    layout, upd, attackers = pca_planted()
     w = np.ones(len(upd))
     agg = pca_filter(upd, w, layout, source_class=SRC)
     sil = silhouette_score(np.array(agg.info["projection"]), agg.info["cluster"])
@@ -544,13 +536,13 @@ def test_pca_reported_silhouette_is_scikit_learns_and_a_split_at_the_threshold_a
 
 
 def test_pca_visualise_only_keeps_a_boolean_mask():
-    layout, upd, _ = planted()
+    layout, upd, _ = pca_planted()
     agg = pca_filter(upd, np.ones(len(upd)), layout, source_class=SRC, visualise_only=True)
     assert agg.kept.dtype == bool and agg.kept.all() and agg.info["flagged"]
 
 
 def test_pca_class_chosen_per_round_pools_its_history_like_a_given_class():
-    layout, upd1, _ = planted(seed=2)
+    layout, upd1, _ = pca_planted(seed=2)
     upd2 = upd1[:5] + 0.05 * np.random.default_rng(9).normal(size=(5, layout.num_params))
     history = layout.output_rows(upd1)
     w = np.ones(5)
@@ -576,7 +568,7 @@ def test_pca_equal_silhouettes_choose_the_lowest_class():
 
 
 def test_pca_source_class_error_states_the_allowed_range():
-    layout, upd, _ = planted()
+    layout, upd, _ = pca_planted()
     with pytest.raises(ValueError, match=r"source_class 10 outside \[0, 10\)"):
         pca_filter(upd, np.ones(len(upd)), layout, source_class=10)
 
