@@ -26,8 +26,9 @@ and may add the numbers the paper reports, so that ``fl-poison report`` can set 
 Ours for a cell: the finished runs of ``sweep`` whose config matches ``where``; within each seed the mean
 over the ``average-over`` values, then the mean ± sample std (ddof 1; 0 for one seed) over seeds.
 
-Verdicts (:func:`verdict`): *reproduced* when |ours − paper| ≤ tolerance; else *same direction* when the
-cell takes part in at least one claim and every such claim holds on ours; else *contradicted*. Two more
+Verdicts (:func:`verdict`): *reproduced* when |ours − paper| ≤ tolerance; else *same direction* when at
+least one claim on the cell holds on ours and none fails (a claim with no number of ours on one side is
+"unchecked"); else *contradicted*. Two more
 say that no comparison was possible: *reference* (the cell has no paper value) and *not measured* (no run,
 or runs that differ in a key the cell neither filters nor averages). Every verdict carries its reason, and
 a difference between our rounds and the cell's ``rounds`` is always part of it.
@@ -425,22 +426,29 @@ def rounds_note(cell_rounds: int | None, ours: Sequence[int]) -> str | None:
 
 
 def verdict(cell: Cell, ours: Pooled, claims: Sequence[ClaimCheck] = ()) -> tuple[str, str]:
-    """(verdict, reason) of one cell; the reason always names a rounds difference and pooling gaps."""
+    """(verdict, reason) of one cell; the reason always names a rounds difference and pooling gaps.
+
+    Same direction needs at least one claim on the cell that holds on ours and none that fails; a claim
+    whose other side has no number of ours is listed as unchecked and decides nothing.
+    """
     extra = [n for n in (rounds_note(cell.rounds, ours.rounds), *ours.notes) if n]
     if ours.blocker is not None:
         return NOT_MEASURED, "; ".join([ours.blocker, *extra])
     if cell.paper is None:
         return REFERENCE, "; ".join(["no paper value", *extra])
     diff = ours.mean - cell.paper
-    if abs(diff) <= cell.tolerance:
-        return REPRODUCED, "; ".join([f"|{diff:+.3f}| <= {cell.tolerance:g}", *extra])
+    if abs(diff) <= cell.tolerance + 1e-9:  # 0.55 - 0.5 is 0.05000000000000004 in floats
+        return REPRODUCED, "; ".join([f"within tolerance: off by {diff:+.3f}, allowed ±{cell.tolerance:g}", *extra])
     mine = [c for c in claims if cell.id in (c.claim.left, c.claim.right)]
-    off = f"|{diff:+.3f}| > {cell.tolerance:g}"
-    if mine and all(c.holds for c in mine):
-        return SAME_DIRECTION, "; ".join([off, "holds: " + ", ".join(c.text() for c in mine), *extra])
-    failed = [c for c in mine if not c.holds]
-    why = ["fails: " + ", ".join(c.text() for c in failed)] if failed else ["no ordering claim"]
-    return CONTRADICTED, "; ".join([off, *why, *extra])
+    held, failed = [c for c in mine if c.holds], [c for c in mine if c.holds is False]
+    unchecked = [c for c in mine if c.holds is None]
+    parts = [f"off by {diff:+.3f}, allowed ±{cell.tolerance:g}"]
+    for word, group in (("fails", failed), ("holds", held), ("unchecked", unchecked)):
+        if group:
+            parts.append(f"{word}: " + ", ".join(c.text() for c in group))
+    if not mine:
+        parts.append("no ordering claim")
+    return (SAME_DIRECTION if held and not failed else CONTRADICTED), "; ".join(parts + extra)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,10 @@ def _f(v: float | None, signed: bool = False) -> str:
     return "—" if v is None else (f"{v:+.3f}" if signed else f"{v:.3f}")
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a pipe would split the markdown table cell
+
+
 def _ours(r: CellResult) -> str:
     p = r.ours
     if p.mean is None:
@@ -124,7 +128,7 @@ def write_markdown(cmp: PaperComparison, path: Path) -> Path:
              "|---|---|---|---|---|---|---|"]
     for r in cmp.results:
         lines.append(f"| {r.cell.label} (`{r.cell.id}`) | {r.cell.metric} | {_paper(r)} | {_ours(r)} | "
-                     f"{_f(r.difference, signed=True)} | {r.verdict} | {r.reason} |")
+                     f"{_f(r.difference, signed=True)} | {r.verdict} | {_cell(r.reason)} |")
     if cmp.claims:
         lines += ["", "## Ordering claims", "", "| claim | paper | ours | holds on ours |", "|---|---|---|---|"]
         for c in cmp.claims:
