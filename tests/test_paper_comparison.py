@@ -15,14 +15,10 @@ from fl_poison.report import make_report
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 
-TINY = """[config]
+TINY = """[config]  # never runs: every test here stops before training or only plans
 dataset = "digits"
-num-clients = 4
-clients-per-round = 4
-num-rounds = 2
-source-class = 7
-target-class = 1
 attack = "label-flip"
+"source-class" = 7
 malicious-fraction = 0.25
 
 [sweep.a]
