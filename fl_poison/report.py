@@ -299,6 +299,9 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
     if not runs:
         raise FileNotFoundError(f"no finished runs (summary.json) under {folder}")
     out = Path(out) if out else Path(folder) / "report"
+    from fl_poison.paper_report import paper_comparison_for  # [paper] cells: validated before any file is written
+
+    paper = paper_comparison_for(folder, runs)
     by, names, rows = aggregate(runs, by, metrics)
     files = list(write_tables(by, names, rows, out))
     if (cv := cv_table(by, rows, out)) is not None:
@@ -313,4 +316,6 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
         from fl_poison.gan_report import write_gan_report
 
         files += write_gan_report(runs, out, figures)
+    if paper is not None:
+        files += paper.write(out, figures)
     return {"runs": len(runs), "by": by, "metrics": names, "rows": rows, "files": files}
