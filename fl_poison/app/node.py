@@ -130,6 +130,8 @@ class LocalNode:
     malicious: bool
     num_classes: int
     augment: Any
+    #: an attacker's pool under honest-holds-source=false (the samples no honest client holds), else None
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
@@ -142,7 +144,7 @@ def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
     if setup.own_files:
         ds = load_dataset(dcfg["dataset"], Path(setup.data_dir).expanduser(), download=False)
         x, y, n_classes, augment = ds.x_train, ds.y_train, ds.spec.num_classes, ds.augment
-        planned = False
+        planned, pool = False, None
     else:
         if setup.num_partitions is not None and setup.num_partitions != cfg["num-clients"]:
             raise ConfigError("num-partitions", setup.num_partitions,
@@ -151,8 +153,10 @@ def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
         x, y = fed.client_data(setup.index)
         n_classes, augment = fed.num_classes, fed.dataset.augment
         planned = setup.index in fed.malicious
+        pool = fed.spare_data()
     malicious = planned if setup.malicious is None else setup.malicious
-    return LocalNode(setup.index, role_config(cfg, setup), x, y, malicious, n_classes, augment)
+    return LocalNode(setup.index, role_config(cfg, setup), x, y, malicious, n_classes, augment,
+                     pool if malicious else None)
 
 
 def identity(node_config: Mapping[str, Any]) -> dict[str, Any]:
