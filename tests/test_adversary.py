@@ -10,7 +10,7 @@ from clients.attacks.train_and_scale import MedianHonestScaling
 from fl_poison.adversary import MARKER, AdversarySeat, seat_for
 from fl_poison.app.replies import CountingGrid, innermost
 from fl_poison.config import resolve
-from tests.flower_replies import make_reply
+from flower_replies import make_reply
 
 GLOBAL = {"w": np.zeros(4, np.float32)}
 
