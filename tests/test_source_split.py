@@ -81,7 +81,6 @@ def test_injection_keeps_the_attackers_set_size_and_its_fedavg_weight(tmp_path):
     assert s["malicious_clients"][0] in rec["clients"]
 
 
-@pytest.mark.slow
 def test_the_no_attack_control_reports_ata_and_mta(tmp_path):
     """attack=none with a class pair and honest-holds-source=false: nobody trains on 3; ATA (3 -> 8) and MTA exist."""
     cfg = resolve({**AUTHORS, "attack": "none", "num-malicious": -1, "injection-rate": -1.0, "num-rounds": 2,
