@@ -8,6 +8,7 @@ defense (a Strategy) never sees it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ class Federation:
         idx = torch.from_numpy(self.parts[cid])
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
+    @functools.cached_property
     def spare_data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The samples no honest client holds (``honest-holds-source=false``), or None."""
+        """The samples no honest client holds (``honest-holds-source=false``), or None; built once."""
         if self.spare is None:
             return None
         idx = torch.from_numpy(self.spare)

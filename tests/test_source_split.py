@@ -120,3 +120,15 @@ def test_an_empty_attackers_set_is_refused_by_name(capsys):
     assert main(["run"] + [a for k, v in keys.items() for a in ("--set", f"{k}={v}")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'honest-holds-source'" in err[-1]
+
+
+def test_the_split_works_with_attackers_drawn_among_the_source_holders_of_a_dirichlet_split():
+    """Attackers are chosen on the partition as drawn (they held the source); then every part loses it."""
+    cfg = resolve({**AUTHORS, "partition": "dirichlet", "dirichlet-alpha": 0.3, "malicious-from-source-holders": True})
+    fed = federation_for(cfg)
+    labels = fed.dataset.y_train.numpy()
+    drawn = federation_for(resolve({**AUTHORS, "partition": "dirichlet", "dirichlet-alpha": 0.3,
+                                    "malicious-from-source-holders": True, "honest-holds-source": True}))
+    assert fed.malicious == drawn.malicious and all((labels[drawn.parts[c]] == 3).any() for c in fed.malicious)
+    assert not any((labels[p] == 3).any() for p in fed.parts)
+    assert local_node(cfg, {"partition-id": fed.malicious[0], "num-partitions": 10}).pool[1].shape[0] == fed.spare.size

@@ -141,10 +141,11 @@ def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
 
     setup = node_setup(node_config)
     dcfg = data_config(cfg, setup)
+    pool = None
     if setup.own_files:
         ds = load_dataset(dcfg["dataset"], Path(setup.data_dir).expanduser(), download=False)
         x, y, n_classes, augment = ds.x_train, ds.y_train, ds.spec.num_classes, ds.augment
-        planned, pool = False, None
+        planned = False
     else:
         if setup.num_partitions is not None and setup.num_partitions != cfg["num-clients"]:
             raise ConfigError("num-partitions", setup.num_partitions,
@@ -153,10 +154,10 @@ def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
         x, y = fed.client_data(setup.index)
         n_classes, augment = fed.num_classes, fed.dataset.augment
         planned = setup.index in fed.malicious
-        pool = fed.spare_data()
     malicious = planned if setup.malicious is None else setup.malicious
-    return LocalNode(setup.index, role_config(cfg, setup), x, y, malicious, n_classes, augment,
-                     pool if malicious else None)
+    if malicious and not setup.own_files:
+        pool = fed.spare_data
+    return LocalNode(setup.index, role_config(cfg, setup), x, y, malicious, n_classes, augment, pool)
 
 
 def identity(node_config: Mapping[str, Any]) -> dict[str, Any]:
