@@ -140,11 +140,11 @@ def injection_indices(
         )
     labels = np.asarray(labels)
     n = labels.size if size is None else int(size)
-    if n < 1:
-        raise ValueError(f"the attacker's local set size must be >= 1, got {n}")
     src_idx = np.flatnonzero(labels == source)
     if src_idx.size == 0:
         return np.empty(0, dtype=np.int64)
+    if n < 1:
+        raise ValueError(f"the attacker's local set size must be >= 1, got {n}")
     n_src = min(n, max(1, _round_half_up(rate * n)))
     picked = [draw(src_idx, n_src, rng), draw(np.flatnonzero(labels != source), n - n_src, rng)]
     return np.sort(np.concatenate(picked).astype(np.int64))
