@@ -45,6 +45,8 @@ class RoundInput:
     (``state_dict`` order). ``seed`` is distinct per (run seed, round, client);
     ``rng`` is a numpy generator seeded from it. ``store`` persists across
     rounds on this node, in every engine (Flower's ``Context.state``).
+    ``pool``: under ``honest-holds-source=false``, an attacker's pool (the
+    samples no honest client holds) it draws its training set from each round.
     """
 
     cid: int
@@ -60,6 +62,7 @@ class RoundInput:
     rng: np.random.Generator
     store: NodeStore
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -123,6 +126,14 @@ class Behaviour:
         ConfigError when the split cannot serve this attack.
         """
         return parts
+
+    @classmethod
+    def colluder(cls, config: Config) -> Any:
+        """The server-side half of a colluding attack (a :class:`fl_poison.adversary.Colluder`), or None.
+
+        Returned by attacks that need the round's benign replies; the ServerApp then seats it on its Grid.
+        """
+        return None
 
     # --- the round --------------------------------------------------------------
     def active(self, server_round: int) -> bool:

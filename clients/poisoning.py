@@ -8,9 +8,9 @@ with exactly the code path an honest one uses (the attack is "just data").
 * Untargeted flip (blog seed 000): every label is remapped through a fixed
   permutation of the classes — ``reverse`` (``y -> C-1-y``, what other
   frameworks usually do) or a seeded ``random`` derangement.
-* Injection rate (ADA, Sun et al. §III-C1): the attacker trains on its flipped
-  source examples mixed with a drawn subset of clean examples so that flipped
-  examples make up a chosen share of its training set.
+* Injection rate (ADA, Sun et al. §III-C1): the attacker trains on a set of
+  its local set's size in which flipped source examples make up a chosen
+  share and drawn clean examples the rest.
 
 Run keys validated here: ``attack``, ``source-class``, ``target-class``,
 ``flip-map``, ``injection-rate``, ``attack-start-round``, ``attack-end-round``.
@@ -93,34 +93,44 @@ def flip_untargeted(labels: np.ndarray, mapping: np.ndarray) -> np.ndarray:
     return mapping[labels].astype(labels.dtype, copy=False)
 
 
+def draw(pool: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` entries of ``pool``: without replacement when it holds ``k``, else all of it plus seeded repeats.
+
+    The repeats keep a set's size (and so its FedAvg weight) when a pool is
+    smaller than the share asked of it; an empty pool gives an empty draw.
+    """
+    pool = np.asarray(pool, dtype=np.int64)
+    if k <= 0 or pool.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if k <= pool.size:
+        return rng.choice(pool, size=k, replace=False)
+    whole, rest = divmod(k, pool.size)
+    return np.concatenate([np.tile(pool, whole), rng.choice(pool, size=rest, replace=False)])
+
+
 def injection_indices(
-    labels: np.ndarray, source: int, rate: float, rng: np.random.Generator
+    labels: np.ndarray, source: int, rate: float, rng: np.random.Generator, size: int | None = None
 ) -> np.ndarray:
-    """Local indices of the attacker's training set at injection rate ``rate``.
+    """Indices into ``labels`` of an attacker's training set at injection rate ``rate``, ``size`` samples long.
 
-    ADA (Sun et al. §III-C1): all source-class examples are flipped and "a
-    subset of other samples are randomly selected so that the poisoned samples
-    account for [rate] of the total training samples of the adversary". With
-    ``n_src`` source examples and ``n_other`` clean ones:
+    ADA (Sun et al. §III-C1): the poisoned samples "account for [rate] of the
+    total training samples of the adversary" and the rest are randomly
+    selected other samples. The set keeps the attacker's local set size
+    ``size`` (default ``len(labels)``), so its FedAvg weight is that of an
+    honest client of the same size, as in the authors' code (225 flipped
+    source + 225 clean samples, the 450 of an honest client):
 
-    1. ``n_clean = round(n_src * (1 - rate) / rate)`` clean examples are drawn
-       (uniformly, without replacement) when that many exist; all source
-       examples are kept. ``rate = 1`` gives the source examples only.
-    2. Otherwise there are too few clean examples to dilute every flipped one:
-       all ``n_other`` clean examples are kept and the *source* examples are
-       subsampled to ``round(n_other * rate / (1 - rate))`` so the share still
-       holds (e.g. 10 source + 90 clean at rate 0.05: 5 source + 90 clean).
-       The paper is silent here; we keep the share rather than the count,
-       because the share is the experiment's parameter. At least one source
-       example is kept (a set with none is honest training), so for tiny
-       ``n_other`` the share overshoots; with ``n_other = 0`` no subset can be
-       diluted and all source examples are returned.
+    * ``n_src = round(rate * size)`` source-class samples (to be flipped),
+    * ``size - n_src`` samples of the other classes (kept clean),
 
-    Rounding is half-up (``floor(x + 0.5)``). With no source example the
-    result is empty: the caller must decide (train honestly or skip the
-    round) — an empty training set is never what it should train on.
+    each drawn uniformly without replacement, or, where the candidates are
+    fewer than asked, all of them plus seeded repeats (:func:`draw`): an
+    attacker holding 5 source samples at rate 0.5 of 100 trains on each of
+    them 10 times. Rounding is half-up. With no source candidate the result
+    is empty (the caller trains honestly); with no clean candidate only the
+    source part is returned.
 
-    Returns sorted int64 indices into ``labels``; flip them with
+    Returns int64 indices (sorted, possibly repeated); flip them with
     :func:`flip_targeted` on ``labels[indices]``.
     """
     if math.isnan(rate) or not 0.0 < rate <= 1.0:
@@ -129,25 +139,15 @@ def injection_indices(
             f"data), got {rate}"
         )
     labels = np.asarray(labels)
+    n = labels.size if size is None else int(size)
     src_idx = np.flatnonzero(labels == source)
-    other_idx = np.flatnonzero(labels != source)
-    n_src, n_other = src_idx.size, other_idx.size
-    if n_src == 0:
+    if src_idx.size == 0:
         return np.empty(0, dtype=np.int64)
-    if rate == 1.0:
-        return src_idx.astype(np.int64)
-    n_clean = _round_half_up(n_src * (1.0 - rate) / rate)
-    if n_clean <= n_other:
-        clean = rng.choice(other_idx, size=n_clean, replace=False)
-        keep_src = src_idx
-    elif n_other == 0:
-        clean = other_idx
-        keep_src = src_idx
-    else:
-        clean = other_idx
-        n_keep = min(n_src, max(1, _round_half_up(n_other * rate / (1.0 - rate))))
-        keep_src = rng.choice(src_idx, size=n_keep, replace=False)
-    return np.sort(np.concatenate([keep_src, clean]).astype(np.int64))
+    if n < 1:
+        raise ValueError(f"the attacker's local set size must be >= 1, got {n}")
+    n_src = min(n, max(1, _round_half_up(rate * n)))
+    picked = [draw(src_idx, n_src, rng), draw(np.flatnonzero(labels != source), n - n_src, rng)]
+    return np.sort(np.concatenate(picked).astype(np.int64))
 
 
 def attack_active(server_round: int, start: int, end: int) -> bool:
@@ -178,6 +178,7 @@ def poison_labels(
     mapping: np.ndarray | None,
     injection_rate: float,
     rng: np.random.Generator,
+    size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The one entry point a malicious client calls: what to train on, with which labels.
 
@@ -187,8 +188,9 @@ def poison_labels(
     * ``label-flip``: with ``injection_rate < 0`` (off) all local data is kept
       and source labels become ``target`` (Tolpegin / LFighter convention);
       with ``injection_rate`` in (0, 1] the set comes from
-      :func:`injection_indices` (ADA) and may be empty when the client holds
-      no source example — the caller then trains honestly or skips.
+      :func:`injection_indices` (ADA; ``size`` = the local set size) and is
+      empty when the candidates hold no source example — the caller then
+      trains honestly.
     * ``untargeted-flip``: all local data, every label through ``mapping``
       (from :func:`flip_map`). ``injection_rate`` must be off (< 0): dilution
       is defined relative to a source class, which this attack has none of.
@@ -202,7 +204,7 @@ def poison_labels(
         if injection_rate < 0:
             indices = np.arange(labels.size, dtype=np.int64)
         else:
-            indices = injection_indices(labels, source, injection_rate, rng)
+            indices = injection_indices(labels, source, injection_rate, rng, size)
         return indices, flip_targeted(labels[indices], source, target)
     if attack == "untargeted-flip":
         if mapping is None:

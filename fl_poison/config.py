@@ -95,10 +95,15 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("malicious-from-source-holders", bool, False, "draw attackers only among clients holding the source class"),
     Key("attack-start-round", int, 1, "first round the attackers poison", check=_ge(1), allowed="an integer >= 1"),
     Key("attack-end-round", int, -1, "last round the attackers poison (-1 = to the end)", check=_ge(-1), allowed="an integer >= 1, or -1"),
+    Key("honest-holds-source", bool, True, "honest clients hold source-class samples (false = the ADA authors' "
+        "split: they hold none; attackers draw source + clean samples afresh each round from the samples no "
+        "honest client holds)"),
     Key("malicious-availability", float, -1.0, "probability a sampled slot goes to an attacker (-1 = uniform sampling)",
         check=_unit_or_off, allowed="a number in [0, 1], or -1 for uniform sampling"),
     # --- defense --------------------------------------------------------------
     Key("defense", str, "fedavg", "aggregation rule / defense (a defense plug-in)", ()),
+    Key("aggregation-weights", str, "examples", "weight of a client in averaging defenses: examples = its "
+        "example count (FedAvg); uniform = equal (the ADA authors' code)", ("examples", "uniform")),
     # --- output ---------------------------------------------------------------
     Key("out-dir", str, "results", "folder that receives run directories"),
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
@@ -361,6 +366,7 @@ def _check_relations(c: dict[str, Any]) -> None:
     if c["attack-end-round"] >= 0 and c["attack-end-round"] < c["attack-start-round"]:
         raise ConfigError("attack-end-round", c["attack-end-round"],
                           f"-1 or a round >= attack-start-round ({c['attack-start-round']})")
+    _check_split(c, plugins)
     _check_paths(c)
     _check_device(c)
     for kind in ("attack", "defense"):
@@ -369,6 +375,28 @@ def _check_relations(c: dict[str, Any]) -> None:
             check(c, spec)
     if c["initial-model"]:
         _check_initial_model(c)
+
+
+def _check_split(c: dict[str, Any], plugins: Any) -> None:
+    """``honest-holds-source=false`` needs a source class and an attack that draws a flipped set (or none);
+    ``aggregation-weights=uniform`` needs a defense that averages."""
+    if c["aggregation-weights"] == "uniform" and not getattr(plugins.get("defense", c["defense"]), "averages", True):
+        raise ConfigError("aggregation-weights", "uniform", f"examples for defense={c['defense']} (it does not "
+                          "average updates, so there is no weight to make uniform)")
+    if c["honest-holds-source"]:
+        return
+    if c["source-class"] < 0:
+        raise ConfigError("honest-holds-source", False, "true unless source-class is set (false takes the source "
+                          "class away from every honest client)")
+    attack = plugins.get("attack", c["attack"])
+    if c["attack"] == "none":
+        return
+    if "injection-rate" not in {k.name for k in getattr(attack, "keys", ())}:
+        raise ConfigError("honest-holds-source", False, f"true for attack={c['attack']} (false applies to attacks "
+                          "that draw a flipped training set with injection-rate, and to attack=none)")
+    if c["injection-rate"] < 0:
+        raise ConfigError("injection-rate", c["injection-rate"], "a share in (0, 1] with honest-holds-source=false "
+                          "(attackers hold no source sample of their own: they draw that share of their set)")
 
 
 def _check_initial_model(c: dict[str, Any]) -> None:

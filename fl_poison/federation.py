@@ -8,6 +8,7 @@ defense (a Strategy) never sees it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class Federation:
     dataset: Dataset
     parts: tuple[np.ndarray, ...]
     malicious: tuple[int, ...]
+    #: training-set indices no honest client holds: the attackers' pool under ``honest-holds-source=false``
+    spare: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -42,6 +45,14 @@ class Federation:
 
     def client_data(self, cid: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(self.parts[cid])
+        return self.dataset.x_train[idx], self.dataset.y_train[idx]
+
+    @functools.cached_property
+    def spare_data(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The samples no honest client holds (``honest-holds-source=false``), or None; built once."""
+        if self.spare is None:
+            return None
+        idx = torch.from_numpy(self.spare)
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
 
@@ -124,8 +135,37 @@ def federation_for(cfg: Config) -> Federation:
                 from fl_poison import plugins
 
                 parts = list(plugins.get("attack", cfg["attack"]).adjust_partitions(cfg, parts, labels, mal))
-            _cache[key] = Federation(cfg, ds, tuple(parts), mal)
+            spare = None
+            if not cfg["honest-holds-source"]:
+                parts, spare = split_without_source(parts, labels, cfg.source, mal)
+            _cache[key] = Federation(cfg, ds, tuple(parts), mal, spare)
         return _cache[key]
+
+
+def split_without_source(parts: list[np.ndarray], labels: np.ndarray, source: int,
+                         malicious: tuple[int, ...]) -> tuple[list[np.ndarray], np.ndarray]:
+    """``honest-holds-source=false``: every part loses its source samples; the spare pool is what no honest part holds.
+
+    The ADA authors' split: honest clients hold disjoint slices of the
+    training set with the source class removed; each attacker draws its set
+    afresh every round from the source samples (all of them, since no honest
+    client holds one) and from the clean samples no honest client holds (its
+    own part, the other attackers', and what the partition left unused). An
+    attacker's local set size stays that of its own part without the source.
+    Raises ConfigError when a client would hold nothing or the pool lacks a class.
+    """
+    labels = np.asarray(labels)
+    out = [np.asarray(p)[labels[p] != source] for p in parts]
+    empty = [i for i, p in enumerate(out) if p.size == 0]
+    if empty:
+        raise ConfigError("honest-holds-source", False, f"true for this split: client {empty[0]} holds only "
+                          f"source-class samples and would be left with none")
+    honest = [p for i, p in enumerate(out) if i not in set(malicious)]
+    spare = np.setdiff1d(np.arange(labels.size), np.concatenate(honest) if honest else np.zeros(0, np.int64))
+    if malicious and not ((labels[spare] == source).any() and (labels[spare] != source).any()):
+        raise ConfigError("honest-holds-source", False, "true for this split: the attackers' pool (samples no "
+                          "honest client holds) has no source-class or no clean sample")
+    return out, spare.astype(np.int64)
 
 
 def initial_state(cfg: Config) -> dict[str, np.ndarray]:

@@ -235,6 +235,7 @@ class RunRecorder:
             "last10": {k: last_k_mean(v, 10) for k, v in series.items()},
             "mean_over_rounds": {k: _agg(v, np.mean) for k, v in series.items()},
             "max_over_rounds": {k: _agg(v, np.max) for k, v in series.items()},
+            "min_over_rounds": {k: _agg(v, np.min) for k, v in series.items()},
             "source_accuracy_cv": coefficient_of_variation(src) if self.cfg.source is not None else None,
             "confusion_matrix": confusion.tolist() if confusion is not None else None,
             "malicious_clients": self.malicious,

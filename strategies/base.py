@@ -110,12 +110,17 @@ class DefenseStrategy(FedAvg):
     capture_updates: keep each round's output-layer rows in the report.
     buffer_names: the model's buffer names (``named_buffers()``); ``None``
         recognises them by name ending (see ``fl_poison.updates.buffer_mask``).
+    aggregation_weights: ``examples`` (each update weighs its example count,
+        FedAvg) or ``uniform`` (each weighs 1: the ADA authors' plain mean),
+        for the update and the buffers alike.
     """
 
     name: ClassVar[str] = "base"
     #: run keys this defense declares (each with ``param`` = the constructor argument it fills)
     keys: ClassVar[tuple[Key, ...]] = ()
     help: ClassVar[str] = ""
+    #: False for rules that do not average the updates (median, Krum): ``aggregation-weights=uniform`` is refused
+    averages: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -140,9 +145,11 @@ class DefenseStrategy(FedAvg):
         client_ids: dict[int, int] | None = None,
         capture_updates: bool = False,
         buffer_names: Sequence[str] | None = None,
+        aggregation_weights: str = "examples",
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
+        self.uniform = aggregation_weights == "uniform"  # every valid reply weighs 1 (the ADA authors' mean)
         self.output_layer = output_layer
         self.sampler = sampler
         self.clients_per_round = clients_per_round
@@ -229,7 +236,7 @@ class DefenseStrategy(FedAvg):
             arrays, n_ex = checked
             report.clients.append(node)
             rows.append(arrays)  # the reply's own buffers: stacked below without a float64 copy
-            weights.append(n_ex)
+            weights.append(1.0 if self.uniform else n_ex)
             metrics = next(iter(msg.content.metric_records.values()))
             losses.append(float(metrics.get("train-loss", float("nan"))))
             accs.append(float(metrics.get("train-accuracy", float("nan"))))

@@ -30,6 +30,7 @@ def build_strategy(cfg, **kwargs: Any) -> DefenseStrategy:
         min_train_nodes=cfg["clients-per-round"],
         min_available_nodes=n,
         capture_updates=cfg["capture-updates"],
+        aggregation_weights=cfg["aggregation-weights"],
         **defense_params(cfg),
         **kwargs,
     )

@@ -69,44 +69,49 @@ def _labels(n_src: int, n_other: int, source: int = 7) -> np.ndarray:
 
 
 def _shares(y: np.ndarray, idx: np.ndarray, source: int = 7) -> tuple[int, int]:
-    assert np.all(np.diff(idx) > 0)  # sorted, distinct
+    assert np.all(np.diff(idx) >= 0)  # sorted
     n_src = int(np.sum(y[idx] == source))
     return n_src, idx.size - n_src
 
 
-def test_injection_half() -> None:
-    y = _labels(10, 90)
+def test_injection_half_keeps_the_local_set_size() -> None:
+    # 60 source + 40 clean at 0.5 of 100: 50 distinct source + 40 clean + 10 clean repeats
+    y = _labels(60, 40)
     idx = injection_indices(y, 7, 0.5, np.random.default_rng(0))
-    assert _shares(y, idx) == (10, 10)
+    assert idx.size == 100 and _shares(y, idx) == (50, 50)
+    assert len(np.unique(idx[y[idx] == 7])) == 50
+    assert set(np.flatnonzero(y != 7)) <= set(idx.tolist())
 
 
-def test_injection_rate_one_is_source_only() -> None:
+def test_injection_rate_one_is_source_only_at_the_local_size() -> None:
     y = _labels(10, 90)
     idx = injection_indices(y, 7, 1.0, np.random.default_rng(0))
-    assert idx.tolist() == np.flatnonzero(y == 7).tolist()
+    assert idx.size == 100 and np.all(y[idx] == 7)
+    assert np.array_equal(np.bincount(idx, minlength=100)[y == 7], np.full(10, 10))  # each source 10 times
 
 
-def test_injection_low_rate_subsamples_source() -> None:
-    # wants 10 * 0.95 / 0.05 = 190 clean but only 90 exist -> all 90 clean,
-    # source subsampled to round(90 * 0.05 / 0.95) = round(4.74) = 5.
+def test_injection_few_source_examples_are_repeated_to_the_share() -> None:
+    # 10 source + 90 clean at 0.5: round(0.5 * 100) = 50 source slots -> each source example 5 times
     y = _labels(10, 90)
-    idx = injection_indices(y, 7, 0.05, np.random.default_rng(0))
-    assert _shares(y, idx) == (5, 90)
+    idx = injection_indices(y, 7, 0.5, np.random.default_rng(0))
+    assert _shares(y, idx) == (50, 50)
+    assert np.array_equal(np.bincount(idx, minlength=100)[y == 7], np.full(10, 5))
+    assert len(np.unique(idx[y[idx] != 7])) == 50  # clean ones drawn without replacement
 
 
-def test_injection_rounding_half_up() -> None:
-    # 5 * 0.8 / 0.2 = 20 clean; 3 source at 0.4 -> 3 * 0.6 / 0.4 = 4.5 -> 5
-    y = _labels(5, 50)
-    assert _shares(y, injection_indices(y, 7, 0.2, np.random.default_rng(0))) == (5, 20)
-    y = _labels(3, 50)
-    assert _shares(y, injection_indices(y, 7, 0.4, np.random.default_rng(0))) == (3, 5)
+def test_injection_rounding_half_up_and_size_given() -> None:
+    # 0.25 * 10 = 2.5 -> 3 source of a set of 10; a size larger than the candidates is honoured
+    y = _labels(20, 20)
+    assert _shares(y, injection_indices(y, 7, 0.25, np.random.default_rng(0), size=10)) == (3, 7)
+    assert _shares(y, injection_indices(y, 7, 0.5, np.random.default_rng(0), size=60)) == (30, 30)
 
 
 def test_injection_keeps_one_flipped_and_no_clean_case() -> None:
-    y = _labels(10, 2)  # 2 clean at 5 %: round(2*.05/.95) = 0 -> keep 1 source
-    assert _shares(y, injection_indices(y, 7, 0.05, np.random.default_rng(0))) == (1, 2)
-    y = np.full(6, 7)  # nothing clean to dilute with -> all source
-    assert injection_indices(y, 7, 0.5, np.random.default_rng(0)).tolist() == list(range(6))
+    y = _labels(10, 2)  # 5 % of 12 = 0.6 -> 1 source, 11 clean from 2 (repeated)
+    assert _shares(y, injection_indices(y, 7, 0.05, np.random.default_rng(0))) == (1, 11)
+    y = np.full(6, 7)  # nothing clean: the source part only
+    idx = injection_indices(y, 7, 0.5, np.random.default_rng(0))
+    assert _shares(y, idx) == (3, 0) and len(np.unique(idx)) == 3
 
 
 def test_injection_no_source_is_empty() -> None:
@@ -160,8 +165,8 @@ def test_poison_labels_label_flip_injection() -> None:
         y, attack="label-flip", source=7, target=2, mapping=None,
         injection_rate=0.5, rng=np.random.default_rng(0),
     )
-    assert idx.size == 20 and new.size == 20
-    assert not np.any(new == 7)
+    assert idx.size == 100 and new.size == 100  # the local set size is kept
+    assert not np.any(new == 7) and np.sum(new == 2) >= 50
     assert np.array_equal(new, np.where(y[idx] == 7, 2, y[idx]))
     empty, labels = poison_labels(
         np.array([0, 1]), attack="label-flip", source=7, target=2, mapping=None,

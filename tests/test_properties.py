@@ -193,7 +193,7 @@ def test_untargeted_flip_follows_the_map_and_random_maps_are_derangements(y, see
 
 @SETTINGS
 @given(y=labels_st, source=st.integers(0, 9), rate=st.floats(0.01, 1.0), seed=st.integers(0, 2**31))
-def test_injection_keeps_the_share_and_flips_only_source_examples(y, source, rate, seed):
+def test_injection_keeps_the_size_and_the_share_and_flips_only_source_examples(y, source, rate, seed):
     target = (source + 1) % 10
     idx, new = poison_labels(y, attack="label-flip", source=source, target=target, mapping=None,
                              injection_rate=rate, rng=np.random.default_rng(seed))
@@ -201,18 +201,17 @@ def test_injection_keeps_the_share_and_flips_only_source_examples(y, source, rat
     if n_src == 0:
         assert idx.size == 0
         return
-    assert np.array_equal(idx, np.unique(idx)) and idx.size == new.size
+    assert np.array_equal(idx, np.sort(idx)) and idx.size == new.size
     chosen = y[idx]
     assert np.array_equal(new[chosen != source], chosen[chosen != source])
     assert np.all(new[chosen == source] == target)
-    n_kept_src = int((chosen == source).sum())
-    assert n_kept_src >= 1
-    want_clean = int(np.floor(n_src * (1 - rate) / rate + 0.5 + 1e-9))
-    if want_clean <= n_other:  # enough clean data: every source example, diluted to the share
-        assert n_kept_src == n_src and idx.size - n_src == want_clean
-    else:  # too little clean data: all of it kept, source subsampled
-        assert idx.size - n_kept_src == n_other
-    again = injection_indices(y, source, rate, np.random.default_rng(seed)) if rate < 1 else idx
+    want_src = min(y.size, max(1, int(np.floor(rate * y.size + 0.5 + 1e-9))))
+    assert int((chosen == source).sum()) == want_src  # the share, repeated when too few source examples exist
+    assert idx.size == (y.size if n_other or want_src == y.size else want_src)  # the local set size
+    for pool, k in ((np.flatnonzero(y == source), want_src), (np.flatnonzero(y != source), y.size - want_src)):
+        picked = idx[np.isin(idx, pool)]
+        assert len(np.unique(picked)) == min(k, pool.size)  # distinct until the pool is used up
+    again = injection_indices(y, source, rate, np.random.default_rng(seed))
     assert np.array_equal(again, idx)  # a function of the generator's seed
 
 

@@ -160,14 +160,14 @@ def test_out_of_range_labels_are_refused_with_the_valid_range(bad):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_injection_subsamples_the_source_without_replacement(seed):
-    """10 source + 10 clean at rate 0.45 wants round(10*0.55/0.45) = 12 clean > 10: all 10 clean are kept
-    and round(10*0.45/0.55) = round(8.18) = 8 *distinct* source examples (a draw with replacement would
-    almost surely repeat one of 10 in 8 draws)."""
-    y = np.array([3] * 10 + [1] * 10)
-    idx = injection_indices(y, 3, 0.45, np.random.default_rng(seed))
-    assert len(np.unique(idx)) == len(idx) == 18
-    assert (y[idx] == 3).sum() == 8 and set(np.flatnonzero(y == 1)) <= set(idx.tolist())
+def test_injection_draws_the_source_without_replacement_when_enough(seed):
+    """15 source + 5 clean at rate 0.4 of 20: round(8) = 8 *distinct* source examples (a draw with replacement
+    would almost surely repeat one of 15 in 8 draws) and 12 clean slots from 5 (all 5, twice, plus 2)."""
+    y = np.array([3] * 15 + [1] * 5)
+    idx = injection_indices(y, 3, 0.4, np.random.default_rng(seed))
+    src = idx[y[idx] == 3]
+    assert len(idx) == 20 and len(np.unique(src)) == len(src) == 8
+    assert np.array_equal(np.bincount(idx[y[idx] == 1], minlength=20)[15:] >= 2, np.ones(5, bool))
 
 
 def test_attack_window_from_round_zero_and_ending_at_round_zero():
@@ -292,23 +292,23 @@ def test_label_flip_without_injection_relabels_the_source_in_all_local_data():
     assert new.tolist() == [8, 0, 8, 8, 5, 8, 1]
 
 
-def test_label_flip_injection_keeps_every_source_example_at_the_chosen_share():
-    """10 source + 40 clean at rate 0.25: all 10 source examples (relabelled 8) plus round(10*0.75/0.25) = 30
-    clean ones, drawn reproducibly per (seed, round, client) and differently for another round or client."""
-    y = torch.tensor([3] * 10 + [0, 1, 2, 4] * 10)
+def test_label_flip_injection_keeps_the_local_set_size_at_the_chosen_share():
+    """20 source + 40 clean at rate 0.25 of 60: 15 distinct source examples (relabelled 8) plus 45 clean ones
+    (all 40, 5 repeated), drawn reproducibly per (seed, round, client) and differently for another round or client."""
+    y = torch.tensor([3] * 20 + [0, 1, 2, 4] * 10)
     rows, new = _label_flip(y, 0.25)
-    assert len(rows) == 40 and set(range(10)) <= set(rows.tolist())
-    assert new.tolist() == _expected_flip(y, rows) and (new == 8).sum() == 10
+    assert len(rows) == 60 and set(range(20, 60)) <= set(rows.tolist())
+    assert new.tolist() == _expected_flip(y, rows) and (new == 8).sum() == 15
     assert torch.equal(_label_flip(y, 0.25)[0], rows)
     assert not torch.equal(_label_flip(y, 0.25, server_round=2)[0], rows)
     assert not torch.equal(_label_flip(y, 0.25, cid=1)[0], rows)
 
 
-def test_label_flip_injection_with_a_single_source_example_trains_on_it_alone():
-    """rate 1 = the source examples only, even when there is just one of them."""
+def test_label_flip_injection_with_a_single_source_example_repeats_it_to_the_local_size():
+    """rate 1 = the source examples only, at the local set size, even when there is just one of them."""
     y = torch.tensor([0, 3, 5, 1])
     rows, new = _label_flip(y, 1.0)
-    assert rows.tolist() == [1] and new.tolist() == [8]
+    assert rows.tolist() == [1, 1, 1, 1] and new.tolist() == [8, 8, 8, 8]
 
 
 def test_label_flip_injection_without_source_examples_trains_on_the_data_unchanged():

@@ -245,7 +245,7 @@ def test_ada_target_follows_the_configured_knowledge_and_flame_rule(knowledge, r
     cfg = resolve({"dataset": "digits", "attack": "ada", "source-class": 0, "ada-knowledge": knowledge,
                    "ada-flame-rule": rule})
     r = _round(cfg, _Head(17), x, y, num_classes=4)
-    target, extra = ADA(0, cfg).target_for(r)
+    target, extra = ADA(0, cfg).target_for(r, x, y)
     want = {("full", "paper"): 1, ("partial", "paper"): 2, ("partial", "code"): 3}[(knowledge, rule)]
     assert target == want == choose_target(_Head(17), x, y, 0, 4, knowledge, rule)[0]
     assert extra == {"ada-target": float(want)}

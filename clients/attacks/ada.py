@@ -9,11 +9,21 @@ distance of penultimate-layer class means over its local samples,
 samples. Then it runs train-and-scale (injection-rate flipping to that target,
 update shrunk to ``scale-bound``). The chosen target is the reply metric
 ``ada-target`` (rounds.csv column ``ada_target``).
+
+The target is chosen on the samples the attacker trains on this round (its
+local data, or its drawn set under ``honest-holds-source=false``, true labels).
+``ada-target=per-round`` (default) re-chooses it every time the attacker
+trains, from the model it received, as Algorithm 1 runs the choice inside each
+attacking round; ``ada-target=first`` is the authors' code, which chooses once,
+before training: the choice of the attacker's first active round is kept in
+its node store and reused.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from clients.attacks.label_flip import INJECTION_RATE
 from clients.attacks.train_and_scale import SCALE_BOUND, TrainAndScale
@@ -28,12 +38,16 @@ ADA_FLAME_RULE = Key("ada-flame-rule", str, "paper",
                      "FLAME score: paper = norm of the summed CE loss's last-layer gradient (eq. 12-13); "
                      "code = the authors' mean of per-sample BCE gradient norms", ("paper", "code"))
 
+ADA_TARGET = Key("ada-target", str, "per-round",
+                 "when ADA chooses its target: per-round = every attacking round (the paper's Algorithm 1); "
+                 "first = at the attacker's first active round, then kept (the authors' code)", ("per-round", "first"))
+
 
 class ADA(TrainAndScale):
     """Choose the target from the received model, then train-and-scale."""
 
     name = "ada"
-    keys = (INJECTION_RATE, SCALE_BOUND, ADA_KNOWLEDGE, ADA_FLAME_RULE)
+    keys = (INJECTION_RATE, SCALE_BOUND, ADA_KNOWLEDGE, ADA_FLAME_RULE, ADA_TARGET)
     help = "Attacking-Distance-aware Attack: target nearest to source-class in the global model, then train-and-scale"
     #: ADA sets only source-class; the core "both or neither" rule does not apply.
     needs_class_pair = False
@@ -47,8 +61,14 @@ class ADA(TrainAndScale):
             raise ConfigError("target-class", config["target-class"],
                               "-1 for attack=ada (ADA chooses the target itself)")
 
-    def target_for(self, r: RoundInput) -> tuple[int, dict[str, float]]:
+    def target_for(self, r: RoundInput, x: torch.Tensor, y: torch.Tensor) -> tuple[int, dict[str, float]]:
         c = self.config
-        target, _ = choose_target(r.model, r.x, r.y, c["source-class"], r.num_classes, c["ada-knowledge"],
-                                  c["ada-flame-rule"])
+        kept = r.store.get_values("target") if c["ada-target"] == "first" else None
+        if kept is not None:
+            target = int(kept["target"])
+        else:
+            target, _ = choose_target(r.model, x, y, c["source-class"], r.num_classes, c["ada-knowledge"],
+                                      c["ada-flame-rule"])
+            if c["ada-target"] == "first" and target >= 0:
+                r.store.put_values("target", {"target": target, "round": r.server_round})
         return target, {"ada-target": float(target)}

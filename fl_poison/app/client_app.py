@@ -73,7 +73,7 @@ def train(msg: Message, context: Context) -> Message:
     r = RoundInput(cid=cid, server_round=server_round, config=node.config, model=model, global_state=global_state,
                    x=node.x, y=node.y, settings=TrainSettings.from_config(cfg), num_classes=node.num_classes,
                    seed=seed, rng=np.random.default_rng(seed), store=NodeStore(context.state, prefix=cls.name),
-                   augment=node.augment)
+                   augment=node.augment, pool=node.pool)
     result = cls(cid, node.config).local_work(r)
     metrics = {"num-examples": int(result.num_examples), **{k: float(v) for k, v in result.metrics.items()}}
     reply = RecordDict({"arrays": to_array_record(result.state), "metrics": MetricRecord(metrics),

@@ -19,7 +19,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 
 from fl_poison.app.node import server_malicious
-from fl_poison.app.replies import CountingGrid
+from fl_poison.adversary import seat_for
+from fl_poison.app.replies import CountingGrid, innermost
 from fl_poison.config import Config, ConfigError
 from fl_poison.devices import resolve_device
 from fl_poison.federation import Federation, federation_for, initial_state, new_model
@@ -186,15 +187,26 @@ def _mean(xs: list[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+#: Reply metrics that name a class: summarised per round by the most common value (ties: the lowest), not a mean.
+CLASS_METRICS = ("ada-target",)
+
+
 def _extra_metrics(clients: list[int], metrics: list[dict[str, float]], mal: set[int]) -> dict[str, Any]:
-    """Plug-in metrics of the replies, as ``honest_<name>`` / ``malicious_<name>`` means (``-`` -> ``_``)."""
+    """Plug-in metrics of the replies, as ``honest_<name>`` / ``malicious_<name>`` means (``-`` -> ``_``).
+
+    A class-valued metric (:data:`CLASS_METRICS`) is the group's most common class, -1 when none.
+    """
     out: dict[str, Any] = {}
     names = sorted({k for m in metrics for k in m})
     for name in names:
         col = name.replace("-", "_")
         for group, members in (("honest", [m for c, m in zip(clients, metrics) if c not in mal]),
                                ("malicious", [m for c, m in zip(clients, metrics) if c in mal])):
-            out[f"{group}_{col}"] = _mean([m[name] for m in members if name in m])
+            values = [m[name] for m in members if name in m]
+            if name in CLASS_METRICS:
+                out[f"{group}_{col}"] = most_common_target(values) if values else None
+            else:
+                out[f"{group}_{col}"] = _mean(values)
     return out
 
 
@@ -317,9 +329,11 @@ class Experiment:
         }
         out.update(_extra_metrics(rep.clients, rep.client_metrics, mal))
         out.update(norm_columns(rep.clients, rep.update_norms, mal))  # issue 7
+        choices: dict[str, int] = {}
         if self.cfg["attack"] == "ada":
-            out["ada_target"] = most_common_target(
-                [m.get("ada-target") for c, m in zip(rep.clients, rep.client_metrics) if c in mal])
+            choices = {str(c): int(m["ada-target"]) for c, m in zip(rep.clients, rep.client_metrics)
+                       if c in mal and "ada-target" in m}
+            out["ada_target"] = most_common_target(choices.values())
         if self.cfg.has_attack and self.malicious is not None:
             d = detect(rep.flagged, mal, participants)
             self.recorder.detection = self.recorder.detection + d
@@ -335,6 +349,7 @@ class Experiment:
         self.recorder.log_defense({"round": server_round, "clients": list(rep.clients), "kept": list(rep.kept),
                                    "weights": list(rep.weights), "invalid": {str(k): v for k, v in rep.invalid.items()},
                                    "malicious_selected": sorted(c for c in participants if c in mal),
+                                   **({"ada_targets": choices} if choices else {}),
                                    "info": rep.info})
         if rep.output_rows is not None:
             self.captured.append({"round": server_round, "clients": list(rep.clients),
@@ -362,8 +377,9 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid,
                               buffer_names=[n for n, _ in model0.named_buffers()])
     recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), malicious or (), overwrite=overwrite)
+    seated = seat_for(grid, cfg, {pid_to_node[p] for p in fed.malicious if p in pid_to_node})
     try:
-        return _rounds(CountingGrid(grid), cfg, fed, strategy, recorder, model0, progress, malicious, identities)
+        return _rounds(CountingGrid(seated), cfg, fed, strategy, recorder, model0, progress, malicious, identities)
     except KeyboardInterrupt:
         recorder.close("interrupted")
         raise
@@ -388,7 +404,7 @@ def _rounds(grid: "CountingGrid", cfg: Config, fed: Federation, strategy, record
         capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
     if exp.gan is not None and cfg["figures"]:
         exp.gan.figure(recorder.dir)
-    extra = {**exp.outcome(), "engine": type(grid.grid).__name__, "malicious_known": malicious is not None,
+    extra = {**exp.outcome(), "engine": type(innermost(grid)).__name__, "malicious_known": malicious is not None,
              **({} if malicious is not None else {"malicious_clients": None, "detection": None}),
              "model": type(exp.model).__name__,
              "num_parameters": int(sum(v.size for v in state.values())),

@@ -130,6 +130,8 @@ class LocalNode:
     malicious: bool
     num_classes: int
     augment: Any
+    #: an attacker's pool under honest-holds-source=false (the samples no honest client holds), else None
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
@@ -139,6 +141,7 @@ def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
 
     setup = node_setup(node_config)
     dcfg = data_config(cfg, setup)
+    pool = None
     if setup.own_files:
         ds = load_dataset(dcfg["dataset"], Path(setup.data_dir).expanduser(), download=False)
         x, y, n_classes, augment = ds.x_train, ds.y_train, ds.spec.num_classes, ds.augment
@@ -152,7 +155,9 @@ def local_node(cfg: Config, node_config: Mapping[str, Any]) -> LocalNode:
         n_classes, augment = fed.num_classes, fed.dataset.augment
         planned = setup.index in fed.malicious
     malicious = planned if setup.malicious is None else setup.malicious
-    return LocalNode(setup.index, role_config(cfg, setup), x, y, malicious, n_classes, augment)
+    if malicious and not setup.own_files:
+        pool = fed.spare_data
+    return LocalNode(setup.index, role_config(cfg, setup), x, y, malicious, n_classes, augment, pool)
 
 
 def identity(node_config: Mapping[str, Any]) -> dict[str, Any]:

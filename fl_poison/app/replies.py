@@ -32,12 +32,11 @@ class Exchange:
         return self.sent - self.received
 
 
-class CountingGrid(Grid):
-    """Delegates everything to ``grid``; remembers the last training exchange."""
+class DelegatingGrid(Grid):
+    """A Grid that hands every call to ``grid`` (the base of wrappers that watch or rewrite a round)."""
 
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
-        self.last_train: Exchange | None = None
 
     def set_run(self, run) -> None:  # type: ignore[override]
         self.grid.set_run(run)
@@ -60,6 +59,24 @@ class CountingGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.grid.send_and_receive(messages, timeout=timeout)
+
+
+def innermost(grid: Grid) -> Grid:
+    """The grid under every :class:`DelegatingGrid` (the engine that actually delivers)."""
+    while isinstance(grid, DelegatingGrid):
+        grid = grid.grid
+    return grid
+
+
+class CountingGrid(DelegatingGrid):
+    """Delegates everything to ``grid``; remembers the last training exchange."""
+
+    def __init__(self, grid: Grid) -> None:
+        super().__init__(grid)
+        self.last_train: Exchange | None = None
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)

@@ -60,6 +60,7 @@ class Krum(_ByzantineBudget):
     name = "krum"
     keys = (NUM_BYZANTINE, KRUM_DISTANCE)
     help = "Krum (Blanchard et al. 2017)"
+    averages = False  # one update is chosen, none averaged
 
     def __init__(self, *, krum_distance: str = KRUM_DISTANCE.default, **kw: Any) -> None:
         super().__init__(**kw)
@@ -81,6 +82,7 @@ class MultiKrum(Krum):
     name = "multi-krum"
     keys = (NUM_BYZANTINE, KRUM_DISTANCE, MULTI_KRUM_KEEP)
     help = "multi-Krum (Blanchard et al. 2017)"
+    averages = True  # the selected updates' weighted mean
 
     def __init__(self, *, keep: int = MULTI_KRUM_KEEP.default, **kw: Any) -> None:
         super().__init__(**kw)

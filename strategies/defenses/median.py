@@ -11,6 +11,7 @@ class Median(DefenseStrategy):
 
     name = "median"
     help = "coordinate-wise median (Yin et al. 2018)"
+    averages = False
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         return robust.median(updates, weights, layout)

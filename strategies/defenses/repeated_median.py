@@ -18,6 +18,7 @@ class RepeatedMedian(DefenseStrategy):
     name = "repeated-median"
     keys = (REWEIGHT,)
     help = "Siegel's repeated median (LFighter's RMedian)"
+    averages = False  # a median fit, never weighted by example counts
 
     def __init__(self, *, reweight: bool = REWEIGHT.default, **kw: Any) -> None:
         super().__init__(**kw)
