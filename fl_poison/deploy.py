@@ -622,9 +622,10 @@ def _down(d: Path) -> int:
 
 def _preflight(args, fed: LocalFederation) -> None:
     """Everything that can be known wrong before a process starts; certificates made here when absent."""
-    if fed.running():
-        raise DeployError(f"{fed.dir / PID_FILE} lists running processes ({', '.join(fed.running())}); "
+    if running := fed.running():
+        raise DeployError(f"{fed.dir / PID_FILE} lists running processes ({', '.join(running)}); "
                           f"run `fl-poison deploy down {args.dir}` first", code=1)
+    fed.pids, fed.started = {}, {}  # nothing recorded is this federation's and alive: a fresh record
     if (why := busy_ports(args.port, args.nodes)) is not None:
         raise DeployError(f"--port {args.port}: {why}; choose another --port")
     if args.insecure:
@@ -674,3 +675,6 @@ def cmd_deploy(args) -> int:
     except DeployError as exc:
         print(f"fl-poison: error: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:
+        print(f"fl-poison: interrupted during `deploy {args.action}`", file=sys.stderr)
+        return 130
