@@ -584,6 +584,11 @@ def _check_args(args) -> None:
             raise ConfigError("--host", h, why)
 
 
+def _san_hosts(args) -> tuple[str, ...]:
+    """The certificate's names: the ``--host`` ones first (the first is its CN), then loopback's."""
+    return tuple(dict.fromkeys([*args.host, *DEFAULT_HOSTS]))
+
+
 def _existing_certs(certs: Path) -> list[str]:
     return [f for f in CERT_FILES if (certs / f).exists()] + [f"node{i}.key" for i in range(node_key_count(certs))]
 
@@ -600,7 +605,7 @@ def _certs(args, d: Path) -> int:
                           f"`fl-poison deploy down {d}` first")
     for stale in certs.glob("node*.key*") if have else ():
         stale.unlink()
-    hosts = tuple(dict.fromkeys([*args.host, *DEFAULT_HOSTS]))
+    hosts = _san_hosts(args)
     paths = make_certificates(certs, args.nodes, hosts)
     print(f"CA {paths['ca']}, SuperLink certificate {paths['server-cert']} ({', '.join(hosts)}), "
           f"{args.nodes} node key pairs in {certs}")
@@ -631,7 +636,7 @@ def _preflight(args, fed: LocalFederation) -> None:
     if args.insecure:
         return
     if not _existing_certs(fed.certs):
-        make_certificates(fed.certs, args.nodes, tuple(dict.fromkeys([*args.host, *DEFAULT_HOSTS])))
+        make_certificates(fed.certs, args.nodes, _san_hosts(args))
     check_server_certificates(fed.certs)
     check_node_keys(fed.certs, args.nodes)
 

@@ -149,3 +149,15 @@ def test_host_and_port_rules():
     assert all(host_problem(h) for h in ("", "a b", "-x.org", "x..org", "a" * 64 + ".org", "*"))
     assert port_problem(65435, 1) is None and port_problem(65435, 2) is not None
     assert port_problem(1, 1) is None and port_problem(65536, 1) is not None
+
+
+def test_certs_host_adds_names_to_loopback_ones(tmp_path):
+    from cryptography import x509
+
+    assert main(["deploy", "certs", str(tmp_path / "fed"), "-n", "1", "--host", "superlink.example.org",
+                 "--host", "10.0.0.5"]) == 0
+    srv = x509.load_pem_x509_certificate((tmp_path / "fed" / "certs" / "server.pem").read_bytes())
+    san = srv.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["superlink.example.org", "localhost"]
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5", "127.0.0.1"]
+    assert srv.subject.rfc4514_string() == "CN=superlink.example.org"
