@@ -317,7 +317,7 @@ class DownReport:
         if self.gone:
             out.append("already gone: " + ", ".join(f"{n} (PID {p})" for n, p in self.gone))
         if not out:
-            out.append("nothing was running")
+            out.append("stopped nothing" if self.skipped else "nothing was running")
         return out, [f"skipped {n} (PID {p}): {why}; left running" for n, p, why in self.skipped]
 
 

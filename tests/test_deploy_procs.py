@@ -79,8 +79,10 @@ def test_down_leaves_an_unrelated_process_listed_in_federation_json_running(tmp_
     assert main(["deploy", "down", str(fed_dir)]) == 0
     time.sleep(0.3)
     assert sleeper.poll() is None, "down killed a process that is not this federation's"
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"fl-poison: skipped node0 (PID {sleeper.pid}): ")
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()
+    assert out.out == "stopped nothing\n"
+    assert len(err) == 1 and err[0].startswith(f"fl-poison: skipped node0 (PID {sleeper.pid}): "), err
     assert ("'sleep 60', not flower-supernode" if with_start_time else "no start time") in err[0]
     assert json.loads((fed_dir / PID_FILE).read_text())["pids"] == {}  # the stale record is cleared
 
