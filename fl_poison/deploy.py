@@ -371,15 +371,17 @@ class LocalFederation:
 
     def _save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / PID_FILE).write_text(json.dumps(
-            {"address": self.address_recorded, "secure": self.secure, "pids": self.pids, "started": self.started}, indent=1))
+        record = {"address": self.address_recorded, "secure": self.secure, "pids": self.pids, "started": self.started}
+        (self.dir / PID_FILE).write_text(json.dumps(record, indent=1))
 
     def _record(self, name: str, pid: int) -> None:
         self.address_recorded = self.address
         self.pids[name] = pid
-        tick = start_time(pid)
+        tick = start_time(pid)  # our unreaped child: its PID cannot have been reused yet
         if tick is not None:
             self.started[name] = tick
+        else:
+            self.started.pop(name, None)
         self._save()
 
     def _spawn(self, name: str, cmd: list[str]) -> int:
