@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--out", "-o", help="output folder (default DIR/report)")
         if name == "datasets":
             sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
-    from fl_poison.deploy import add_parser as add_deploy_parser  # issue 11
+    from fl_poison.deploy import add_parser as add_deploy_parser
 
     add_deploy_parser(sub)
     return p

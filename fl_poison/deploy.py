@@ -22,13 +22,18 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from fl_poison.deploy_checks import (DeployError, busy_ports, check_node_keys, check_server_certificates,
+                                     host_problem, node_key_count, port_problem)
+from fl_poison.deploy_procs import SUPERLINK, SUPERNODE, flower_processes_with_home, not_ours, proc_info, start_time
 
 PID_FILE = "federation.json"
 CONNECTION = "fl-poison-local"
@@ -166,12 +171,20 @@ def _bin(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or str(here))
 
 
-def log_tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a process log, for error messages that say why without opening a file."""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text`` without terminal colours: the line that says why."""
+    lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def last_log_line(path: Path) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return last_line(path.read_text(errors="replace"))
     except OSError:
-        return "(no log)"
+        return ""
 
 
 def flower_env(flwr_home: str | Path, pythonpath: str | Path | None = None) -> dict[str, str]:
@@ -288,10 +301,51 @@ def node_config_for(i: int, n: int, malicious: bool, dataset: str, data_dir: str
     return " ".join(parts)
 
 
+@dataclass
+class DownReport:
+    """What ``down`` did: names stopped, names skipped with the reason, names already gone."""
+
+    stopped: list[tuple[str, int]] = field(default_factory=list)
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)
+    gone: list[tuple[str, int]] = field(default_factory=list)
+
+    def lines(self) -> tuple[list[str], list[str]]:
+        """(stdout lines, stderr lines): one line for the stopped / gone, one per skipped process."""
+        out = []
+        if self.stopped:
+            out.append("stopped " + ", ".join(f"{n} (PID {p})" for n, p in self.stopped))
+        if self.gone:
+            out.append("already gone: " + ", ".join(f"{n} (PID {p})" for n, p in self.gone))
+        if not out:
+            out.append("stopped nothing" if self.skipped else "nothing was running")
+        return out, [f"skipped {n} (PID {p}): {why}; left running" for n, p, why in self.skipped]
+
+
+def read_record(path: Path) -> dict:
+    """``federation.json`` checked for shape: ``address``, ``pids`` {name: PID}, optional ``started`` {name: tick}."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeployError(f"{path} cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DeployError(f"{path} is not valid JSON ({exc}); nothing was stopped or started: delete it once "
+                          "the federation's flower-* processes are stopped") from None
+    ints = lambda d: isinstance(d, dict) and all(  # noqa: E731
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in d.items())
+    if not (isinstance(doc, dict) and isinstance(doc.get("address"), str) and ints(doc.get("pids"))
+            and ints(doc.get("started", {}))):
+        raise DeployError(f"{path} is not a federation record (wanted address, pids {{name: PID}}, started); "
+                          "nothing was stopped or started: delete it once the federation's flower-* "
+                          "processes are stopped")
+    return doc
+
+
 class LocalFederation:
     """A SuperLink and N SuperNodes on 127.0.0.1, recorded in ``<dir>/federation.json``.
 
     ``secure=False`` is for local testing only (``--insecure`` everywhere).
+    The record keeps each process's PID and start time, so ``down`` stops only
+    processes that are still the ones started here (see ``deploy_procs``).
     """
 
     def __init__(self, directory: str | Path, port: int = 19093, secure: bool = True,
@@ -304,19 +358,36 @@ class LocalFederation:
         self.logs = self.dir / "logs"
         self.env = flower_env(self.home, pythonpath)
         self.pids: dict[str, int] = {}
+        self.started: dict[str, int] = {}
+        self.address_recorded = self.address
         if (self.dir / PID_FILE).exists():
-            self.pids = json.loads((self.dir / PID_FILE).read_text())["pids"]
+            doc = read_record(self.dir / PID_FILE)
+            self.pids, self.started = dict(doc["pids"]), dict(doc.get("started", {}))
+            self.address_recorded = doc["address"]
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def _save(self) -> None:
-        (self.dir / PID_FILE).write_text(json.dumps(
-            {"address": self.address, "secure": self.secure, "pids": self.pids}, indent=1))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        record = {"address": self.address_recorded, "secure": self.secure, "pids": self.pids, "started": self.started}
+        (self.dir / PID_FILE).write_text(json.dumps(record, indent=1))
 
-    def _tls_args(self) -> list[str]:
-        return ["--root-certificates", str(self.certs / "ca.crt")] if self.secure else ["--insecure"]
+    def _record(self, name: str, pid: int) -> None:
+        self.address_recorded = self.address
+        self.pids[name] = pid
+        tick = start_time(pid)  # our unreaped child: its PID cannot have been reused yet
+        if tick is not None:
+            self.started[name] = tick
+        else:
+            self.started.pop(name, None)
+        self._save()
+
+    def _spawn(self, name: str, cmd: list[str]) -> int:
+        pid = spawn(cmd, self.logs / f"{name}.log", self.env, cwd=self.dir)
+        self._record(name, pid)
+        return pid
 
     def start_superlink(self, timeout: float = 60.0) -> int:
         cmd = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
@@ -326,33 +397,63 @@ class LocalFederation:
                     "--ssl-keyfile", str(self.certs / "server.key"), "--enable-supernode-auth"]
         else:
             cmd += ["--insecure"]
-        pid = spawn(cmd, self.logs / "superlink.log", self.env, cwd=self.dir)
-        self.pids["superlink"] = pid
-        self._save()
+        pid = self._spawn("superlink", cmd)
         write_connection(self.home, self.address, self.certs / "ca.crt" if self.secure else None)
         self._wait_ready(timeout)
         return pid
 
+    def _exited(self, name: str, what: str) -> DeployError:
+        log = self.logs / f"{name}.log"
+        last = last_log_line(log)
+        return DeployError(f"{what} exited during start-up ({'last log line: ' + repr(last) if last else 'no log'}); "
+                           f"see {log}", code=1)
+
     def _wait_ready(self, timeout: float) -> None:
         """The SuperLink answers `flwr supernode list` (Control API up, TLS accepted)."""
-        end = time.time() + timeout
+        end, said = time.time() + timeout, ""
         while time.time() < end:
             if not alive(self.pids["superlink"]):
-                log = self.logs / "superlink.log"
-                raise RuntimeError(f"flower-superlink exited; see {log}:\n{log_tail(log)}")
+                raise self._exited("superlink", "flower-superlink")
             r = subprocess.run([_bin("flwr"), "supernode", "list", CONNECTION], env=self.env,
                                capture_output=True, text=True, timeout=30)
             if r.returncode == 0:
                 return
+            said = last_line(r.stdout + "\n" + r.stderr)
             time.sleep(1.0)
-        raise TimeoutError(f"SuperLink at {self.address} not ready after {timeout:.0f}s")
+        raise DeployError(f"SuperLink at {self.address} did not answer within {timeout:.0f} s "
+                          f"(flwr said: {said!r}); see {self.logs / 'superlink.log'}", code=1)
+
+    def online_nodes(self) -> int | None:
+        """How many SuperNodes the SuperLink lists as online (None: it did not answer)."""
+        r = subprocess.run([_bin("flwr"), "supernode", "list", CONNECTION, "--format", "json"], env=self.env,
+                           capture_output=True, text=True, timeout=30)
+        try:
+            nodes = json.loads(r.stdout)["nodes"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return sum(1 for n in nodes if n.get("status") == "online")
+
+    def wait_nodes_online(self, names: list[str], timeout: float = 90.0) -> None:
+        """Every SuperNode in ``names`` keeps running and the SuperLink lists as many online."""
+        end, online = time.time() + timeout, None
+        while time.time() < end:
+            for name in ["superlink", *names]:
+                if not alive(self.pids[name]):
+                    raise self._exited(name, "flower-superlink" if name == "superlink" else f"SuperNode {name}")
+            online = self.online_nodes()
+            if online is not None and online >= len(names):
+                return
+            time.sleep(1.0)
+        raise DeployError(f"{online or 0} of {len(names)} SuperNodes online after {timeout:.0f} s; "
+                          f"see their logs in {self.logs}", code=1)
 
     def register(self, public_key: Path, name: str) -> None:
         """Register a SuperNode's public key (SuperNode authentication)."""
         r = subprocess.run([_bin("flwr"), "supernode", "register", str(public_key), CONNECTION, "--name", name],
                            env=self.env, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
-            raise RuntimeError(f"flwr supernode register {public_key} failed: {r.stdout}\n{r.stderr}")
+            raise DeployError(f"flwr supernode register {public_key} failed: "
+                              f"{last_line(r.stdout + chr(10) + r.stderr)!r}", code=1)
 
     def start_supernode(self, spec: NodeSpec, index: int, secure: bool | None = None,
                         max_wait: float | None = None) -> int:
@@ -365,13 +466,10 @@ class LocalFederation:
             cmd += ["--auth-supernode-private-key", str(spec.key)]
         if max_wait is not None:
             cmd += ["--max-wait-time", str(max_wait)]
-        pid = spawn(cmd, self.logs / f"{spec.name}.log", self.env, cwd=self.dir)
-        self.pids[spec.name] = pid
-        self._save()
-        return pid
+        return self._spawn(spec.name, cmd)
 
-    def up(self, nodes: list[NodeSpec], register: bool = True) -> None:
-        """SuperLink, then (with auth) register every node's key, then the SuperNodes."""
+    def up(self, nodes: list[NodeSpec], register: bool = True, wait_online: bool = True) -> None:
+        """SuperLink, then (with auth) register every node's key, then the SuperNodes, then wait for them online."""
         self.start_superlink()
         if self.secure and register:
             for spec in nodes:
@@ -379,38 +477,60 @@ class LocalFederation:
                     self.register(Path(str(spec.key) + ".pub"), spec.name)
         for i, spec in enumerate(nodes):
             self.start_supernode(spec, i)
+        if wait_online:
+            self.wait_nodes_online([spec.name for spec in nodes])
+
+    def why_not_ours(self, name: str) -> str | None:
+        """Why the process recorded as ``name`` is not (or no longer) this federation's; None: it is."""
+        return not_ours(proc_info(self.pids[name]), SUPERLINK if name == "superlink" else SUPERNODE,
+                        self.started.get(name), self.env["FLWR_HOME"], str(self.dir), self.address_recorded)
+
+    def running(self) -> list[str]:
+        """Recorded names whose process is alive and provably this federation's."""
+        return [name for name in self.pids if self.why_not_ours(name) is None]
 
     def stop(self, name: str) -> None:
-        pid = self.pids.pop(name, None)
-        if pid is not None:
-            stop_pid(pid)
+        if name in self.pids:
+            if self.why_not_ours(name) is None:
+                stop_pid(self.pids[name])
+            del self.pids[name]
+            self.started.pop(name, None)
             self._save()
 
-    def down(self) -> list[int]:
-        """Stop every process this federation started (SuperNodes first), by the recorded PIDs.
+    def down(self) -> DownReport:
+        """Stop every recorded process that is provably this federation's (SuperNodes first).
 
-        Flower's SuperExec / app processes run in sessions of their own and exit
-        when their parent does; any still alive after that (found by this
-        federation's FLWR_HOME in their environment) are stopped by PID too.
+        A recorded PID whose process has another start time, program, folder,
+        port or FLWR_HOME is skipped and reported. Flower's SuperExec / app
+        processes run in sessions of their own and exit when their parent
+        does; Flower processes still alive after that with this federation's
+        FLWR_HOME are stopped by PID too.
         """
-        stopped = []
-        for name in [n for n in self.pids if n != "superlink"] + (["superlink"] if "superlink" in self.pids else []):
-            pid = self.pids[name]
-            stop_pid(pid)
-            stopped.append(pid)
+        report = DownReport()
+        order = [n for n in self.pids if n != "superlink"] + (["superlink"] if "superlink" in self.pids else [])
+        for name in order:
+            pid, why = self.pids[name], self.why_not_ours(name)
+            if why is None:
+                stop_pid(pid)
+                report.stopped.append((name, pid))
+            elif why == "not running":
+                report.gone.append((name, pid))
+            else:
+                report.skipped.append((name, pid, why))
         end = time.time() + 15
-        while (left := self.leftovers()) and time.time() < end:
+        while self.leftovers() and time.time() < end:
             time.sleep(0.5)
         for pid in self.leftovers():
             stop_pid_only(pid)
-            stopped.append(pid)
-        self.pids = {}
-        self._save()
-        return stopped
+            report.stopped.append(("flower process", pid))
+        self.pids, self.started = {}, {}
+        if self.dir.exists():
+            self._save()
+        return report
 
     def leftovers(self) -> list[int]:
-        """PIDs of live processes whose environment names this federation's FLWR_HOME."""
-        return processes_with_env("FLWR_HOME", self.env["FLWR_HOME"])
+        """PIDs of live Flower processes whose environment names this federation's FLWR_HOME."""
+        return flower_processes_with_home(self.env["FLWR_HOME"])
 
     def submit(self, app: str | Path, run_config: str, log: Path | None = None) -> subprocess.Popen:
         """Start ``flwr run APP CONNECTION --run-config ... --stream`` without waiting (faults tests)."""
@@ -426,6 +546,10 @@ class LocalFederation:
 
 
 # ------------------------------------------------------------------------------- CLI
+CERT_FILES = ("ca.crt", "ca.key", "server.pem", "server.key")
+DEFAULT_HOSTS = ("127.0.0.1", "localhost")
+
+
 def add_parser(sub) -> None:
     """``fl-poison deploy certs|up|down`` (a compact subparser the main CLI attaches)."""
     p = sub.add_parser("deploy", help="certificates, node keys and a local secured test federation")
@@ -433,51 +557,131 @@ def add_parser(sub) -> None:
     p.add_argument("action", choices=("certs", "up", "down"))
     p.add_argument("dir", help="federation folder (certs/, flwr-home/, logs/, federation.json)")
     p.add_argument("--nodes", "-n", type=int, default=3, help="number of SuperNodes")
-    p.add_argument("--port", type=int, default=19093, help="SuperLink port on 127.0.0.1")
+    p.add_argument("--port", type=int, default=19093,
+                   help="SuperLink port on 127.0.0.1 (SuperNode I listens on PORT + 100 + I)")
     p.add_argument("--malicious", type=int, action="append", default=[], metavar="I",
                    help="node I runs malicious=true (repeatable); written to DIR/red-team.txt")
     p.add_argument("--attack", default="", help="attack key for the malicious nodes' node config ('' = the run's)")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-dir", default=None, help="shared data copy the nodes partition (lab set-up)")
-    p.add_argument("--host", action="append", default=[], help="certificate SAN (default 127.0.0.1, localhost)")
+    p.add_argument("--host", action="append", default=[],
+                   help="certificate SAN besides 127.0.0.1 and localhost (repeatable)")
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: local testing only")
+    p.add_argument("--force", action="store_true", help="certs: replace an existing CA and node keys")
 
 
-def cmd_deploy(args) -> int:
+def _check_args(args) -> None:
+    """Every option, before anything is read, written or started."""
     from fl_poison.config import ConfigError
 
-    d = Path(args.dir)
     if args.nodes < 1:
         raise ConfigError("--nodes", args.nodes, "an integer >= 1")
     bad = [i for i in args.malicious if not 0 <= i < args.nodes]
     if bad:
         raise ConfigError("--malicious", bad[0], f"a node index 0..{args.nodes - 1}")
-    if args.action == "certs":
-        paths = make_certificates(d / "certs", args.nodes, tuple(args.host) or ("127.0.0.1", "localhost"))
-        print(f"CA {paths['ca']}, SuperLink certificate {paths['server-cert']}, {args.nodes} node key pairs "
-              f"in {d / 'certs'}")
-        return 0
+    if (why := port_problem(args.port, args.nodes)) is not None:
+        raise ConfigError("--port", args.port, why)
+    for h in args.host:
+        if (why := host_problem(h)) is not None:
+            raise ConfigError("--host", h, why)
+
+
+def _san_hosts(args) -> tuple[str, ...]:
+    """The certificate's names: the ``--host`` ones first (the first is its CN), then loopback's."""
+    return tuple(dict.fromkeys([*args.host, *DEFAULT_HOSTS]))
+
+
+def _existing_certs(certs: Path) -> list[str]:
+    return [f for f in CERT_FILES if (certs / f).exists()] + [f"node{i}.key" for i in range(node_key_count(certs))]
+
+
+def _certs(args, d: Path) -> int:
+    certs = d / "certs"
+    have = _existing_certs(certs)
+    if have and not args.force:
+        raise DeployError(f"{certs} already holds {', '.join(have[:4])}{', ...' if len(have) > 4 else ''}: "
+                          "--force replaces the CA and every node key (registered SuperNodes must then be "
+                          "registered again)")
+    if have and (d / PID_FILE).exists() and LocalFederation(d).running():
+        raise DeployError(f"the federation in {d} is running on these certificates: "
+                          f"`fl-poison deploy down {d}` first")
+    for stale in certs.glob("node*.key*") if have else ():
+        stale.unlink()
+    hosts = _san_hosts(args)
+    paths = make_certificates(certs, args.nodes, hosts)
+    print(f"CA {paths['ca']}, SuperLink certificate {paths['server-cert']} ({', '.join(hosts)}), "
+          f"{args.nodes} node key pairs in {certs}")
+    return 0
+
+
+def _down(d: Path) -> int:
+    if not (d / PID_FILE).exists():
+        raise DeployError(f"{d / PID_FILE} not found: no federation was started in {d} "
+                          f"(`fl-poison deploy up {d}` starts one)")
+    report = LocalFederation(d).down()
+    out, err = report.lines()
+    for line in out:
+        print(line)
+    for line in err:
+        print(f"fl-poison: {line}", file=sys.stderr)
+    return 0
+
+
+def _preflight(args, fed: LocalFederation) -> None:
+    """Everything that can be known wrong before a process starts; certificates made here when absent."""
+    if running := fed.running():
+        raise DeployError(f"{fed.dir / PID_FILE} lists running processes ({', '.join(running)}); "
+                          f"run `fl-poison deploy down {args.dir}` first", code=1)
+    fed.pids, fed.started = {}, {}  # nothing recorded is this federation's and alive: a fresh record
+    if (why := busy_ports(args.port, args.nodes)) is not None:
+        raise DeployError(f"--port {args.port}: {why}; choose another --port")
+    if args.insecure:
+        return
+    if not _existing_certs(fed.certs):
+        make_certificates(fed.certs, args.nodes, _san_hosts(args))
+    check_server_certificates(fed.certs)
+    check_node_keys(fed.certs, args.nodes)
+
+
+def _up(args, d: Path) -> int:
     fed = LocalFederation(d, port=args.port, secure=not args.insecure, pythonpath=Path.cwd())
-    if args.action == "down":
-        print(f"stopped PIDs {fed.down()}")
-        return 0
-    if fed.pids:
-        print(f"{d / PID_FILE} lists running processes; run `fl-poison deploy down {d}` first", file=sys.stderr)
-        return 1
-    if not args.insecure and not (fed.certs / "ca.crt").exists():
-        make_certificates(fed.certs, args.nodes, tuple(args.host) or ("127.0.0.1", "localhost"))
+    _preflight(args, fed)
     nodes = [NodeSpec(f"node{i}", node_config_for(i, args.nodes, i in args.malicious, args.dataset, args.data_dir,
                                                   args.attack),
                       None if args.insecure else fed.certs / f"node{i}.key") for i in range(args.nodes)]
+    d.mkdir(parents=True, exist_ok=True)
     (d / "red-team.txt").write_text("".join(f"node{i}\n" for i in sorted(set(args.malicious))))
     try:
         fed.up(nodes)
-    except BaseException:
+    except KeyboardInterrupt:
+        fed.down()
+        print(f"fl-poison: interrupted; stopped what was started in {d}", file=sys.stderr)
+        return 130
+    except DeployError:
         fed.down()
         raise
+    except (OSError, subprocess.SubprocessError) as exc:
+        fed.down()
+        raise DeployError(f"starting the federation in {d} failed ({exc}); stopped what was started", code=1) from None
     print(f"SuperLink {fed.address} ({'TLS + SuperNode auth' if fed.secure else 'INSECURE, local testing only'}), "
-          f"{args.nodes} SuperNodes; PIDs in {d / PID_FILE}\n"
+          f"{args.nodes} SuperNodes online; PIDs in {d / PID_FILE}\n"
           f"run:  FLWR_HOME={fed.home} flwr run . {CONNECTION} --stream --run-config "
           f"\"num-clients={args.nodes} clients-per-round={args.nodes} red-team-file='{(d / 'red-team.txt').resolve()}' ...\"\n"
           f"stop: fl-poison deploy down {d}")
     return 0
+
+
+def cmd_deploy(args) -> int:
+    """certs | up | down; a refusal or failure is one line on stderr (exit 2: bad input, 1: it failed)."""
+    _check_args(args)
+    d = Path(args.dir)
+    try:
+        if d.exists() and not d.is_dir():
+            raise DeployError(f"{d} is not a folder")
+        return {"certs": _certs, "down": lambda a, p: _down(p), "up": _up}[args.action](args, d)
+    except DeployError as exc:
+        print(f"fl-poison: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"fl-poison: interrupted during `deploy {args.action}`", file=sys.stderr)
+        return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -134,3 +135,39 @@ def test_supernode_killed_mid_run_and_late_joiner(federation, tmp_path):
     assert all(n >= 1 for n in lost), rows
     summary = json.loads((out / "run" / "summary.json").read_text())
     assert summary["malicious_clients"] is None and summary["detection"] is None  # nodes set roles, no red-team file
+
+
+def test_up_names_a_supernode_that_exits_at_start_and_stops_the_rest(federation):
+    from fl_poison.deploy_checks import DeployError
+
+    fed = federation
+    make_certificates(fed.certs, 2)
+    (fed.certs / "node1.key").write_text("not a key\n")  # past the checks `deploy up` makes first
+    nodes = [NodeSpec(f"node{i}", node_config_for(i, 2, False, "digits", None), fed.certs / f"node{i}.key")
+             for i in range(2)]
+    with pytest.raises(DeployError) as exc:
+        fed.up(nodes)
+    assert exc.value.code == 1
+    assert str(exc.value).startswith("SuperNode node1 exited during start-up")
+    assert str(exc.value).endswith(f"see {fed.logs / 'node1.log'}")
+    assert alive(fed.pids["superlink"]) and alive(fed.pids["node0"])  # `deploy up` stops these; the fixture here
+
+
+def test_cli_up_waits_for_every_supernode_online_and_down_stops_them(tmp_path):
+    d, port = tmp_path / "fed", _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "fl_poison.cli", "deploy"]
+    try:
+        r = subprocess.run([*cli, "up", str(d), "-n", "2", "--port", str(port)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"SuperLink 127.0.0.1:{port} (TLS + SuperNode auth), 2 SuperNodes online")
+        fed = LocalFederation(d)
+        assert fed.running() == ["superlink", "node0", "node1"] and fed.online_nodes() == 2
+        again = subprocess.run([*cli, "up", str(d), "-n", "2", "--port", str(port)], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "lists running processes" in again.stderr
+    finally:
+        r = subprocess.run([*cli, "down", str(d)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("stopped node0 (PID "), r.stdout + r.stderr
+    assert LocalFederation(d).leftovers() == [] and json.loads((d / "federation.json").read_text())["pids"] == {}
