@@ -361,6 +361,8 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
     import matplotlib
 
     matplotlib.use("Agg")
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder (give a sweep folder or a folder of run directories)")
     out = Path(out) if out else Path(folder) / "report"
     check_out(out)
     bad: list[BadRunFiles] = []
