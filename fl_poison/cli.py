@@ -214,6 +214,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cpus, gpus = parse_resources(args.resources)
     exp = load_experiment(args.config)
     runs = plan(exp, args.sweep, dict(parse_assignment(s) for s in args.set))  # all bad points -> exit 2
+    from fl_poison.paper_report import check_sweep  # [paper] cells against the plan: exit 2 before anything runs
+
+    for warning in check_sweep(exp, runs):
+        print(f"fl-poison: warning: {warning}", file=sys.stderr)
     runs_dir = Path(args.out) / "runs"
     for note in survey(runs, args.out, args.retry_failed).notes(runs_dir):  # a bad --out / store -> exit 2
         print(f"fl-poison: {note}", file=sys.stderr)

@@ -375,12 +375,15 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
     if by:
         check_by(runs, by)
     chosen = pick_runs(runs, round_runs, folder) if round_runs else None
+    from fl_poison.paper_report import paper_comparison_for  # [paper] cells: validated before any file is written
+
+    paper = paper_comparison_for(folder, runs)
     by, names, rows = aggregate(runs, by, metrics)
     real = out.resolve()
     real.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
     try:
-        written = _write_report(runs, by, names, rows, chosen, tmp, figures)
+        written = _write_report(runs, by, names, rows, chosen, paper, tmp, figures)
         real.mkdir(exist_ok=True)
         files = []
         for f in written:
@@ -391,7 +394,7 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
     return {"runs": len(runs), "by": by, "metrics": names, "rows": rows, "files": files, "skipped": bad}
 
 
-def _write_report(runs, by, names, rows, chosen, out: Path, figures: bool) -> list[Path]:
+def _write_report(runs, by, names, rows, chosen, paper, out: Path, figures: bool) -> list[Path]:
     files = list(write_tables(by, names, rows, out))
     if (cv := cv_table(by, rows, out)) is not None:
         files.append(cv)
@@ -405,4 +408,6 @@ def _write_report(runs, by, names, rows, chosen, out: Path, figures: bool) -> li
         from fl_poison.gan_report import write_gan_report
 
         files += write_gan_report(runs, out, figures)
+    if paper is not None:
+        files += paper.write(out, figures)
     return files

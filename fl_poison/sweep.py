@@ -227,7 +227,7 @@ def write_manifest(out: Path, exp_path: Path, runs: Iterable[Run]) -> Path:
         for name, coords in r.points:
             points[(name, json.dumps(coords, sort_keys=True))] = {"sweep": name, "coords": coords, "run": r.run_id}
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"experiment": str(exp_path), "points": list(points.values())})
+    write_json_atomic(path, {"experiment": str(Path(exp_path).resolve()), "points": list(points.values())})
     return path
 
 

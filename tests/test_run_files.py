@@ -50,7 +50,7 @@ GOOD = {"config": CONFIG, "rounds": 2, "last10": {"accuracy": 0.6}}
     (GOOD, "round,accuracy\n0,0.1\n1,0.5\n2\n", "rounds.csv", "line 4 has 1 cells, the header 2"),
     (GOOD, "round,accuracy\n0,0.1\n1,0.5\x00\n", "rounds.csv", "line 3, column 'accuracy'"),
     (GOOD, b"round,accuracy\n0,\xff\n", "rounds.csv", "not UTF-8"),
-    (GOOD, "round,accuracy\n0,0.1\n1,0.5\n", "rounds.csv", "1 trained round(s), summary.json says 2"),
+    (GOOD, "round,accuracy\n0,0.1\n,0.5\n", "rounds.csv", "line 3 has no round number"),
 ])
 def test_each_broken_file_is_named_with_why(tmp_path, summary, rounds, file, why):
     d = write_run(tmp_path / "r", summary, rounds)
