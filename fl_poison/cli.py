@@ -207,8 +207,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Issue 10: every point of the file's grids as a Ray task (or in-process with --local), resumable."""
-    from fl_poison.sweep import SweepProgress, parse_resources, plan, run_sweep, write_manifest
+    """Every point of the file's grids as a Ray task (or in-process with --local), resumable."""
+    from fl_poison.sweep import SweepProgress, failure_lines, parse_resources, plan, run_sweep, survey, write_manifest
     from fl_poison.grid import load_experiment
 
     cpus, gpus = parse_resources(args.resources)
@@ -218,6 +218,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     for warning in check_sweep(exp, runs):
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
+    runs_dir = Path(args.out) / "runs"
+    for note in survey(runs, args.out, args.retry_failed).notes(runs_dir):  # a bad --out / store -> exit 2
+        print(f"fl-poison: {note}", file=sys.stderr)
     write_manifest(Path(args.out), exp.path, runs)
     print(f"fl-poison: {len(runs)} runs from [{', '.join(args.sweep) or 'all sweeps'}] of {args.config} -> "
           f"{args.out}", file=sys.stderr)
@@ -226,19 +229,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     max_parallel=args.max_parallel, cpus=cpus, gpus=gpus, threads=args.threads,
                     retry_failed=args.retry_failed, progress=prog)
     prog.close()
-    print(f"fl-poison: {res.skipped} already done, {len(res.complete)} finished now, {len(res.failed)} failed"
-          + (" — INTERRUPTED: run the same command again to resume" if res.interrupted else ""), file=sys.stderr)
-    return 130 if res.interrupted else (1 if res.failed else 0)
+    failed = res.all_failed
+    print(f"fl-poison: {res.skipped} already done, {len(res.complete)} finished now, {len(failed)} failed"
+          + (" — INTERRUPTED: run the same command again to resume" if res.interrupted else "")
+          + (f" (errors in {runs_dir}/<id>/error.json; --retry-failed runs them again):" if failed else ""),
+          file=sys.stderr)
+    for line in failure_lines(runs, failed, runs_dir):
+        print(line, file=sys.stderr)
+    return 130 if res.interrupted else (1 if failed else 0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from fl_poison.report import make_report
 
     try:
-        r = make_report(args.dir, args.by or None, args.metric or None, args.out, args.runs or None)
+        r = make_report(args.dir, args.by or None, args.metric or None, args.out, args.runs or None,
+                        strict=args.strict)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fl-poison: error: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    for bad in r["skipped"]:
+        print(f"fl-poison: warning: skipped run {bad.run_dir.name}: {bad.file}: {bad.why}", file=sys.stderr)
     print((Path(r["files"][1])).read_text())
     print(f"{r['runs']} runs; wrote " + ", ".join(str(f) for f in r["files"]), file=sys.stderr)
     return 0
@@ -285,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--toml", action="store_true", help="print pyproject's [tool.flwr.app.config] table")
             sp.add_argument("--write-pyproject", metavar="PYPROJECT",
                             help="regenerate the [tool.flwr.app.config] table of this pyproject.toml in place")
-        if name == "sweep":  # issue 10
+        if name == "sweep":
             sp.add_argument("config", help="experiment TOML file with [sweep.NAME] grids")
             sp.add_argument("--sweep", action="append", default=[], metavar="NAME", help="grid to run (repeatable; default all)")
             sp.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="override a base key")
@@ -296,12 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--threads", type=int, default=1, help="torch threads per run (0 = torch default)")
             sp.add_argument("--retry-failed", action="store_true", help="run again the runs that raised")
             sp.add_argument("--local", action="store_true", help="no Ray: one run after another in this process")
-        if name == "report":  # issue 10
+        if name == "report":
             sp.add_argument("dir", help="sweep folder (or a folder of run directories)")
             sp.add_argument("--by", action="append", default=[], metavar="KEY", help="row keys (default: the varied keys)")
             sp.add_argument("--metric", action="append", default=[], metavar="M", help="metrics (default: all present)")
             sp.add_argument("--runs", action="append", default=[], metavar="RUN_ID", help="runs for the per-round figure")
             sp.add_argument("--out", "-o", help="output folder (default DIR/report)")
+            sp.add_argument("--strict", action="store_true",
+                            help="refuse (exit 2, nothing written) when a run's files are unreadable; "
+                                 "default: skip that run and name it")
         if name == "datasets":
             sp.add_argument("--stats", action="store_true", help="print per-client partition statistics")
     from fl_poison.deploy import add_parser as add_deploy_parser

@@ -5,6 +5,8 @@ product. Keys joined by commas vary together (a zipped axis), for settings
 that only make sense as pairs, e.g. ``"source-class,target-class" = [[6, 0], [4, 6]]``.
 Replicates: ``seeds = [0, 1, 2]`` or ``repeats = 3`` (seeds ``seed``, ``seed+1``, ... of the
 base config) add a ``seed`` axis that varies fastest, so the runs of one setting sit together.
+A grid must vary something: a sweep refuses an empty table (``repeats = 1`` is the way to
+run the base config alone, once).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def load_experiment(path: str | Path) -> Experiment:
     config = data.get("config", {k: data[k] for k in loose})
     sweeps = data.get("sweep", {})
     for name, grid in sweeps.items():
+        if not isinstance(grid, dict):
+            raise ConfigError(f"sweep.{name}", grid, "a grid table [sweep.NAME] (keys directly under [sweep] "
+                              "are not a grid: put them under a [sweep.NAME] header)")
         for axis in grid:
             if axis in REPLICATE_AXES:
                 continue

@@ -4,6 +4,10 @@ Reads every ``runs/*/summary.json`` under a sweep folder (or run directories dir
 under it), so a sweep still running, a hand-made folder or several sweeps merged into one
 folder all report the same way. Runs that differ only in ``seed`` are one row: mean ± std
 (sample std, ddof = 1; 0 for a single seed) over the seeds, as the papers average repeats.
+
+Every run's files are checked before anything is written (:mod:`fl_poison.run_files`): a run
+whose files are unreadable is skipped and named (``strict`` refuses instead), and the report
+is written into a temporary folder and moved into place, so a failure leaves no half report.
 """
 
 from __future__ import annotations
@@ -11,10 +15,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from fl_poison.config import ConfigError
+from fl_poison.run_files import BadRunFiles, load_finished
 
 #: Keys that never make a row: the replicate axis and output locations.
 NOT_GROUPED = ("seed", "run-name", "out-dir", "figures")
@@ -58,12 +68,29 @@ def find_runs(folder: str | Path) -> list[Path]:
     return sorted(p.parent for p in base.glob("*/summary.json"))
 
 
-def load_runs(folder: str | Path) -> list[dict[str, Any]]:
+def check_metrics(run: dict[str, Any]) -> None:
+    """Every metric the tables read is a number or absent; raise BadRunFiles naming the first that is not."""
+    for name, (_, read) in METRICS.items():
+        try:
+            read(run["summary"])
+        except (TypeError, ValueError):
+            raise BadRunFiles(run["dir"], "summary.json", f"metric '{name}' is not a number") from None
+
+
+def load_runs(folder: str | Path, bad: list[BadRunFiles] | None = None) -> list[dict[str, Any]]:
+    """Finished runs whose files are readable; an unreadable one raises BadRunFiles, or goes to ``bad``."""
     out = []
     for d in find_runs(folder):
-        s = json.loads((d / "summary.json").read_text())
-        cfg = s.get("config") or json.loads((d / "config.json").read_text())
-        out.append({"dir": d, "config": cfg, "summary": s})
+        try:
+            f = load_finished(d)
+            run = {"dir": d, "config": f.config, "summary": f.summary}
+            check_metrics(run)
+        except BadRunFiles as exc:
+            if bad is None:
+                raise
+            bad.append(exc)
+            continue
+        out.append(run)
     return out
 
 
@@ -288,34 +315,99 @@ def rounds_figure(runs: Sequence[dict], by, out: Path, column: str = "source_acc
     return path
 
 
+def check_out(out: Path) -> None:
+    """Refuse an output path that is (or sits under) a file, before reading any run."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError("--out", str(p), "a folder for the report (this path is a file)")
+            return
+
+
+def check_by(runs: Sequence[dict[str, Any]], by: Sequence[str]) -> None:
+    known = {k for r in runs for k in r["config"]}
+    for k in by:
+        if k not in known:
+            varied = ", ".join(varied_keys(runs)) or "none"
+            raise ConfigError("--by", k, f"a config key of these runs; the keys that vary here: {varied} "
+                              f"(any other key of their config works too, see `fl-poison keys`)")
+
+
+def pick_runs(runs: Sequence[dict[str, Any]], ids: Sequence[str], folder: str | Path) -> list[dict[str, Any]]:
+    """The runs ``--runs`` names: a run id or a prefix of exactly one (the progress line shows 8 digits)."""
+    chosen = []
+    for rid in ids:
+        hits = [r for r in runs if r["dir"].name == rid] or [r for r in runs if r["dir"].name.startswith(rid)]
+        if len(hits) != 1:
+            some = ", ".join(r["dir"].name for r in runs[:4]) + (", …" if len(runs) > 4 else "")
+            what = f"a prefix of {len(hits)} runs; give more digits" if hits else f"no finished run under {folder}"
+            raise ConfigError("--runs", rid, f"the id of one finished run ({what}; ids: {some})")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def bad_runs_text(bad: Sequence[BadRunFiles]) -> str:
+    return "\n".join(f"  run {b.run_dir.name}: {b.file}: {b.why}" for b in bad)
+
+
 def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
                 out: str | Path | None = None, round_runs: Sequence[str] | None = None,
-                figures: bool = True) -> dict[str, Any]:
-    """Write table.{csv,md}, cv_source_accuracy.md and the PNGs into ``out`` (default ``<folder>/report``)."""
+                figures: bool = True, strict: bool = False) -> dict[str, Any]:
+    """Write table.{csv,md}, cv_source_accuracy.md and the PNGs into ``out`` (default ``<folder>/report``).
+
+    Options and runs are all checked before anything is written; ``skipped`` in the result
+    lists the runs left out for unreadable files (``strict``: raise instead, writing nothing).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
-    runs = load_runs(folder)
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder (give a sweep folder or a folder of run directories)")
+    out = Path(out) if out else Path(folder) / "report"
+    check_out(out)
+    bad: list[BadRunFiles] = []
+    runs = load_runs(folder, bad)
+    if bad and (strict or not runs):
+        why = "--strict refuses runs with unreadable files" if runs else "every finished run has unreadable files"
+        raise ValueError(f"{why}; nothing written ({len(bad)} run(s)):\n{bad_runs_text(bad)}")
     if not runs:
         raise FileNotFoundError(f"no finished runs (summary.json) under {folder}")
-    out = Path(out) if out else Path(folder) / "report"
+    if by:
+        check_by(runs, by)
+    chosen = pick_runs(runs, round_runs, folder) if round_runs else None
     from fl_poison.paper_report import paper_comparison_for  # [paper] cells: validated before any file is written
 
     paper = paper_comparison_for(folder, runs)
     by, names, rows = aggregate(runs, by, metrics)
+    real = out.resolve()
+    real.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
+    try:
+        written = _write_report(runs, by, names, rows, chosen, paper, tmp, figures)
+        real.mkdir(exist_ok=True)
+        files = []
+        for f in written:
+            os.replace(f, real / f.name)
+            files.append(out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"runs": len(runs), "by": by, "metrics": names, "rows": rows, "files": files, "skipped": bad}
+
+
+def _write_report(runs, by, names, rows, chosen, paper, out: Path, figures: bool) -> list[Path]:
     files = list(write_tables(by, names, rows, out))
     if (cv := cv_table(by, rows, out)) is not None:
         files.append(cv)
     if figures:
         for m in [m for m in FIGURE_METRICS if m in names]:
             files += [p for p in (ratio_figure(by, rows, m, out), heatmap_figure(by, rows, m, out)) if p]
-        chosen = [r for r in runs if r["dir"].name in set(round_runs)] if round_runs else choose_round_runs(runs, by)
+        chosen = chosen if chosen is not None else choose_round_runs(runs, by)
         if chosen and (p := rounds_figure(chosen, by, out)):
             files.append(p)
-    if any(r["config"].get("attack") == "gan" for r in runs):  # issue 9: the (G, T) vulnerability matrix
+    if any(r["config"].get("attack") == "gan" for r in runs):  # the (G, T) vulnerability matrix
         from fl_poison.gan_report import write_gan_report
 
         files += write_gan_report(runs, out, figures)
     if paper is not None:
         files += paper.write(out, figures)
-    return {"runs": len(runs), "by": by, "metrics": names, "rows": rows, "files": files}
+    return files

@@ -2,11 +2,15 @@
 
 Why a run store and not a job queue: a run directory ``<out>/runs/<run id>`` named by a
 stable hash of the resolved config *is* the state. A run is finished iff its
-``summary.json`` exists (written last and atomically by the recorder), so a restart after
-Ctrl-C, SIGTERM or a killed Ray worker re-plans the grid, skips what is finished, deletes
-what is half-written and runs the rest: nothing lost, nothing twice. A run that raised
-keeps ``error.json`` (error + traceback) and is retried only with ``retry_failed``.
-``<out>/manifest.json`` maps each grid point (sweep name + coordinates) to its run id.
+``summary.json`` and ``rounds.csv`` are a readable result (:mod:`fl_poison.run_files`;
+summary.json is written last and atomically by the recorder), so a restart after Ctrl-C,
+SIGTERM or a killed Ray worker re-plans the grid, skips what is finished, deletes what is
+half-written or corrupt and runs the rest: nothing lost, nothing twice. A run that raised
+keeps ``error.json`` (error + traceback), stays failed (listed, exit 1) on every re-run and
+is retried only with ``retry_failed``. ``<out>/manifest.json`` maps each grid point (sweep
+name + coordinates) to its run id. Everything the store holds is checked before anything is
+written: a ``--out`` or ``runs`` that is a file, a manifest that is not ours, and a run
+directory that is a symlink leaving the sweep folder are refused (ConfigError).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from fl_poison.config import Config, ConfigError, resolve
-from fl_poison.grid import Experiment, expand, load_experiment
+from fl_poison.grid import REPLICATE_AXES, Experiment, expand, load_experiment
+from fl_poison.run_files import BadRunFiles, load_finished
 
 #: Keys that name where a run is written, not what it computes: left out of the run id.
 NOT_IN_RUN_ID = ("run-name", "out-dir")
@@ -58,13 +63,46 @@ def run_id(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def varied_by(grid: dict[str, Any]) -> list[str]:
+    """The run keys a grid sets at each point (``seeds`` sets ``seed``; ``repeats`` only offsets it)."""
+    keys: list[str] = []
+    for axis in grid:
+        if axis == "seeds":
+            keys.append("seed")
+        elif axis not in REPLICATE_AXES:
+            keys += [k.strip() for k in axis.split(",")]
+    return keys
+
+
+def check_overrides(exp: Experiment, names: Sequence[str], overrides: dict[str, Any] | None) -> None:
+    """Refuse a ``--set`` of a key a chosen grid varies: the grid would override it at every point, silently."""
+    for key, value in (overrides or {}).items():
+        for name in names:
+            if key in varied_by(exp.sweeps[name]):
+                raise ConfigError(f"--set {key}", value, f"a key that [sweep.{name}] does not vary: that sweep sets "
+                                  f"{key} at every point, so --set would be ignored; drop --set {key} or edit the grid")
+
+
 def plan(exp: Experiment, names: Sequence[str] = (), overrides: dict[str, Any] | None = None) -> list[Run]:
-    """Resolve every grid point of the chosen sweeps (all when none named); raise GridErrors listing every bad one."""
+    """Resolve every grid point of the chosen sweeps (all when none named); raise GridErrors listing every bad one.
+
+    Refused first (ConfigError): a file without grids, an unknown ``--sweep``, a grid that
+    varies nothing (``repeats = 1`` runs the base config once, on purpose) and ``--set`` of a
+    varied key.
+    """
+    if not exp.sweeps:
+        raise ConfigError("[sweep.NAME]", str(exp.path), f"at least one grid in the file: it has none "
+                          f"(fl-poison run -c {exp.path} runs its base [config])")
     names = list(names) or list(exp.sweeps)
     errors: list[tuple[str, dict[str, Any], str]] = []
     missing = [n for n in names if n not in exp.sweeps]
     if missing:
         raise ConfigError("--sweep", ", ".join(missing), f"a grid of {exp.path}: {', '.join(exp.sweeps) or 'none'}")
+    for name in names:
+        if not exp.sweeps[name]:
+            raise ConfigError(f"[sweep.{name}]", {}, f"a grid with at least one key: sweep '{name}' varies nothing "
+                              f"(to run the base config alone, write repeats = 1)")
+    check_overrides(exp, names, overrides)
     runs: dict[str, Run] = {}
     try:
         base_seed = int(resolve(exp.config, overrides)["seed"])
@@ -93,15 +131,26 @@ def plan(exp: Experiment, names: Sequence[str] = (), overrides: dict[str, Any] |
 # ------------------------------------------------------------------------------------------ run store
 
 
-def run_state(run_dir: Path) -> str:
-    """complete | failed | partial (a killed run's leftovers) | new."""
+MANIFEST = "manifest.json"
+
+
+def inspect_run(run_dir: Path) -> tuple[str, str]:
+    """(state, why): complete | corrupt (finished-looking, files unreadable) | failed | partial | new."""
     if (run_dir / "summary.json").exists():
-        return "complete"
+        try:
+            load_finished(run_dir)
+            return "complete", ""
+        except BadRunFiles as exc:
+            return "corrupt", f"{exc.file}: {exc.why}"
     if (run_dir / "error.json").exists():
-        return "failed"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        return "partial"
-    return "new"
+        return "failed", ""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        return "partial", ""
+    return "new", ""
+
+
+def run_state(run_dir: Path) -> str:
+    return inspect_run(run_dir)[0]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -110,17 +159,144 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _within(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def check_store(out: str | Path, runs: Iterable[Run] = ()) -> None:
+    """Refuse (ConfigError naming the path) a store the sweep cannot use; reads only, writes nothing.
+
+    ``out`` and ``out/runs`` must be folders (or not exist yet), a ``manifest.json`` must be
+    one this module wrote, and each planned run directory must be a folder; a run directory
+    that is a symlink must stay inside the sweep folder, because a half-written run is deleted
+    and a new one written through it.
+    """
+    out = Path(out)
+    for parent in (out, *out.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ConfigError("--out", str(parent), "a folder for the sweep (this path is a file)")
+            break
+    runs_dir = out / "runs"
+    if (runs_dir.exists() or runs_dir.is_symlink()) and not runs_dir.is_dir():
+        raise ConfigError("--out", str(runs_dir), "a folder of run directories (this path is a file or a broken "
+                          "link); move it away or choose another --out")
+    read_manifest(out)
+    roots = (out.resolve(), runs_dir.resolve())
+    for r in runs:
+        p = runs_dir / r.run_id
+        if p.is_symlink():
+            target = p.resolve()
+            if not _within(target, roots):
+                raise ConfigError("--out", str(p), f"a run directory inside the sweep folder: it is a symlink to "
+                                  f"{target}, and the sweep never writes or deletes through a link that leaves "
+                                  f"{out}; remove the link or choose another --out")
+            if not target.is_dir():
+                raise ConfigError("--out", str(p), f"a run directory: it is a symlink to {target}, which is not a "
+                                  f"folder; remove the link")
+        elif p.exists() and not p.is_dir():
+            raise ConfigError("--out", str(p), "a run directory (this path is a file); move it away")
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    """``<out>/manifest.json`` (empty when absent); ConfigError naming the file when it is not a sweep manifest."""
+    path = Path(out) / MANIFEST
+    if not path.exists() and not path.is_symlink():
+        return {"points": []}
+    fix = "move it away or choose another --out"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError("--out", str(path), f"a manifest written by fl-poison sweep: it cannot be read "
+                          f"({exc}); {fix}") from None
+    points = data.get("points") if isinstance(data, dict) else None
+    if not isinstance(points, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("sweep"), str) and isinstance(p.get("coords"), dict)
+            and isinstance(p.get("run"), str) for p in points):
+        raise ConfigError("--out", str(path), f"a manifest written by fl-poison sweep: a JSON object whose "
+                          f"'points' list holds {{sweep, coords, run}} objects; {fix}")
+    return data
+
+
 def write_manifest(out: Path, exp_path: Path, runs: Iterable[Run]) -> Path:
     """Merge this sweep's points into ``<out>/manifest.json`` (earlier sweeps into the same folder stay)."""
-    path = out / "manifest.json"
-    old = json.loads(path.read_text()) if path.exists() else {"points": []}
-    points = {(p["sweep"], json.dumps(p["coords"], sort_keys=True)): p for p in old.get("points", [])}
+    path = out / MANIFEST
+    old = read_manifest(out)
+    points = {(p["sweep"], json.dumps(p["coords"], sort_keys=True)): p for p in old["points"]}
     for r in runs:
         for name, coords in r.points:
             points[(name, json.dumps(coords, sort_keys=True))] = {"sweep": name, "coords": coords, "run": r.run_id}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {"experiment": str(Path(exp_path).resolve()), "points": list(points.values())})
     return path
+
+
+@dataclass
+class Store:
+    """Where each planned run stands before a sweep starts."""
+
+    pending: list[Run] = field(default_factory=list)
+    done: list[Run] = field(default_factory=list)
+    failed: list[Run] = field(default_factory=list)  # raised before, kept failed (no retry_failed)
+    corrupt: list[tuple[Run, str]] = field(default_factory=list)  # counted as pending: redone
+
+    def notes(self, runs_dir: Path) -> list[str]:
+        return [f"run {r.run_id} is run again: its files are corrupt ({runs_dir / r.run_id}/{why})"
+                for r, why in self.corrupt]
+
+
+def survey(runs: Sequence[Run], out: str | Path, retry_failed: bool = False) -> Store:
+    """Check the store (:func:`check_store`), then sort the runs into pending, done and kept-failed."""
+    check_store(out, runs)
+    runs_dir = Path(out) / "runs"
+    store = Store()
+    for r in runs:
+        state, why = inspect_run(runs_dir / r.run_id)
+        if state == "complete":
+            store.done.append(r)
+        elif state == "failed" and not retry_failed:
+            store.failed.append(r)
+        else:
+            store.pending.append(r)
+            if state == "corrupt":
+                store.corrupt.append((r, why))
+    return store
+
+
+def error_line(run_dir: Path, limit: int = 200) -> str:
+    """The first line of a failed run's error, from its error.json."""
+    try:
+        err = json.loads((run_dir / "error.json").read_text(encoding="utf-8")).get("error", "")
+        line = str(err).strip().splitlines()[0] if str(err).strip() else "(no error message)"
+    except FileNotFoundError:
+        return "no error.json: the worker died mid-run; run the command again"
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"error.json unreadable ({type(exc).__name__})"
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def failure_lines(runs: Sequence[Run], failed_ids: Iterable[str], runs_dir: Path) -> list[str]:
+    """One line per failed run: id, its first grid point, its error's first line."""
+    by_id = {r.run_id: r for r in runs}
+    lines = []
+    for rid in dict.fromkeys(failed_ids):
+        r = by_id.get(rid)
+        where = ""
+        if r is not None and r.points:
+            name, coords = r.points[0]
+            more = f" (+{len(r.points) - 1} more)" if len(r.points) > 1 else ""
+            where = f" [sweep.{name}] {json.dumps(coords)}{more}"
+        lines.append(f"  {rid}{where}: {error_line(runs_dir / rid)}")
+    return lines
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete a half-written run; for a symlinked one (inside the sweep folder) its contents, not the link."""
+    if run_dir.is_symlink():
+        for child in run_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +328,7 @@ def execute(cfg_dict: dict[str, Any], runs_dir: str, threads: int | None = 1, cw
         torch.set_num_threads(threads)
     cfg = resolve(cfg_dict)
     run_dir = Path(runs_dir) / cfg["run-name"]
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    clear_run_dir(run_dir)
     try:
         summary = run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"]), cfg, out_dir=runs_dir)
         return {"run": cfg["run-name"], "status": "complete", **headline(summary)}
@@ -228,22 +403,15 @@ def parse_resources(text: str) -> tuple[float, float]:
 @dataclass
 class SweepResult:
     planned: int
-    skipped: int
+    skipped: int  # finished before this sweep started
     complete: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # failed in this sweep
     interrupted: bool = False
+    failed_before: list[str] = field(default_factory=list)  # failed earlier, not retried (no retry_failed)
 
-
-def todo(runs: list[Run], runs_dir: Path, retry_failed: bool) -> tuple[list[Run], int]:
-    """Runs to do now and how many are skipped (complete, or failed without retry_failed)."""
-    pending, skipped = [], 0
-    for r in runs:
-        state = run_state(runs_dir / r.run_id)
-        if state == "complete" or (state == "failed" and not retry_failed):
-            skipped += 1
-        else:
-            pending.append(r)
-    return pending, skipped
+    @property
+    def all_failed(self) -> list[str]:
+        return self.failed_before + self.failed
 
 
 class _Stop(KeyboardInterrupt):
@@ -258,10 +426,11 @@ def run_sweep(runs: list[Run], out: str | Path, *, engine: str = "ray", address:
               max_parallel: int | None = None, cpus: float = 1.0, gpus: float = 0.0, threads: int | None = 1,
               retry_failed: bool = False, progress: Callable[..., None] | None = None) -> SweepResult:
     """Run what is not finished; engine ``ray`` (tasks) or ``local`` (this process, one after another)."""
+    store = survey(runs, out, retry_failed)
     runs_dir = (Path(out) / "runs").resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
-    pending, skipped = todo(runs, runs_dir, retry_failed)
-    res = SweepResult(len(runs), skipped)
+    pending = store.pending
+    res = SweepResult(len(runs), len(store.done), failed_before=[r.run_id for r in store.failed])
     progress = progress or (lambda *a, **k: None)
     # SIGINT too: a driver started in the background inherits SIGINT ignored, and Python then never raises
     # KeyboardInterrupt; `kill -INT` must still stop the sweep cleanly.
@@ -334,8 +503,9 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
 
 def sweep_file(path: str | Path, names: Sequence[str] = (), out: str | Path = "results/sweep",
                overrides: dict[str, Any] | None = None, **kwargs: Any) -> tuple[list[Run], SweepResult]:
-    """Plan (validating every point first), write the manifest, then run."""
+    """Plan (validating every point and the store first), write the manifest, then run."""
     exp = load_experiment(path)
     runs = plan(exp, names, overrides)
+    check_store(out, runs)
     write_manifest(Path(out), exp.path, runs)
     return runs, run_sweep(runs, out, **kwargs)

@@ -251,7 +251,8 @@ def _fake_run(root, name, cfg, summary):
 
     d = root / "runs" / name
     d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({"config": cfg, **summary}))
+    (d / "summary.json").write_text(json.dumps({"config": cfg, "last10": {}, **summary}))
+    (d / "rounds.csv").write_text("round,accuracy\n0,0.1\n")  # what a finished run holds besides its summary
 
 
 def test_gan_report_pairs_attack_accuracy_with_the_no_attack_rate(tmp_path):

@@ -34,3 +34,11 @@ def test_unknown_sweep_key_is_rejected(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_experiment(f)
     assert "sed" in str(err.value)
+
+
+@pytest.mark.parametrize("body", ["seed = [1, 2]", 'defense = ["fedavg"]'])
+def test_keys_directly_under_sweep_are_refused(tmp_path, body):
+    f = tmp_path / "e.toml"
+    f.write_text(f'[config]\ndataset = "digits"\n[sweep]\n{body}\n')
+    with pytest.raises(ConfigError, match=r"\[sweep.NAME\] header"):
+        load_experiment(f)

@@ -1,4 +1,5 @@
-"""`fl-poison report` on hand-made run directories: numbers checked by hand, every figure written."""
+"""`fl-poison report` on hand-made run directories: numbers checked by hand, every figure written, bad
+runs and options refused or named before anything is written."""
 
 import csv
 import json
@@ -104,3 +105,75 @@ def test_means_do_not_depend_on_the_order_runs_are_listed_in():
     _, _, forward = aggregate(runs, by=["defense"], metrics=["accuracy"])
     _, _, backward = aggregate(runs[::-1], by=["defense"], metrics=["accuracy"])
     assert forward[0]["accuracy"] == backward[0]["accuracy"]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_runs_with_unreadable_files_are_skipped_and_named(sweep_dir, tmp_path, capsys):
+    runs = sweep_dir / "runs"
+    (runs / "r1" / "summary.json").write_text((runs / "r1" / "summary.json").read_text()[:30])
+    (runs / "r2" / "summary.json").write_text("[1, 2]")
+    (runs / "r3" / "rounds.csv").write_text("round,accuracy,source_accuracy\n0,0.1,\n1,x,0.4\n")
+    assert main(["report", str(sweep_dir), "--out", str(tmp_path / "rep"), "--metric", "source_accuracy"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped run r1: summary.json: not valid JSON" in err
+    assert "skipped run r2: summary.json: a JSON object expected, got a list" in err
+    assert "skipped run r3: rounds.csv: line 3, column 'accuracy': 'x' is not a number" in err
+    rows = list(csv.DictReader((tmp_path / "rep" / "table.csv").open()))
+    # r1, r2 are fedavg at 0.1 (its row goes), r3 one of fedavg at 0.3
+    assert [(r["defense"], r["malicious-fraction"], int(r["n"])) for r in rows] == [
+        ("fedavg", "0.3", 1), ("lfighter", "0.1", 2), ("lfighter", "0.3", 2)]
+
+
+def test_strict_refuses_unreadable_runs_and_writes_nothing(sweep_dir, capsys):
+    (sweep_dir / "runs" / "r5" / "summary.json").write_text('{"config": ')
+    assert main(["report", str(sweep_dir), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing written" in err and "run r5: summary.json: not valid JSON" in err
+    assert not (sweep_dir / "report").exists()
+
+
+def test_a_failure_while_writing_leaves_the_old_report_and_no_half_new_one(sweep_dir, monkeypatch):
+    import fl_poison.report as report
+
+    out = sweep_dir / "report"
+    out.mkdir()
+    (out / "table.md").write_text("the previous report\n")
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "rounds_figure", broken)
+    with pytest.raises(RuntimeError):
+        make_report(sweep_dir, metrics=["source_accuracy"])
+    assert _names(out) == ["table.md"] and (out / "table.md").read_text() == "the previous report\n"
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["report", "runs"]  # no temporary folder left
+
+
+def test_by_a_key_no_run_has_is_refused_listing_the_keys_that_vary(sweep_dir, capsys):
+    assert main(["report", str(sweep_dir), "--by", "nosuchkey"]) == 2
+    err = capsys.readouterr().err
+    assert "'--by': 'nosuchkey'" in err and "defense, malicious-fraction" in err
+    assert not (sweep_dir / "report").exists()
+    assert [r["n"] for r in aggregate(load_runs(sweep_dir), by=["seed"])[2]] == [4, 4]  # any run key works
+
+
+def test_runs_naming_no_finished_run_is_refused_and_a_unique_prefix_picks_one(sweep_dir, capsys):
+    from fl_poison.report import pick_runs
+
+    assert main(["report", str(sweep_dir), "--runs", "deadbeef"]) == 2
+    assert "'--runs': 'deadbeef'" in capsys.readouterr().err and not (sweep_dir / "report").exists()
+    runs = load_runs(sweep_dir)
+    assert [r["dir"].name for r in pick_runs(runs, ["r3", "r1"], sweep_dir)] == ["r3", "r1"]  # exact wins
+    with pytest.raises(ValueError, match="a prefix of 8 runs"):
+        pick_runs(runs, ["r"], sweep_dir)
+
+
+def test_report_out_that_is_a_file_is_one_line_exit_2(sweep_dir, tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "report"):
+        assert main(["report", str(sweep_dir), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"'{tmp_path / 'taken'}'" in err

@@ -1,4 +1,4 @@
-"""Sweeps (issue 10): replicate axes, stable run ids, validation of every point, resume after a crash."""
+"""Sweeps: replicate axes, stable run ids, validation of every point, resume after a crash."""
 
 import json
 import os
@@ -124,13 +124,13 @@ def test_resume_redoes_a_half_written_run_keeps_failed_ones_until_retry(tmp_path
     assert run_state(runs_dir / half.run_id) == "partial" and run_state(runs_dir / failed.run_id) == "failed"
 
     res = run_sweep(runs, out, engine="local")
-    assert (res.skipped, len(res.complete), res.failed) == (1, 3, [])
+    assert (res.skipped, len(res.complete), res.failed, res.failed_before) == (0, 3, [], [failed.run_id])
     assert run_state(runs_dir / half.run_id) == "complete"
     assert "tp" in (runs_dir / half.run_id / "rounds.csv").read_text()  # rewritten, not the leftover
     assert run_state(runs_dir / failed.run_id) == "failed"
 
     again = run_sweep(runs, out, engine="local")  # nothing finished is run twice
-    assert (again.skipped, again.complete) == (4, [])
+    assert (again.skipped, again.complete, again.all_failed) == (3, [], [failed.run_id])
     retried = run_sweep(runs, out, engine="local", retry_failed=True)
     assert retried.complete == [failed.run_id] and not (runs_dir / failed.run_id / "error.json").exists()
     assert sorted(p.name for p in runs_dir.iterdir()) == sorted(r.run_id for r in runs)
