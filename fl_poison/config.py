@@ -284,6 +284,8 @@ def coerce(key: Key, value: Any) -> Any:
         return str(value)
     if not isinstance(value, str):
         raise ConfigError(key.name, value, key.allowed or "a string")
+    if "\x00" in value:  # no path, name or choice holds one; the OS would raise deep inside the run
+        raise ConfigError(key.name, value, "text without NUL bytes")
     return value
 
 

@@ -64,11 +64,19 @@ STATUS_NAME = "status.json"
 def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
     """Raise ConfigError unless ``run_dir`` can become this run's directory (no side effects).
 
-    Refused: a path that is a file, a parent that cannot be created or
-    written, and -- unless ``overwrite`` -- a directory that already holds
-    files (an earlier run, finished or not: its results must not mix with ours).
+    Refused: a run directory that is a symbolic link (wherever it points:
+    ``--overwrite`` would delete the link target's files and the run would
+    land outside out-dir; out-dir itself may be a link), a path that is a
+    file, a parent that cannot be created or written, and -- unless
+    ``overwrite`` -- a directory that already holds files (an earlier run,
+    finished or not: its results must not mix with ours).
     """
     run_dir = Path(run_dir)
+    for link in (run_dir, run_dir / LOCK_NAME):
+        if link.is_symlink():
+            raise ConfigError("run-name", run_dir.name,
+                              f"a real folder: {link} is a symbolic link (to {os.readlink(link)}); fl-poison never "
+                              f"writes or deletes through a link: remove it or choose another run-name / --out")
     for parent in (run_dir, *run_dir.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -96,7 +104,11 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False):
     if not run_dir.is_dir():
         check_run_dir(run_dir, overwrite)  # a file in the way, an unwritable parent
     run_dir.mkdir(parents=True, exist_ok=True)
-    fh = (run_dir / LOCK_NAME).open("a")
+    try:  # O_NOFOLLOW: a planted .lock link must not make us create or hold a file elsewhere
+        fh = os.fdopen(os.open(run_dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644), "a")
+    except OSError as exc:
+        raise ConfigError("run-name", run_dir.name, f"a real folder: {run_dir / LOCK_NAME} cannot be opened "
+                          f"without following a link ({exc.strerror})") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
