@@ -158,6 +158,8 @@ class RunRecorder:
         self.malicious = sorted(malicious)
         self.detection = Detection()
         self.weight_sums = {"honest": [0.0, 0], "malicious": [0.0, 0]}
+        #: replies dropped as invalid before the defense saw them (errors, NaN / Inf, wrong shapes), over the run
+        self.invalid_replies: dict[str, Any] = {"total": 0, "malicious": 0, "rounds": 0}
         self.t0 = time.perf_counter()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.dir / "config.json", cfg.to_dict())
@@ -188,6 +190,13 @@ class RunRecorder:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+    def count_invalid(self, n: int, malicious: int | None) -> None:
+        """One round's invalid replies (``malicious`` None: who is malicious is not known to the server)."""
+        inv = self.invalid_replies
+        inv["total"] += n
+        inv["rounds"] += int(n > 0)
+        inv["malicious"] = None if malicious is None or inv["malicious"] is None else inv["malicious"] + malicious
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -251,6 +260,7 @@ class RunRecorder:
             "confusion_matrix": confusion.tolist() if confusion is not None else None,
             "malicious_clients": self.malicious,
             "detection": det,
+            "invalid_replies": dict(self.invalid_replies),
             "started": self.started,
             "wall_seconds": self.elapsed,
         }

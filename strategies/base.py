@@ -67,8 +67,8 @@ class RoundReport:
 
     @property
     def flagged(self) -> list[int]:
-        """Clients the defense flagged plus those dropped as invalid."""
-        return [c for c, k in zip(self.clients, self.kept) if not k] + sorted(self.invalid)
+        """Valid clients the defense itself left out; replies dropped as invalid are in ``invalid``, not here."""
+        return [c for c, k in zip(self.clients, self.kept) if not k]
 
 
 #: Reply metrics every client sends; any other numeric metric is passed through in ``client_metrics``.

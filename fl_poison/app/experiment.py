@@ -320,8 +320,12 @@ class Experiment:
         if self.cfg["attack"] == "ada":
             out["ada_target"] = most_common_target(
                 [m.get("ada-target") for c, m in zip(rep.clients, rep.client_metrics) if c in mal])
+        # invalid replies never reached the defense: counted apart, never as its detections
+        invalid_mal = sum(c in mal for c in rep.invalid) if self.malicious is not None else None
+        out["invalid_malicious"] = invalid_mal
+        self.recorder.count_invalid(len(rep.invalid), invalid_mal)
         if self.cfg.has_attack and self.malicious is not None:
-            d = detect(rep.flagged, mal, participants)
+            d = detect(rep.flagged, mal, rep.clients)
             self.recorder.detection = self.recorder.detection + d
             out.update({"tp": d.tp, "fp": d.fp, "fn": d.fn, "tn": d.tn,
                         "precision": d.precision, "recall": d.recall, "f1": d.f1})
@@ -333,7 +337,7 @@ class Experiment:
             out["weight_honest"] = _mean(w_h)
             out["weight_malicious"] = _mean(w_m)
         self.recorder.log_defense({"round": server_round, "clients": list(rep.clients), "kept": list(rep.kept),
-                                   "weights": list(rep.weights), "invalid": {str(k): v for k, v in rep.invalid.items()},
+                                   "flagged": rep.flagged, "weights": list(rep.weights), "invalid": {str(k): v for k, v in rep.invalid.items()},
                                    "malicious_selected": sorted(c for c in participants if c in mal),
                                    "info": rep.info})
         if rep.output_rows is not None:
