@@ -123,6 +123,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         close_grid(grid)
+    if summary.get("status") == "non_finite":
+        print(f"fl-poison: error: the run stopped, not a result: {summary.get('reason')}; rounds so far in {out}",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
     if summary.get("status") != "complete":
         print(f"fl-poison: error: the run trained nothing: {summary.get('reason')}; results in {out} describe "
               f"the initial model", file=sys.stderr)
