@@ -52,6 +52,7 @@ class GanTracker:
         self.latest: np.ndarray | None = None
         self.snapshots: dict[int, np.ndarray] = {}
         self.recognised: list[float] = []
+        self.invalid_previews = 0  # malformed gan-preview records ignored
 
     def round(self, server_round: int, model, ex) -> dict[str, Any]:
         from clients.attacks.gan import read_preview
@@ -61,7 +62,14 @@ class GanTracker:
         for reply in (ex.replies if ex is not None else []):
             if reply.has_error() or "gan-preview" not in reply.content.config_records:
                 continue
-            images, made = read_preview(reply.content.config_records["gan-preview"])
+            try:  # a client's record: a malformed one is that reply's problem, never the server's
+                images, made = read_preview(reply.content.config_records["gan-preview"],
+                                            tuple(self.fed.dataset.spec.input_shape), server_round)
+            except (ValueError, TypeError, KeyError) as exc:
+                self.invalid_previews += 1
+                log.warning("round %d: ignoring the gan-preview of node %d: %s", server_round,
+                            reply.metadata.src_node_id, exc)
+                continue
             self.latest = images
             self.snapshots[made] = images
             break  # one adversary's generator (the first reply that carries one) is enough to look at
@@ -75,7 +83,7 @@ class GanTracker:
         vals = [v for v in self.recognised if v is not None and math.isfinite(v)]
         return {"recognised_mean": float(np.mean(vals)) if vals else None,
                 "recognised_final": vals[-1] if vals else None,
-                "preview_rounds": sorted(self.snapshots)}
+                "preview_rounds": sorted(self.snapshots), "invalid_previews": self.invalid_previews}
 
     def figure(self, run_dir: Path, bands: int = 6) -> Path | None:
         """``gan_samples.png``: one row of generated images per round band (the last row: the final round)."""
