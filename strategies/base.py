@@ -202,6 +202,9 @@ class DefenseStrategy(FedAvg):
         n_ex = metrics.get(self.weighted_by_key)
         if not isinstance(n_ex, (int, float)) or not np.isfinite(n_ex) or n_ex <= 0:
             return f"'{self.weighted_by_key}' is {n_ex!r}, must be a positive number"
+        listed = [k for k in STANDARD_METRICS if not isinstance(metrics.get(k, 0.0), (int, float))]
+        if listed:  # MetricRecord also carries lists; the report reads these as one number each
+            return f"'{listed[0]}' is {metrics[listed[0]]!r}, must be a number"
         if not all(np.all(np.isfinite(a)) for a in arrays if np.issubdtype(a.dtype, np.floating)):
             return "non-finite values (NaN / Inf) in the arrays"
         return arrays, float(n_ex)

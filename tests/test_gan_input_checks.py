@@ -114,3 +114,4 @@ def test_only_malformed_previews_leave_the_round_without_a_measurement(server_id
     tracker, model = _tracker()
     out = tracker.round(1, model, SimpleNamespace(replies=[_reply(7, _bad("short-bytes"))]))
     assert out == {"gan_recognised": None} and not tracker.snapshots
+
