@@ -365,6 +365,11 @@ def _check_relations(c: dict[str, Any]) -> None:
                           f"-1 or a round >= attack-start-round ({c['attack-start-round']})")
     _check_paths(c)
     _check_device(c)
+    need = getattr(plugins.get("defense", c["defense"]), "min_clients", 1)
+    if c["clients-per-round"] < need:
+        raise ConfigError("clients-per-round", c["clients-per-round"],
+                          f"at least {need} for defense={c['defense']}: it cannot tell attackers apart among fewer "
+                          f"updates (it would keep everyone)")
     for kind in ("attack", "defense"):
         check = getattr(plugins.get(kind, c[kind]), "check_config", None)
         if check is not None:
@@ -450,6 +455,32 @@ def _check_device(c: dict[str, Any]) -> None:
     if index >= n:
         raise ConfigError("device", c["device"], f"auto or cpu: this machine has {n} CUDA device(s)"
                           + (f" (cuda:0..cuda:{n - 1})" if n else ""))
+
+
+def config_warnings(cfg: Config, given: Iterable[str]) -> list[str]:
+    """Legal settings that cannot act, one line each (the run goes on; a sweep may print them once per run).
+
+    ``given``: the keys the user set. A plug-in key set while another attack /
+    defense is selected has no effect; each selected plug-in may add its own
+    (a ``config_warnings(config)`` class method).
+    """
+    from fl_poison import plugins
+
+    s = schema()
+    given = set(given)
+    out = []
+    for key in s.keys:
+        owners = s.owners.get(key.name, ("core",))
+        if key.name not in given or "core" in owners:
+            continue
+        if not any(o in (f"attack {cfg['attack']}", f"defense {cfg['defense']}") for o in owners):
+            kinds = sorted({o.split()[0] for o in owners})
+            out.append(f"'{key.name}' has no effect with " + " and ".join(f"{k}={cfg[k]}" for k in kinds))
+    for kind in ("attack", "defense"):
+        more = getattr(plugins.get(kind, cfg[kind]), "config_warnings", None)
+        if more is not None:
+            out += more(cfg)
+    return out
 
 
 def check_class_pair(c: dict[str, Any], spec: Any, attack: str) -> None:

@@ -116,6 +116,9 @@ class DefenseStrategy(FedAvg):
     #: run keys this defense declares (each with ``param`` = the constructor argument it fills)
     keys: ClassVar[tuple[Key, ...]] = ()
     help: ClassVar[str] = ""
+    #: fewest valid updates the rule can filter (the config refuses a smaller clients-per-round; a round left
+    #: with fewer valid replies is logged, and the rule keeps everyone)
+    min_clients: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -253,6 +256,9 @@ class DefenseStrategy(FedAvg):
         updates, buffer_updates = _stack_updates(rows, g, buf_cols)
         # L2 norm of each parameter update as the defense received it (row by row: no float64 copy of the stack)
         report.update_norms = [float(np.linalg.norm(row.astype(np.float64))) for row in updates]
+        if len(rows) < self.min_clients:
+            log.warning("round %d: only %d valid update(s); %s needs %d to filter, so it keeps everyone this round",
+                        server_round, len(rows), self.name, self.min_clients)
         try:
             agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires
