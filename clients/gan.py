@@ -47,6 +47,35 @@ def shape_problem(kind: str, shape: Sequence[int]) -> str | None:
     return None
 
 
+def generator_size(kind: str, latent: int, width: int, shape: Sequence[int]) -> tuple[int, int]:
+    """``(parameters, activation floats per sample)`` of the generator :func:`build_generator` makes, unbuilt.
+
+    Lets a config check bound a generator that could never be allocated
+    (``gan-latent=10**9`` is a 2 TB first layer) without trying.
+    """
+    c, h, w = (int(s) for s in shape)
+    if kind == "dcgan":
+        s = h // 4
+        hid = 2 * width * s * s
+        params = (latent + 1) * hid + 2 * hid + 2 * width * width * 16 + width + 2 * width + width * c * 16 + c
+        return params, 3 * hid + 3 * width * (2 * s) ** 2 + 2 * c * h * h
+    pixels = c * h * w
+    return (latent + 1) * 4 * width + (4 * width + 1) * pixels, 2 * 4 * width + 2 * pixels
+
+
+def round_floats(kind: str, latent: int, width: int, shape: Sequence[int], batch: int, images: int) -> int:
+    """Float32 values one adversarial round holds at its peak, roughly (an upper-bound style estimate).
+
+    The generator with its gradients, Adam moments and stored copy (8x its
+    parameters); a generator batch through generator and discriminator
+    (forward + backward); ``images`` generated at once, each with its latent
+    vector, the image and its copy in the poisoned training set.
+    """
+    params, acts = generator_size(kind, latent, width, shape)
+    pixels = math.prod(int(s) for s in shape)
+    return 8 * params + 3 * batch * (latent + acts + pixels) + images * (latent + 2 * pixels)
+
+
 class _Pixels(nn.Module):
     """``tanh`` output -> pixels in [0, 1] -> the data set's normalisation."""
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from fl_poison.config import ConfigError, Config, describe_keys, parse_assignment, resolve
+from fl_poison.config import ConfigError, Config, config_warnings, describe_keys, parse_assignment, resolve
 
 EXIT_BAD_CONFIG = 2
 EXIT_RUN_FAILED = 1
@@ -33,10 +33,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return load_experiment(path).config
 
 
-def config_from_args(config_file: str | None, sets: Sequence[str]) -> Config:
+def config_layers(config_file: str | None, sets: Sequence[str]) -> list[dict[str, Any]]:
+    """The experiment file's [config], then the --set assignments (later wins)."""
     layers = [load_toml(config_file)] if config_file else []
     layers.append(dict(parse_assignment(s) for s in sets))
-    return resolve(*layers)
+    return layers
+
+
+def config_from_args(config_file: str | None, sets: Sequence[str]) -> Config:
+    return resolve(*config_layers(config_file, sets))
 
 
 class Progress:
@@ -84,8 +89,9 @@ def attack_warnings(cfg: Config) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.strip():
         raise ConfigError("--out", args.out, "a folder path (got an empty string)")
-    cfg = config_from_args(args.config, args.set)
-    for warning in attack_warnings(cfg):
+    layers = config_layers(args.config, args.set)
+    cfg = resolve(*layers)
+    for warning in attack_warnings(cfg) + config_warnings(cfg, {k for layer in layers for k in layer}):
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
     from fl_poison.app.experiment import run_experiment
     from fl_poison.engine.parallel import close_grid, make_grid
@@ -123,6 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         close_grid(grid)
+    if summary.get("status") == "non_finite":
+        print(f"fl-poison: error: the run stopped, not a result: {summary.get('reason')}; rounds so far in {out}",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
     if summary.get("status") != "complete":
         print(f"fl-poison: error: the run trained nothing: {summary.get('reason')}; results in {out} describe "
               f"the initial model", file=sys.stderr)

@@ -289,6 +289,8 @@ def coerce(key: Key, value: Any) -> Any:
         return str(value)
     if not isinstance(value, str):
         raise ConfigError(key.name, value, key.allowed or "a string")
+    if "\x00" in value:  # no path, name or choice holds one; the OS would raise deep inside the run
+        raise ConfigError(key.name, value, "text without NUL bytes")
     return value
 
 
@@ -369,6 +371,11 @@ def _check_relations(c: dict[str, Any]) -> None:
     _check_split(c, plugins)
     _check_paths(c)
     _check_device(c)
+    need = getattr(plugins.get("defense", c["defense"]), "min_clients", 1)
+    if c["clients-per-round"] < need:
+        raise ConfigError("clients-per-round", c["clients-per-round"],
+                          f"at least {need} for defense={c['defense']}: it cannot tell attackers apart among fewer "
+                          f"updates (it would keep everyone)")
     for kind in ("attack", "defense"):
         check = getattr(plugins.get(kind, c[kind]), "check_config", None)
         if check is not None:
@@ -400,7 +407,12 @@ def _check_split(c: dict[str, Any], plugins: Any) -> None:
 
 
 def _check_initial_model(c: dict[str, Any]) -> None:
-    """``initial-model`` must hold exactly the model's array names and shapes (built, not trained: no data)."""
+    """``initial-model`` must be an .npz of the model's names and shapes, real finite numbers (no data loaded).
+
+    Every array is read here, so a file that would fail or silently change
+    when the run casts it (text, complex, object arrays; NaN / Inf; values
+    beyond the model's float range) is refused before any data loads.
+    """
     from pathlib import Path
 
     import numpy as np
@@ -410,22 +422,54 @@ def _check_initial_model(c: dict[str, Any]) -> None:
     path = Path(c["initial-model"]).expanduser()
     if not path.is_file():
         raise ConfigError("initial-model", c["initial-model"], "a path to an existing model.npz, or ''")
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":  # np.savez writes a zip; anything else np.load would try to unpickle
+        raise ConfigError("initial-model", c["initial-model"], f"a model.npz written by np.savez (a zip archive); "
+                          f"this file starts with {head!r}")
     try:
-        with np.load(path) as z:
-            saved = {k: tuple(z[k].shape) for k in z.files}
-    except Exception as exc:  # not an npz, truncated, ...
+        with np.load(path, allow_pickle=False) as z:
+            saved = {k: z[k] for k in z.files}
+    except Exception as exc:  # truncated, corrupt member, object arrays, ...
         raise ConfigError("initial-model", c["initial-model"], f"a readable .npz file ({exc})") from None
-    expected = {k: tuple(v.shape) for k, v in new_model(Config(c)).state_dict().items()}
-    if saved != expected:
-        missing = sorted(set(expected) - set(saved))
-        extra = sorted(set(saved) - set(expected))
-        wrong = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
-        detail = "; ".join(x for x in (
+    expected = {k: v.detach().cpu().numpy() for k, v in new_model(Config(c)).state_dict().items()}
+    problem = initial_model_problem(saved, expected)
+    if problem:
+        raise ConfigError("initial-model", c["initial-model"], f"a model.npz of the configured model ({problem})")
+
+
+def initial_model_problem(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
+    """Why ``saved`` arrays cannot become the model whose fresh state is ``expected`` (None: they can).
+
+    Names and shapes must match; each array must hold real numbers of the
+    model's kind (floats for parameters, integers for counters such as
+    ``num_batches_tracked``) that stay finite in the model's dtype.
+    """
+    import numpy as np
+
+    shapes = {k: tuple(np.shape(v)) for k, v in saved.items()}
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    if shapes != want:
+        missing = sorted(set(want) - set(shapes))
+        extra = sorted(set(shapes) - set(want))
+        wrong = sorted(k for k in set(shapes) & set(want) if shapes[k] != want[k])
+        return "; ".join(x for x in (
             f"missing {', '.join(missing[:3])}" if missing else "",
             f"unexpected {', '.join(extra[:3])}" if extra else "",
-            ", ".join(f"{k} has shape {saved[k]}, expected {expected[k]}" for k in wrong[:3])) if x)
-        raise ConfigError("initial-model", c["initial-model"],
-                          f"a model.npz of the configured model ({detail})")
+            ", ".join(f"{k} has shape {shapes[k]}, expected {want[k]}" for k in wrong[:3])) if x)
+    for name, ref in expected.items():
+        a = np.asarray(saved[name])
+        allowed = "fiub" if ref.dtype.kind == "f" else "iub"
+        if a.dtype.kind not in allowed:
+            what = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects"}.get(a.dtype.kind,
+                                                                                              f"dtype {a.dtype}")
+            return f"{name} holds {what}; expected real {'numbers' if ref.dtype.kind == 'f' else 'integers'}"
+        if ref.dtype.kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                bad = int(np.size(a) - np.isfinite(a.astype(ref.dtype)).sum())
+            if bad:
+                return f"{name} has {bad} value(s) that are NaN / Inf, or beyond {ref.dtype}'s range"
+    return None
 
 
 def _check_device(c: dict[str, Any]) -> None:
@@ -439,6 +483,32 @@ def _check_device(c: dict[str, Any]) -> None:
     if index >= n:
         raise ConfigError("device", c["device"], f"auto or cpu: this machine has {n} CUDA device(s)"
                           + (f" (cuda:0..cuda:{n - 1})" if n else ""))
+
+
+def config_warnings(cfg: Config, given: Iterable[str]) -> list[str]:
+    """Legal settings that cannot act, one line each (the run goes on; a sweep may print them once per run).
+
+    ``given``: the keys the user set. A plug-in key set while another attack /
+    defense is selected has no effect; each selected plug-in may add its own
+    (a ``config_warnings(config)`` class method).
+    """
+    from fl_poison import plugins
+
+    s = schema()
+    given = set(given)
+    out = []
+    for key in s.keys:
+        owners = s.owners.get(key.name, ("core",))
+        if key.name not in given or "core" in owners:
+            continue
+        if not any(o in (f"attack {cfg['attack']}", f"defense {cfg['defense']}") for o in owners):
+            kinds = sorted({o.split()[0] for o in owners})
+            out.append(f"'{key.name}' has no effect with " + " and ".join(f"{k}={cfg[k]}" for k in kinds))
+    for kind in ("attack", "defense"):
+        more = getattr(plugins.get(kind, cfg[kind]), "config_warnings", None)
+        if more is not None:
+            out += more(cfg)
+    return out
 
 
 def check_class_pair(c: dict[str, Any], spec: Any, attack: str) -> None:

@@ -49,7 +49,7 @@ from fl_poison.config import ConfigError
 FINAL_METRICS = ("accuracy", "loss", "source_accuracy", "attack_success_rate", "ata", "max_ata", "mta",
                  "backdoor_accuracy", "source_accuracy_cv", "wall_seconds")
 #: summary.json blocks holding one number per per-round column (fl_poison.results.LAST10_KEYS).
-ROUND_AGGREGATES = ("last10", "mean_over_rounds", "max_over_rounds")
+ROUND_AGGREGATES = ("last10", "mean_over_rounds", "max_over_rounds", "min_over_rounds")
 #: other nested numbers of summary.json.
 NESTED_METRICS = ("detection.precision", "detection.recall", "detection.f1", "detection.last10.precision",
                   "detection.last10.recall", "detection.last10.f1", "detection.mean_weight_honest",

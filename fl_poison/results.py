@@ -64,11 +64,19 @@ STATUS_NAME = "status.json"
 def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
     """Raise ConfigError unless ``run_dir`` can become this run's directory (no side effects).
 
-    Refused: a path that is a file, a parent that cannot be created or
-    written, and -- unless ``overwrite`` -- a directory that already holds
-    files (an earlier run, finished or not: its results must not mix with ours).
+    Refused: a run directory that is a symbolic link (wherever it points:
+    ``--overwrite`` would delete the link target's files and the run would
+    land outside out-dir; out-dir itself may be a link), a path that is a
+    file, a parent that cannot be created or written, and -- unless
+    ``overwrite`` -- a directory that already holds files (an earlier run,
+    finished or not: its results must not mix with ours).
     """
     run_dir = Path(run_dir)
+    for link in (run_dir, run_dir / LOCK_NAME):
+        if link.is_symlink():
+            raise ConfigError("run-name", run_dir.name,
+                              f"a real folder: {link} is a symbolic link (to {os.readlink(link)}); fl-poison never "
+                              f"writes or deletes through a link: remove it or choose another run-name / --out")
     for parent in (run_dir, *run_dir.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -96,7 +104,11 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False):
     if not run_dir.is_dir():
         check_run_dir(run_dir, overwrite)  # a file in the way, an unwritable parent
     run_dir.mkdir(parents=True, exist_ok=True)
-    fh = (run_dir / LOCK_NAME).open("a")
+    try:  # O_NOFOLLOW: a planted .lock link must not make us create or hold a file elsewhere
+        fh = os.fdopen(os.open(run_dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644), "a")
+    except OSError as exc:
+        raise ConfigError("run-name", run_dir.name, f"a real folder: {run_dir / LOCK_NAME} cannot be opened "
+                          f"without following a link ({exc.strerror})") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -146,6 +158,8 @@ class RunRecorder:
         self.malicious = sorted(malicious)
         self.detection = Detection()
         self.weight_sums = {"honest": [0.0, 0], "malicious": [0.0, 0]}
+        #: replies dropped as invalid before the defense saw them (errors, NaN / Inf, wrong shapes), over the run
+        self.invalid_replies: dict[str, Any] = {"total": 0, "malicious": 0, "rounds": 0}
         self.t0 = time.perf_counter()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.dir / "config.json", cfg.to_dict())
@@ -176,6 +190,13 @@ class RunRecorder:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+    def count_invalid(self, n: int, malicious: int | None) -> None:
+        """One round's invalid replies (``malicious`` None: who is malicious is not known to the server)."""
+        inv = self.invalid_replies
+        inv["total"] += n
+        inv["rounds"] += int(n > 0)
+        inv["malicious"] = None if malicious is None or inv["malicious"] is None else inv["malicious"] + malicious
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -240,6 +261,7 @@ class RunRecorder:
             "confusion_matrix": confusion.tolist() if confusion is not None else None,
             "malicious_clients": self.malicious,
             "detection": det,
+            "invalid_replies": dict(self.invalid_replies),
             "started": self.started,
             "wall_seconds": self.elapsed,
         }

@@ -67,8 +67,8 @@ class RoundReport:
 
     @property
     def flagged(self) -> list[int]:
-        """Clients the defense flagged plus those dropped as invalid."""
-        return [c for c, k in zip(self.clients, self.kept) if not k] + sorted(self.invalid)
+        """Valid clients the defense itself left out; replies dropped as invalid are in ``invalid``, not here."""
+        return [c for c, k in zip(self.clients, self.kept) if not k]
 
 
 #: Reply metrics every client sends; any other numeric metric is passed through in ``client_metrics``.
@@ -121,6 +121,9 @@ class DefenseStrategy(FedAvg):
     help: ClassVar[str] = ""
     #: False for rules that do not average the updates (median, Krum): ``aggregation-weights=uniform`` is refused
     averages: ClassVar[bool] = True
+    #: fewest valid updates the rule can filter (the config refuses a smaller clients-per-round; a round left
+    #: with fewer valid replies is logged, and the rule keeps everyone)
+    min_clients: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -209,6 +212,9 @@ class DefenseStrategy(FedAvg):
         n_ex = metrics.get(self.weighted_by_key)
         if not isinstance(n_ex, (int, float)) or not np.isfinite(n_ex) or n_ex <= 0:
             return f"'{self.weighted_by_key}' is {n_ex!r}, must be a positive number"
+        listed = [k for k in STANDARD_METRICS if not isinstance(metrics.get(k, 0.0), (int, float))]
+        if listed:  # MetricRecord also carries lists; the report reads these as one number each
+            return f"'{listed[0]}' is {metrics[listed[0]]!r}, must be a number"
         if not all(np.all(np.isfinite(a)) for a in arrays if np.issubdtype(a.dtype, np.floating)):
             return "non-finite values (NaN / Inf) in the arrays"
         return arrays, float(n_ex)
@@ -257,6 +263,9 @@ class DefenseStrategy(FedAvg):
         updates, buffer_updates = _stack_updates(rows, g, buf_cols)
         # L2 norm of each parameter update as the defense received it (row by row: no float64 copy of the stack)
         report.update_norms = [float(np.linalg.norm(row.astype(np.float64))) for row in updates]
+        if len(rows) < self.min_clients:
+            log.warning("round %d: only %d valid update(s); %s needs %d to filter, so it keeps everyone this round",
+                        server_round, len(rows), self.name, self.min_clients)
         try:
             agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires

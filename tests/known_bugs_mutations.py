@@ -9,7 +9,7 @@ MUTS = {
  "01-attackers-among-target-holders": ("fl_poison/federation.py", 'source_holders([labels[p] for p in parts], cfg.source)', 'source_holders([labels[p] for p in parts], cfg.target)'),
  "02a-flip-half-in-flip_targeted": ("clients/poisoning.py", "out[out == source] = target", "out[np.flatnonzero(out == source)[::2]] = target"),
  "02b-flip-half-in-client": ("clients/attacks/label_flip.py", "    idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))", "    src = np.flatnonzero(r.y.numpy()[idx] == source)\n    labels = np.array(labels); labels[src[::2]] = source\n    idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))"),
- "03-detection-over-valid-only": ("fl_poison/app/experiment.py", "participants = list(rep.clients) + sorted(rep.invalid)", "participants = list(rep.clients)"),
+ "03-invalid-replies-credited-as-flagged": ("fl_poison/app/experiment.py", "d = detect(rep.flagged, mal, rep.clients)", "d = detect(rep.flagged + sorted(rep.invalid), mal, participants)"),
  "04-foolsgold-history-overwritten": ("strategies/defenses/foolsgold.py", "self.history[c] = self.history.get(c, 0.0) + row", "self.history[c] = row"),
  "05-dirichlet-alpha-not-passed": ("fl_poison/federation.py", 'alpha=cfg["dirichlet-alpha"]', 'alpha=1.0'),
  "06-received-subsample-y[:n]": ("clients/behaviour.py", "x, y = x[idx], y[idx]", "x, y = x[idx], y[:n]"),

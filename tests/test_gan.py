@@ -145,7 +145,7 @@ def test_generator_state_round_trips_through_the_node_store():
 
 def test_preview_record_round_trips():
     imgs = torch.randn(4, 1, 8, 8)
-    back, r = read_preview(preview_record(imgs, 7))
+    back, r = read_preview(preview_record(imgs, 7), (1, 8, 8), 7)
     assert r == 7 and np.allclose(back, imgs.numpy(), atol=1e-2)
 
 

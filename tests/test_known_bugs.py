@@ -126,7 +126,7 @@ def test_client_app_untargeted_flip_relabels_every_sample():
     assert m["received-model-accuracy"] == pytest.approx((9 - y.numpy() == 9).mean())  # reverse map: 0 -> 9
 
 
-# --- 3. detection counts every participant, invalid ones included -------------------------------------
+# --- 3. detection credits the defense only with what it flagged; invalid replies are counted apart ------
 def _experiment(tmp_path, cfg, malicious, report):
     fed = SimpleNamespace(malicious=tuple(malicious))
     strategy = SimpleNamespace(last_report=report)
@@ -134,17 +134,19 @@ def _experiment(tmp_path, cfg, malicious, report):
     return Experiment(cfg, fed, strategy, rec, None), rec
 
 
-def test_detection_counts_invalid_replies_as_flagged_participants(tmp_path):
+def test_detection_counts_only_what_the_defense_judged_and_invalid_replies_apart(tmp_path):
     cfg = resolve({**SMALL, "attack": "label-flip", "source-class": 7, "target-class": 1, "num-malicious": 2})
     rep = RoundReport(server_round=1, clients=[0, 1, 3], kept=[True, False, True], weights=[0.5, 0.0, 0.5],
                       train_loss=[1.0] * 3, train_accuracy=[0.5] * 3, received_accuracy=[0.5] * 3,
                       invalid={2: "crashed"})
     exp, rec = _experiment(tmp_path, cfg, [1, 2], rep)
     out = exp._round_report(1)
-    # client 1 flagged (tp), 2 invalid and malicious (tp), 0 and 3 kept honest (tn)
-    assert (out["tp"], out["fp"], out["fn"], out["tn"]) == (2, 0, 0, 2)
+    # client 1 flagged (tp), 0 and 3 kept honest (tn); 2 (malicious) crashed: invalid, not the defense's catch
+    assert (out["tp"], out["fp"], out["fn"], out["tn"]) == (1, 0, 0, 2)
     assert out["num_selected"] == 4 and out["num_malicious_selected"] == 2 and out["num_invalid"] == 1
-    assert (rec.detection.tp, rec.detection.tn) == (2, 2)
+    assert out["num_flagged"] == 1 and out["invalid_malicious"] == 1
+    assert (rec.detection.tp, rec.detection.tn) == (1, 2)
+    assert rec.summary(None)["invalid_replies"] == {"total": 1, "malicious": 1, "rounds": 1}
 
 
 # --- 11. weight_malicious is the mean weight of the malicious clients ---------------------------------

@@ -108,7 +108,7 @@ def test_an_adversarial_round_replies_with_its_metrics_and_preview(monkeypatch):
     assert m["gan-real-source-samples"] == 0.0
     assert m["received-model-accuracy"] == pytest.approx(received)
     assert res.num_examples == len(real_y) + 10 + 10  # gan-fake-samples = -1: as many fake-class images as poison
-    images, rnd = read_preview(res.records["gan-preview"])
+    images, rnd = read_preview(res.records["gan-preview"], (1, 8, 8), 4)
     assert rnd == 4 and images.shape == (PREVIEW, 1, 8, 8) and images.dtype == np.float32
 
 

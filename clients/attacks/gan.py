@@ -102,6 +102,7 @@ class GAN(Behaviour):
         problem = gan.shape_problem(config["gan-generator"], spec.input_shape)
         if problem:
             raise ConfigError("gan-generator", config["gan-generator"], problem)
+        check_round_memory(config, spec)
         if config["gan-exclude-source"]:
             from fl_poison.threat import num_malicious
 
@@ -201,6 +202,43 @@ class GAN(Behaviour):
         return result
 
 
+#: Keys that size an adversarial round's memory (see :func:`clients.gan.round_floats`).
+SIZE_KEYS = (GAN_LATENT, GAN_WIDTH, GAN_BATCH, GAN_SAMPLES, GAN_FAKE_SAMPLES)
+
+
+def round_bytes(config: dict[str, Any], shape) -> int:
+    """Estimated peak bytes of one adversarial round under ``config``."""
+    n_fake = config["gan-samples"] if config["gan-fake-samples"] < 0 else config["gan-fake-samples"]
+    images = config["gan-samples"] + n_fake + PREVIEW + 256  # poison, fake, preview, the recognition batch
+    return 4 * gan.round_floats(config["gan-generator"], config["gan-latent"], config["gan-width"], shape,
+                                config["gan-batch"], images)
+
+
+def check_round_memory(config: dict[str, Any], spec: Any) -> None:
+    """Refuse sizes whose round cannot fit in this machine's memory, naming the key that makes it so.
+
+    The key named is the one whose default shrinks the estimate most. Without
+    this check such a round fails its allocation every round and the run ends
+    "complete" on the honest clients alone.
+    """
+    from fl_poison.devices import memory_bytes
+
+    need, have = round_bytes(config, spec.input_shape), memory_bytes(config["device"])
+    if need <= have:
+        return
+    key = min(SIZE_KEYS, key=lambda k: round_bytes({**config, k.name: k.default}, spec.input_shape))
+    raise ConfigError(key.name, config[key.name], f"a smaller value: one adversarial round would hold ~{_size(need)}, "
+                      f"this machine has {_size(have)} (RAM, or the CUDA device's memory if smaller)")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
 def _spec(config: Config):
     from fl_poison.data.datasets import get_spec
 
@@ -213,8 +251,26 @@ def preview_record(images: torch.Tensor, server_round: int) -> dict[str, Any]:
     return {"images": arr.tobytes(), "shape": [int(s) for s in arr.shape], "round": int(server_round)}
 
 
-def read_preview(record: Any) -> tuple[np.ndarray, int]:
-    """Inverse of :func:`preview_record`: float32 ``[N, C, H, W]`` images and the round they were made in."""
-    shape = [int(s) for s in record["shape"]]
-    arr = np.frombuffer(record["images"], dtype=np.float16).reshape(shape).astype(np.float32)
-    return arr, int(record["round"])
+def read_preview(record: Any, image_shape: tuple[int, ...], server_round: int) -> tuple[np.ndarray, int]:
+    """Inverse of :func:`preview_record`: float32 ``[N, C, H, W]`` images and the round they were made in.
+
+    The record comes from a client, so everything is checked (ValueError with
+    the reason): at most :data:`PREVIEW` images of ``image_shape``, exactly
+    that many bytes, finite pixels, a made-in round in ``1..server_round``.
+    """
+    images, shape, made = (record.get(k) for k in ("images", "shape", "round"))
+    if not isinstance(images, bytes):
+        raise ValueError("'images' is not bytes")
+    if not (isinstance(shape, list) and len(shape) == 1 + len(image_shape)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in shape)):
+        raise ValueError(f"'shape' is {shape!r}, not [N, {', '.join(map(str, image_shape))}]")
+    if tuple(shape[1:]) != tuple(image_shape) or not 1 <= shape[0] <= PREVIEW:
+        raise ValueError(f"'shape' is {shape}, expected [1..{PREVIEW}, {', '.join(map(str, image_shape))}]")
+    if len(images) != 2 * int(np.prod(shape)):
+        raise ValueError(f"{len(images)} bytes of images, {2 * int(np.prod(shape))} expected for shape {shape}")
+    if not (isinstance(made, int) and not isinstance(made, bool) and 1 <= made <= server_round):
+        raise ValueError(f"'round' is {made!r}, not a round in 1..{server_round}")
+    arr = np.frombuffer(images, dtype=np.float16).reshape(shape).astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("non-finite pixels")
+    return arr, made

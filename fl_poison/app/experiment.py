@@ -53,6 +53,7 @@ class GanTracker:
         self.latest: np.ndarray | None = None
         self.snapshots: dict[int, np.ndarray] = {}
         self.recognised: list[float] = []
+        self.invalid_previews = 0  # malformed gan-preview records ignored
 
     def round(self, server_round: int, model, ex) -> dict[str, Any]:
         from clients.attacks.gan import read_preview
@@ -62,7 +63,14 @@ class GanTracker:
         for reply in (ex.replies if ex is not None else []):
             if reply.has_error() or "gan-preview" not in reply.content.config_records:
                 continue
-            images, made = read_preview(reply.content.config_records["gan-preview"])
+            try:  # a client's record: a malformed one is that reply's problem, never the server's
+                images, made = read_preview(reply.content.config_records["gan-preview"],
+                                            tuple(self.fed.dataset.spec.input_shape), server_round)
+            except (ValueError, TypeError, KeyError) as exc:
+                self.invalid_previews += 1
+                log.warning("round %d: ignoring the gan-preview of node %d: %s", server_round,
+                            reply.metadata.src_node_id, exc)
+                continue
             self.latest = images
             self.snapshots[made] = images
             break  # one adversary's generator (the first reply that carries one) is enough to look at
@@ -76,7 +84,7 @@ class GanTracker:
         vals = [v for v in self.recognised if v is not None and math.isfinite(v)]
         return {"recognised_mean": float(np.mean(vals)) if vals else None,
                 "recognised_final": vals[-1] if vals else None,
-                "preview_rounds": sorted(self.snapshots)}
+                "preview_rounds": sorted(self.snapshots), "invalid_previews": self.invalid_previews}
 
     def figure(self, run_dir: Path, bands: int = 6) -> Path | None:
         """``gan_samples.png``: one row of generated images per round band (the last row: the final round)."""
@@ -93,6 +101,19 @@ class GanTracker:
                  f"fixed latents")
         return sample_grid_figure(run_dir / "gan_samples.png", rows, title)
 Progress = Callable[[dict[str, Any], Config, float], None]
+
+
+class NonFiniteModel(Exception):
+    """The global model's weights or test loss stopped being finite: no later round can mean anything."""
+
+
+def _changed(before: list[np.ndarray] | None, after: list[np.ndarray]) -> bool:
+    """Whether a round moved the global model: any array not bit-for-bit the previous one."""
+    return before is None or any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def _finite(arrays: list[np.ndarray]) -> bool:
+    return all(np.isfinite(a).all() for a in arrays if np.issubdtype(a.dtype, np.inexact))
 
 
 def _partitions(grid: Grid, nodes: list[int]) -> set[int]:
@@ -223,15 +244,21 @@ class Experiment:
         self.model = new_model(cfg).to(resolve_device(cfg["device"]))  # central evaluation's device
         self.confusion: np.ndarray | None = None
         self.captured: list[dict[str, Any]] = []
-        self.rounds_updated = 0
+        self.rounds_updated = 0  # rounds whose global model differs from the round before
         self.reasons: set[str] = set()
+        self.arrays: ArrayRecord | None = None  # the latest global model evaluated
+        self._previous: list[np.ndarray] | None = None
+        self.non_finite: str | None = None  # why the run stopped early, when the model became non-finite
         self.rate_sum: np.ndarray | None = None  # row-normalised confusion summed over rounds >= 1
         self.rate_rounds = 0
         self.gan = GanTracker(cfg, fed) if cfg["attack"] == "gan" else None
 
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        """Score the round's global model and record its row; raise NonFiniteModel once it is not finite."""
         cfg, fed = self.cfg, self.fed
-        set_state(self.model, dict(zip(arrays.keys(), arrays.to_numpy_ndarrays())))
+        values = arrays.to_numpy_ndarrays()
+        self.arrays = arrays
+        set_state(self.model, dict(zip(arrays.keys(), values)))
         loss, cm = evaluate(self.model, fed.dataset.x_test, fed.dataset.y_test, fed.num_classes,
                             cfg["eval-batch-size"])
         self.confusion = cm
@@ -249,6 +276,7 @@ class Experiment:
         if server_round >= 1:
             self._add_rates(cm)
             row.update(self._round_report(server_round))
+            row["updated"] = self._count_update(values)
             ex = self.grid.last_train if self.grid is not None else None
             if self.gan is not None:
                 row.update(self.gan.round(server_round, self.model, ex))
@@ -259,8 +287,24 @@ class Experiment:
         self.recorder.add(row)
         if self.progress:
             self.progress(row, cfg, self.recorder.elapsed)
+        self._previous = values
+        if not (_finite(values) and math.isfinite(loss)):
+            what = "weights are" if not _finite(values) else "test loss is"
+            self.non_finite = (f"round {server_round}: the global model's {what} not finite (NaN / Inf); "
+                               f"training diverged (lower lr, or bound the attack's updates)")
+            raise NonFiniteModel(self.non_finite)
         return MetricRecord({k: float(v) for k, v in row.items()
                              if isinstance(v, (int, float)) and v is not None})
+
+    def _count_update(self, values: list[np.ndarray]) -> int:
+        """1 when this round changed the global model (an all-zero aggregate does not), else 0 with a reason."""
+        changed = _changed(self._previous, values)
+        self.rounds_updated += changed
+        rep = self.strategy.last_report
+        if not changed and rep is not None and rep.updated:
+            self.reasons.add("every aggregated update was exactly zero (e.g. an lr too small to change "
+                             "float32 weights)")
+        return int(changed)
 
     def _add_rates(self, cm: np.ndarray) -> None:
         """Accumulate the row-normalised confusion (the no-attack G -> T rate of every pair, over training)."""
@@ -274,11 +318,16 @@ class Experiment:
         return None if self.rate_sum is None else (self.rate_sum / self.rate_rounds).round(6).tolist()
 
     def outcome(self) -> dict[str, Any]:
-        """``status`` "complete", or "no_update" (with ``reason``) when no round changed the global model.
+        """``status`` "complete"; "non_finite" (with ``reason``) when the model stopped being finite;
+        "no_update" (with ``reason``) when no round changed the global model.
 
-        A run whose every update was dropped or refused still evaluates the
-        initial model each round; its numbers must not pass for a result.
+        A run whose every update was dropped, refused or exactly zero still
+        evaluates the initial model each round; a diverged model's numbers are
+        noise. Neither must pass for a result.
         """
+        if self.non_finite is not None:
+            log.error("THE GLOBAL MODEL IS NOT FINITE: the run stopped (%s)", self.non_finite)
+            return {"status": "non_finite", "reason": self.non_finite, "rounds_updated": self.rounds_updated}
         if self.rounds_updated or self.cfg["num-rounds"] == 0:
             return {"status": "complete", "rounds_updated": self.rounds_updated}
         reason = "; ".join(sorted(self.reasons)[:3]) or "the defense produced no update"
@@ -299,7 +348,6 @@ class Experiment:
     def _round_report(self, server_round: int) -> dict[str, Any]:
         rep = self.strategy.last_report
         if rep is not None and rep.server_round == server_round:
-            self.rounds_updated += int(rep.updated)
             if not rep.updated:
                 self.reasons.update(rep.invalid.values())
                 if rep.info.get("error"):
@@ -319,7 +367,6 @@ class Experiment:
             "num_malicious_selected": sum(c in mal for c in participants),
             "num_invalid": len(rep.invalid),
             "num_flagged": len(rep.flagged),
-            "updated": int(rep.updated),
             "honest_train_accuracy": _mean(honest_acc),
             "malicious_train_accuracy": _mean(mal_acc),
             "honest_received_model_accuracy": _mean(honest_recv),
@@ -334,8 +381,12 @@ class Experiment:
             choices = {str(c): int(m["ada-target"]) for c, m in zip(rep.clients, rep.client_metrics)
                        if c in mal and "ada-target" in m}
             out["ada_target"] = most_common_target(choices.values())
+        # invalid replies never reached the defense: counted apart, never as its detections
+        invalid_mal = sum(c in mal for c in rep.invalid) if self.malicious is not None else None
+        out["invalid_malicious"] = invalid_mal
+        self.recorder.count_invalid(len(rep.invalid), invalid_mal)
         if self.cfg.has_attack and self.malicious is not None:
-            d = detect(rep.flagged, mal, participants)
+            d = detect(rep.flagged, mal, rep.clients)
             self.recorder.detection = self.recorder.detection + d
             out.update({"tp": d.tp, "fp": d.fp, "fn": d.fn, "tn": d.tn,
                         "precision": d.precision, "recall": d.recall, "f1": d.f1})
@@ -347,7 +398,7 @@ class Experiment:
             out["weight_honest"] = _mean(w_h)
             out["weight_malicious"] = _mean(w_m)
         self.recorder.log_defense({"round": server_round, "clients": list(rep.clients), "kept": list(rep.kept),
-                                   "weights": list(rep.weights), "invalid": {str(k): v for k, v in rep.invalid.items()},
+                                   "flagged": rep.flagged, "weights": list(rep.weights), "invalid": {str(k): v for k, v in rep.invalid.items()},
                                    "malicious_selected": sorted(c for c in participants if c in mal),
                                    **({"ada_targets": choices} if choices else {}),
                                    "info": rep.info})
@@ -395,9 +446,13 @@ def _rounds(grid: "CountingGrid", cfg: Config, fed: Federation, strategy, record
             identities: list[dict[str, Any]]) -> dict[str, Any]:
     exp = Experiment(cfg, fed, strategy, recorder, progress, malicious=malicious, grid=grid)
     initial = ArrayRecord({k: Array(v) for k, v in initial_state(cfg).items()})  # issue 7: initial-model
-    result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
-                            timeout=cfg["round-timeout"], train_config=ConfigRecord(), evaluate_fn=exp.evaluate_fn)
-    final = result.arrays if result.arrays is not None else initial
+    try:
+        result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
+                                timeout=cfg["round-timeout"], train_config=ConfigRecord(),
+                                evaluate_fn=exp.evaluate_fn)
+        final = result.arrays if result.arrays is not None else initial
+    except NonFiniteModel:  # stop now: the remaining rounds would train on NaN; outcome() reports why
+        final = exp.arrays if exp.arrays is not None else initial
     state = dict(zip(final.keys(), final.to_numpy_ndarrays()))
     if exp.captured and cfg["figures"]:
         from fl_poison.update_figure import capture_figure

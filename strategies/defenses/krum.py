@@ -95,6 +95,18 @@ class MultiKrum(Krum):
         if config["multi-krum-keep"] > k:
             raise ConfigError("multi-krum-keep", config["multi-krum-keep"], f"at most clients-per-round ({k})")
 
+    @classmethod
+    def config_warnings(cls, config: Any) -> list[str]:
+        """keep >= clients-per-round averages every update: plain FedAvg. Legal (the m = n end of the paper's
+        range, a sanity point in a sweep over m), so a warning rather than a refusal."""
+        k = config["clients-per-round"]
+        m = config["multi-krum-keep"]
+        m = m if m > 0 else k - byzantine_budget(cls.name, k, config["num-byzantine"])
+        if m < k:
+            return []
+        return [f"multi-krum keeps {m} of {k} updates (multi-krum-keep={config['multi-krum-keep']}, "
+                f"num-byzantine={config['num-byzantine']}): it averages every update, plain FedAvg"]
+
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         f = self.f_for(len(updates))
         m = self.keep if self.keep > 0 else max(len(updates) - f, 1)

@@ -31,6 +31,7 @@ class LFighter(DefenseStrategy):
 
     name = "lfighter"
     keys = (MODE, MIN_SAMPLES, BIAS, N_INIT, SCORE)
+    min_clients = 3  # two clusters of fewer clients cannot single out a bad one
     help = "LFighter (Jebreel et al.): k-means / HDBSCAN on output-neuron gradients"
 
     def __init__(self, *, mode: str = "mild", seed: int = 0, min_samples: int | None = None,

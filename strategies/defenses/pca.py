@@ -25,6 +25,7 @@ class PCAFilter(DefenseStrategy):
 
     name = "pca"
     keys = (PCA_CLASS, VISUALISE_ONLY, HISTORY_ROUNDS)
+    min_clients = 3  # a 2-cluster split of fewer points has no minority
     help = "PCA filter on source-class output-neuron updates (Tolpegin et al. 2020)"
 
     def __init__(self, *, source_class: int | None = None, visualise_only: bool = VISUALISE_ONLY.default,
