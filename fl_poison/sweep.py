@@ -10,7 +10,7 @@ keeps ``error.json`` (error + traceback), stays failed (listed, exit 1) on every
 is retried only with ``retry_failed``. ``<out>/manifest.json`` maps each grid point (sweep
 name + coordinates) to its run id. Everything the store holds is checked before anything is
 written: a ``--out`` or ``runs`` that is a file, a manifest that is not ours, and a run
-directory that is a symlink leaving the sweep folder are refused (ConfigError).
+directory that is a symlink are refused (ConfigError).
 """
 
 from __future__ import annotations
@@ -159,17 +159,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _within(path: Path, roots: Iterable[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
-
-
 def check_store(out: str | Path, runs: Iterable[Run] = ()) -> None:
     """Refuse (ConfigError naming the path) a store the sweep cannot use; reads only, writes nothing.
 
     ``out`` and ``out/runs`` must be folders (or not exist yet), a ``manifest.json`` must be
-    one this module wrote, and each planned run directory must be a folder; a run directory
-    that is a symlink must stay inside the sweep folder, because a half-written run is deleted
-    and a new one written through it.
+    one this module wrote, and each planned run directory must be a real folder, never a
+    symlink: a half-written run is deleted and a new one written in its place.
     """
     out = Path(out)
     for parent in (out, *out.parents):
@@ -182,18 +177,12 @@ def check_store(out: str | Path, runs: Iterable[Run] = ()) -> None:
         raise ConfigError("--out", str(runs_dir), "a folder of run directories (this path is a file or a broken "
                           "link); move it away or choose another --out")
     read_manifest(out)
-    roots = (out.resolve(), runs_dir.resolve())
     for r in runs:
         p = runs_dir / r.run_id
         if p.is_symlink():
-            target = p.resolve()
-            if not _within(target, roots):
-                raise ConfigError("--out", str(p), f"a run directory inside the sweep folder: it is a symlink to "
-                                  f"{target}, and the sweep never writes or deletes through a link that leaves "
-                                  f"{out}; remove the link or choose another --out")
-            if not target.is_dir():
-                raise ConfigError("--out", str(p), f"a run directory: it is a symlink to {target}, which is not a "
-                                  f"folder; remove the link")
+            raise ConfigError("--out", str(p), f"a run directory, not a symlink (it links to {p.resolve()}): like "
+                              f"fl-poison run, the sweep never writes or deletes through a link; remove the link "
+                              f"or choose another --out")
         elif p.exists() and not p.is_dir():
             raise ConfigError("--out", str(p), "a run directory (this path is a file); move it away")
 
@@ -291,11 +280,8 @@ def failure_lines(runs: Sequence[Run], failed_ids: Iterable[str], runs_dir: Path
 
 
 def clear_run_dir(run_dir: Path) -> None:
-    """Delete a half-written run; for a symlinked one (inside the sweep folder) its contents, not the link."""
-    if run_dir.is_symlink():
-        for child in run_dir.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    elif run_dir.exists():
+    """Delete a half-written run (``check_store`` has refused symlinked run directories)."""
+    if run_dir.exists():
         shutil.rmtree(run_dir)
 
 

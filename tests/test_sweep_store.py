@@ -158,18 +158,20 @@ def test_a_run_dir_linked_out_of_the_sweep_folder_is_refused_and_never_touched(s
     assert link.is_symlink()
 
 
-def test_a_run_dir_linked_inside_the_sweep_folder_is_redone_through_the_link(sweep):
+def test_a_run_dir_linked_inside_the_sweep_folder_is_refused_like_a_single_run(sweep, capsys):
     f, out, runs = sweep
     store = out / "elsewhere"
     store.mkdir()
     target = store / runs[0].run_id
     shutil.move(out / "runs" / runs[0].run_id, target)
-    (target / "summary.json").unlink()  # half-written: the sweep clears it and runs it again
+    (target / "summary.json").unlink()  # half-written: a sweep would clear it, so it must not follow the link
+    kept = sorted(p.name for p in target.iterdir())
     link = out / "runs" / runs[0].run_id
     link.symlink_to(target, target_is_directory=True)
-    res = run_sweep(runs, out, engine="local")
-    assert res.complete == [runs[0].run_id] and link.is_symlink()
-    assert run_state(target) == "complete"
+    assert main(["sweep", str(f), "--out", str(out), "--local"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{link}'" in err and str(target) in err
+    assert sorted(p.name for p in target.iterdir()) == kept and link.is_symlink()
 
 
 def test_dangling_links_and_files_as_run_dirs_are_refused(sweep, capsys):
