@@ -6,24 +6,15 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from fl_poison.config import ConfigError, Config, config_warnings, describe_keys, parse_assignment, resolve
+from fl_poison.interrupts import StopOnSignals, exit_code
 
 EXIT_BAD_CONFIG = 2
 EXIT_RUN_FAILED = 1
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the run is, so it ends like Ctrl-C (exit 143 instead of 130)."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -113,9 +104,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
           f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    grid = None
     try:
+        grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
         summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress(), overwrite=args.overwrite)
     except KeyboardInterrupt as exc:
         from fl_poison.results import STATUS_NAME
@@ -125,10 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError):
             done = 0
         print(f"\nfl-poison: interrupted after round {done}; partial results in {out}", file=sys.stderr)
-        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+        return exit_code(exc)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        close_grid(grid)
+        if grid is not None:
+            close_grid(grid)
     if summary.get("status") == "non_finite":
         print(f"fl-poison: error: the run stopped, not a result: {summary.get('reason')}; rounds so far in {out}",
               file=sys.stderr)
@@ -218,10 +209,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Every point of the file's grids as a Ray task (or in-process with --local), resumable."""
-    from fl_poison.sweep import SweepProgress, failure_lines, parse_resources, plan, run_sweep, survey, write_manifest
+    from fl_poison.sweep import (SweepProgress, check_executor, failure_lines, parse_resources, plan, run_sweep,
+                                 survey, write_manifest)
     from fl_poison.grid import load_experiment
 
     cpus, gpus = parse_resources(args.resources)
+    check_executor(args.address, args.max_parallel, args.threads)
     exp = load_experiment(args.config)
     runs = plan(exp, args.sweep, dict(parse_assignment(s) for s in args.set))  # all bad points -> exit 2
     from fl_poison.paper_report import check_sweep  # [paper] cells against the plan: exit 2 before anything runs
@@ -246,7 +239,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           file=sys.stderr)
     for line in failure_lines(runs, failed, runs_dir):
         print(line, file=sys.stderr)
-    return 130 if res.interrupted else (1 if failed else 0)
+    return 128 + res.signal if res.interrupted else (1 if failed else 0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -340,7 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        with StopOnSignals():  # SIGTERM ends a command like Ctrl-C: one line, exit 143 (see fl_poison.interrupts)
+            return args.fn(args)
+    except KeyboardInterrupt as exc:  # before or after a run's own handling (loading data, planning a sweep)
+        print("\nfl-poison: interrupted", file=sys.stderr)
+        return exit_code(exc)
     except ConfigError as exc:
         print(f"fl-poison: error: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -30,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 from fl_poison.config import Config, ConfigError, resolve
 from fl_poison.grid import REPLICATE_AXES, Experiment, expand, load_experiment
 from fl_poison.run_files import BadRunFiles, load_finished
+from fl_poison.interrupts import StopOnSignals
 
 #: Keys that name where a run is written, not what it computes: left out of the run id.
 NOT_IN_RUN_ID = ("run-name", "out-dir")
@@ -381,9 +384,32 @@ def parse_resources(text: str) -> tuple[float, float]:
             out[k] = float(v)
         except ValueError:
             raise ConfigError("--resources", part, "a number, e.g. gpus=0.25") from None
-        if out[k] < 0 or (k == "cpus" and out[k] == 0):
-            raise ConfigError("--resources", part, "cpus > 0, gpus >= 0")
+        if not math.isfinite(out[k]) or out[k] < 0 or (k == "cpus" and out[k] == 0):
+            raise ConfigError("--resources", part, "finite numbers: cpus > 0, gpus >= 0")
     return out["cpus"], out["gpus"]
+
+
+#: seconds to wait for a TCP answer from an ``--address``; Ray itself retries for minutes
+CONNECT_TIMEOUT_S = 3.0
+
+
+def check_executor(address: str | None, max_parallel: int | None, threads: int | None) -> None:
+    """Refuse bad ``--address`` / ``--max-parallel`` / ``--threads`` in seconds, before anything is planned or run."""
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError("--max-parallel", max_parallel, "a positive integer, or leave it out for as many "
+                                                          "runs as the CPUs allow")
+    if threads is not None and threads < 0:
+        raise ConfigError("--threads", threads, "an integer >= 1, or 0 for torch's default")
+    if address is None or address == "auto":  # auto: ray.init finds the cluster or says at once that there is none
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("--address", address, "auto, HOST:PORT (a Ray head's GCS) or ray://HOST:PORT (Ray client)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError("--address", address, f"a running Ray cluster; nothing answers at {host}:{port} "
+                                                f"({exc.strerror or type(exc).__name__})") from None
 
 
 @dataclass
@@ -394,50 +420,39 @@ class SweepResult:
     failed: list[str] = field(default_factory=list)  # failed in this sweep
     interrupted: bool = False
     failed_before: list[str] = field(default_factory=list)  # failed earlier, not retried (no retry_failed)
+    #: the signal that interrupted the sweep (exit code 128 + it), None if none did
+    signal: int | None = None
 
     @property
     def all_failed(self) -> list[str]:
         return self.failed_before + self.failed
 
 
-class _Stop(KeyboardInterrupt):
-    """SIGTERM as a BaseException, so a run's own ``except Exception`` never records it as a failure."""
-
-
-def _raise_stop(signum, frame):  # SIGTERM -> the same clean stop as Ctrl-C
-    raise _Stop(signal.Signals(signum).name)
-
-
 def run_sweep(runs: list[Run], out: str | Path, *, engine: str = "ray", address: str | None = None,
               max_parallel: int | None = None, cpus: float = 1.0, gpus: float = 0.0, threads: int | None = 1,
               retry_failed: bool = False, progress: Callable[..., None] | None = None) -> SweepResult:
-    """Run what is not finished; engine ``ray`` (tasks) or ``local`` (this process, one after another)."""
+    """Run what is not finished; engine ``ray`` (tasks) or ``local`` (this process, one after another).
+
+    SIGINT / SIGTERM stop it cleanly (see :mod:`fl_poison.interrupts`): runs in flight are
+    told to stop (their ``status.json`` says "interrupted"), nothing is left running, and the
+    result says ``interrupted`` and by which ``signal``.
+    """
     store = survey(runs, out, retry_failed)
     runs_dir = (Path(out) / "runs").resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     pending = store.pending
     res = SweepResult(len(runs), len(store.done), failed_before=[r.run_id for r in store.failed])
     progress = progress or (lambda *a, **k: None)
-    # SIGINT too: a driver started in the background inherits SIGINT ignored, and Python then never raises
-    # KeyboardInterrupt; `kill -INT` must still stop the sweep cleanly.
-    handlers = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
-    try:
-        if engine == "local":
-            _run_local(pending, runs_dir, threads, res, progress)
-        else:
-            _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress)
-    except (KeyboardInterrupt, _Stop):
-        res.interrupted = True
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    with StopOnSignals() as stop:
+        try:
+            if engine == "local":
+                _run_local(pending, runs_dir, threads, res, progress)
+            else:
+                _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress, stop)
+        except KeyboardInterrupt:
+            res.interrupted = True
+            res.signal = stop.fired or signal.SIGINT
     return res
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _run_local(pending, runs_dir, threads, res, progress) -> None:
@@ -448,41 +463,89 @@ def _run_local(pending, runs_dir, threads, res, progress) -> None:
         progress(len(res.complete), 0, len(res.failed), len(pending) - i - 1, out)
 
 
-def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress) -> None:
+#: seconds runs in flight get to record "interrupted" before their Ray workers are killed
+CANCEL_GRACE_S = 3.0
+
+
+def _ray_init(address: str | None, max_parallel: int | None, cpus: float, stop: StopOnSignals | None) -> bool:
+    """Connect to ``address`` or start a local Ray; True if started here. No cluster -> ConfigError.
+
+    ``ray.init`` replaces the driver's SIGTERM handler (``sys.exit``, then a C++ stack dump):
+    ``stop`` takes it back. A local Ray's processes are started with SIGTERM blocked (Ray
+    itself blocks SIGINT in them): a terminal or ``kill -TERM -PGID`` signals the whole
+    process group, and the driver, not the signal, must end the runs and then Ray. They
+    still end with the driver (Ray's fate sharing) and at ``ray.shutdown()``.
+    """
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        env = {"env_vars": {"FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}}
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": {"FLWR_TELEMETRY_ENABLED": "0", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
         if address:
             ray.init(address=address, log_to_driver=False, runtime_env=env)
         else:
             ray.init(num_cpus=max(1, int(max_parallel or os.cpu_count() or 1) * int(max(cpus, 1))),
                      log_to_driver=False, include_dashboard=False, runtime_env=env)
-    # max_retries: a worker killed mid-run (kill -9, OOM) reruns the task; execute() clears its leftovers.
-    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(execute)
-    limit = max_parallel or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
-    queue = list(pending)
-    inflight: dict[Any, Run] = {}
-    try:
-        progress(0, 0, 0, len(queue))
-        while queue or inflight:
-            while queue and len(inflight) < limit:
-                r = queue.pop(0)
-                inflight[task.remote(r.cfg.to_dict(), str(runs_dir), threads, os.getcwd())] = r
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            finished = None
-            for ref in ready:
-                r = inflight.pop(ref)
-                try:
-                    finished = ray.get(ref)
-                except Exception as exc:  # the worker died more often than max_retries: leave it for a restart
-                    finished = {"run": r.run_id, "status": "crashed", "error": type(exc).__name__}
-                (res.complete if finished["status"] == "complete" else res.failed).append(r.run_id)
-            progress(len(res.complete), len(inflight), len(res.failed), len(queue), finished)
+    except ConnectionError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError("--address", address, f"no Ray cluster at {address} ({reason}); start one with "
+                                                "`ray start --head` or leave --address out for a local Ray") from None
     finally:
-        for ref in inflight:
-            ray.cancel(ref, force=True)
+        if stop is not None:
+            stop.install()  # before unblocking: a SIGTERM that came during ray.init is ours to handle
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return True
+
+
+def _cancel(refs: list, grace_s: float = CANCEL_GRACE_S) -> None:
+    """Interrupt each task (a KeyboardInterrupt inside the run), give them ``grace_s``, then kill what is left."""
+    import ray
+
+    for force in (False, True):
+        for ref in refs:
+            try:
+                ray.cancel(ref, force=force)
+            except Exception:  # already finished, or its worker is gone (SIGTERM to the process group)
+                pass
+        if not force and refs:
+            try:
+                ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+            except Exception:
+                pass
+
+
+def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress,
+             stop: StopOnSignals | None = None) -> None:
+    import ray
+
+    started_here = _ray_init(address, max_parallel, cpus, stop)
+    try:
+        # max_retries: a worker killed mid-run (kill -9, OOM) reruns the task; execute() clears its leftovers.
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(execute)
+        limit = max_parallel or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+        queue = list(pending)
+        inflight: dict[Any, Run] = {}
+        try:
+            progress(0, 0, 0, len(queue))
+            while queue or inflight:
+                while queue and len(inflight) < limit:
+                    r = queue.pop(0)
+                    inflight[task.remote(r.cfg.to_dict(), str(runs_dir), threads, os.getcwd())] = r
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                finished = None
+                for ref in ready:
+                    r = inflight.pop(ref)
+                    try:
+                        finished = ray.get(ref)
+                    except Exception as exc:  # the worker died more often than max_retries: leave it for a restart
+                        finished = {"run": r.run_id, "status": "crashed", "error": type(exc).__name__}
+                    (res.complete if finished["status"] == "complete" else res.failed).append(r.run_id)
+                progress(len(res.complete), len(inflight), len(res.failed), len(queue), finished)
+        finally:
+            _cancel(list(inflight))
+    finally:
         if started_here:
             ray.shutdown()
 

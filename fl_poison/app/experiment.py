@@ -415,7 +415,7 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     The run directory is claimed (refused if it holds files, unless
     ``overwrite``; locked against a second writer). ``status.json`` says
     "running", then "complete", "interrupted" (KeyboardInterrupt, which the
-    CLI also raises for SIGTERM) or "failed" with the error; the exception
+    CLI also raises for SIGTERM, or SystemExit) or "failed" with the error; the exception
     is re-raised so the caller decides what to print.
     """
     nodes = wait_for_nodes(grid, cfg["num-clients"], cfg["wait-for-nodes"])
@@ -431,7 +431,7 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     seated = seat_for(grid, cfg, {pid_to_node[p] for p in fed.malicious if p in pid_to_node})
     try:
         return _rounds(CountingGrid(seated), cfg, fed, strategy, recorder, model0, progress, malicious, identities)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # stopped from outside (a Ray worker turns SIGTERM into SystemExit)
         recorder.close("interrupted")
         raise
     except BaseException as exc:

@@ -16,6 +16,10 @@ unchanged; only where the call runs differs.
 * A ClientApp that raises becomes an error reply with code 2, as in Flower.
 * Results do not depend on the number of workers: client randomness is
   seeded per (run seed, round, client) and replies come back in message order.
+* Signals are the parent's business: workers ignore SIGINT (a terminal's Ctrl-C
+  reaches the whole process group), the parent waits on results in short slices
+  so its own KeyboardInterrupt / SIGTERM is raised at once, and an interrupted
+  round terminates the pool, so no worker outlives the run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import traceback
 import weakref
 from typing import Iterable
@@ -36,6 +41,8 @@ from fl_poison.engine.inprocess import CLIENT_APP_RAISED_EXCEPTION, InProcessGri
 log = logging.getLogger("fl_poison.engine")
 
 _WORKER_APP: ClientApp | None = None
+#: seconds between checks of a pending result: how soon the parent notices its own interrupt
+POLL_S = 0.2
 
 
 def available_cores() -> int:
@@ -55,6 +62,8 @@ def _init_worker(client_app: ClientApp, threads: int) -> None:
     import torch
 
     global _WORKER_APP
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (forked): terminate() must end us
     _WORKER_APP = client_app
     torch.set_num_threads(threads)
 
@@ -70,6 +79,13 @@ def _run_client(job: tuple[Message, Context]) -> tuple[Message, RecordDict]:
         reply = Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}"),
                         reply_to=msg)
     return reply, context.state
+
+
+def _wait(result, poll_s: float = POLL_S):
+    """``result.get()``, waiting in slices so a signal in this process is handled at once."""
+    while not result.ready():
+        result.wait(poll_s)
+    return result.get()
 
 
 def _shutdown(pool) -> None:
@@ -105,17 +121,31 @@ class ParallelGrid(InProcessGrid):
                 self._replies[msg.metadata.message_id] = self._deliver(msg)  # unknown node: error reply
             else:
                 jobs.append((msg, context))
-        for (msg, context), (reply, state) in zip(jobs, self._pool.imap(_run_client, jobs, chunksize=1)):
-            context.state = state
-            reply.metadata.__dict__["_message_id"] = str(uuid4())
-            self._replies[msg.metadata.message_id] = reply
+        try:
+            pending = [self._pool.apply_async(_run_client, (job,)) for job in jobs]
+            for (msg, context), result in zip(jobs, pending):
+                reply, state = _wait(result)
+                context.state = state
+                reply.metadata.__dict__["_message_id"] = str(uuid4())
+                self._replies[msg.metadata.message_id] = reply
+        except BaseException:  # an interrupt (or a broken pool): no worker may keep training
+            self.terminate()
+            raise
         return ids
+
+    def terminate(self) -> None:
+        """Kill the worker processes now, whatever they are doing (idempotent)."""
+        self._finalizer()
 
     def close(self) -> None:
         """Stop the worker processes (idempotent)."""
         if self._finalizer.alive:
-            self._pool.close()
-            self._pool.join()
+            try:
+                self._pool.close()
+                self._pool.join()
+            except BaseException:  # interrupted while the workers wind down
+                self.terminate()
+                raise
             self._finalizer.detach()
 
     def __enter__(self) -> "ParallelGrid":
