@@ -67,7 +67,7 @@ def _interrupt(p: subprocess.Popen, sig: int, within: float) -> tuple[int, str]:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         raise AssertionError(f"still running {within}s after {signal.Signals(sig).name} to the process group")
-    deadline = time.time() + 15
+    deadline = time.time() + 30  # Ray's agents poll for their raylet and exit a few seconds after it
     while _group(p.pid) and time.time() < deadline:
         time.sleep(0.3)
     left = _group(p.pid)
@@ -199,7 +199,7 @@ def test_interrupted_round_of_the_parallel_grid_terminates_its_workers(server_id
         while any(w.is_alive() for w in workers) and time.time() < deadline:
             time.sleep(0.1)
         assert not any(w.is_alive() for w in workers)
-        assert all(w.exitcode == -signal.SIGTERM for w in workers)  # terminated, not dead of KeyboardInterrupt
+        assert all(w.exitcode == -signal.SIGKILL for w in workers)  # killed by the parent, not dead of KeyboardInterrupt
     finally:
         signal.signal(signal.SIGINT, old)
         grid.terminate()

@@ -63,7 +63,9 @@ def _init_worker(client_app: ClientApp, threads: int) -> None:
 
     global _WORKER_APP
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (forked): terminate() must end us
+    # SIGTERM too: a group signal that killed a worker holding the pool's task-queue lock would leave that lock
+    # taken for ever, and the parent's terminate() would wait on it; _shutdown ends workers with SIGKILL instead
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _WORKER_APP = client_app
     torch.set_num_threads(threads)
 
@@ -89,6 +91,9 @@ def _wait(result, poll_s: float = POLL_S):
 
 
 def _shutdown(pool) -> None:
+    """``pool.terminate()``, ending the workers with SIGKILL: they ignore SIGTERM (see ``_init_worker``)."""
+    for worker in list(pool._pool):
+        worker.terminate = worker.kill
     pool.terminate()
     pool.join()
 
