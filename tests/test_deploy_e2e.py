@@ -90,8 +90,10 @@ def test_secured_deployment_label_flip_against_lfighter(federation, tmp_path):
         assert not alive(fed.pids[name]), f"{name} SuperNode still trying"
         log = (fed.logs / f"{name}.log").read_text(errors="replace")
         assert "Exit Code: 305" in log and "could not establish a connection to the SuperLink" in log
-        assert ("Failed to activate SuperNode" if name == "unregistered" else
-                "Server disconnected without sending a response") in log
+        # gRPC words a plain-text client against a TLS server either way, depending on timing
+        signs = (("Failed to activate SuperNode",) if name == "unregistered" else
+                 ("Server disconnected without sending a response", "Connection attempt failed"))
+        assert any(s in log for s in signs), log[-500:]
     assert "No SuperNode found with the given public key" in (fed.logs / "superlink.log").read_text()
     # a Control API client without TLS is refused too
     write_connection(fed.home, fed.address, None, name="plain", make_default=False)
