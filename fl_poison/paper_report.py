@@ -34,13 +34,17 @@ def check_sweep(exp, runs) -> list[str]:
     return check_planned(table, exp.sweeps, planned)
 
 
-def experiment_path(manifest: Mapping[str, Any]) -> Path | None:
-    """The experiment file a manifest names (absolute since sweeps record it so; else from the current folder)."""
+def experiment_path(manifest: Mapping[str, Any], folder: str | Path = ".") -> Path | None:
+    """The experiment file a manifest names: its absolute path, else its path from the store ``folder``
+    (a store moved or cloned with its repository), else from the current folder."""
+    candidates = []
+    rel = manifest.get("experiment_from_store")
     name = manifest.get("experiment")
-    if not isinstance(name, str) or not name:
-        return None
-    p = Path(name).expanduser()
-    return p if p.is_file() else None
+    if isinstance(name, str) and name:
+        candidates.append(Path(name).expanduser())
+    if isinstance(rel, str) and rel:
+        candidates.append(Path(folder) / rel)
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def _note(text: str) -> None:
@@ -77,7 +81,7 @@ def paper_comparison_for(folder: str | Path, runs: Sequence[Mapping[str, Any]]) 
         return None
     if not isinstance(manifest, dict):
         return None
-    exp_file = experiment_path(manifest)
+    exp_file = experiment_path(manifest, folder)
     if exp_file is None:
         _note(f"no paper comparison: the experiment file {manifest.get('experiment')!r} named in {path} "
               f"is not found from {Path.cwd()}")

@@ -219,7 +219,11 @@ def write_manifest(out: Path, exp_path: Path, runs: Iterable[Run]) -> Path:
         for name, coords in r.points:
             points[(name, json.dumps(coords, sort_keys=True))] = {"sweep": name, "coords": coords, "run": r.run_id}
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"experiment": str(Path(exp_path).resolve()), "points": list(points.values())})
+    exp = Path(exp_path).resolve()
+    # the relative path lets a store committed with its repository find the file from any clone
+    relative = os.path.relpath(exp, out.resolve())
+    write_json_atomic(path, {"experiment": str(exp), "experiment_from_store": relative,
+                             "points": list(points.values())})
     return path
 
 

@@ -378,3 +378,22 @@ def test_manifest_records_the_experiment_file_from_any_folder(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     man = json.loads(write_manifest(tmp_path / "out", Path("exp.toml"), plan(load_experiment("exp.toml"))).read_text())
     assert Path(man["experiment"]).is_absolute() and Path(man["experiment"]) == f.resolve()
+    assert (tmp_path / "out" / man["experiment_from_store"]).resolve() == f.resolve()
+
+
+def test_a_store_moved_with_its_experiment_file_still_finds_it(tmp_path, monkeypatch):
+    """A repository cloned elsewhere: the manifest's absolute path is gone, its path from the store is not."""
+    from fl_poison.paper_report import experiment_path
+    from fl_poison.sweep import plan, write_manifest
+
+    tiny(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    write_manifest(tmp_path / "store", Path("exp.toml"), plan(load_experiment("exp.toml")))
+    moved = tmp_path / "clone"
+    moved.mkdir()
+    for name in ("exp.toml", "store"):
+        (tmp_path / name).rename(moved / name)
+    man = json.loads((moved / "store" / "manifest.json").read_text())
+    assert not Path(man["experiment"]).exists()
+    assert experiment_path(man, moved / "store").resolve() == (moved / "exp.toml").resolve()
+    assert experiment_path({"experiment": man["experiment"]}, moved / "store") is None
