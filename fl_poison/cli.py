@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -207,6 +208,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_command(args: argparse.Namespace) -> str:
+    """The sweep as a command line: what decides its runs (file, grids, --set, --out), not how they execute."""
+    words = ["fl-poison", "sweep", args.config]
+    for name in args.sweep:
+        words += ["--sweep", name]
+    for assignment in args.set:
+        words += ["--set", assignment]
+    return shlex.join(words + ["--out", args.out])
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Every point of the file's grids as a Ray task (or in-process with --local), resumable."""
     from fl_poison.sweep import (SweepProgress, check_executor, failure_lines, parse_resources, plan, run_sweep,
@@ -224,7 +235,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runs_dir = Path(args.out) / "runs"
     for note in survey(runs, args.out, args.retry_failed).notes(runs_dir):  # a bad --out / store -> exit 2
         print(f"fl-poison: {note}", file=sys.stderr)
-    write_manifest(Path(args.out), exp.path, runs)
+    write_manifest(Path(args.out), exp.path, runs, sweep_command(args))
     print(f"fl-poison: {len(runs)} runs from [{', '.join(args.sweep) or 'all sweeps'}] of {args.config} -> "
           f"{args.out}", file=sys.stderr)
     prog = SweepProgress(len(runs))

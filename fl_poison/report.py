@@ -350,6 +350,22 @@ def bad_runs_text(bad: Sequence[BadRunFiles]) -> str:
     return "\n".join(f"  run {b.run_dir.name}: {b.file}: {b.why}" for b in bad)
 
 
+def report_commands(folder: str | Path, out: Path) -> list[str]:
+    """The sweep commands a folder's manifest recorded, then the report's own."""
+    import shlex
+
+    from fl_poison.sweep import read_manifest
+
+    try:
+        commands = [c for c in read_manifest(Path(folder)).get("commands", []) if isinstance(c, str)]
+    except ConfigError:
+        commands = []
+    report = ["fl-poison", "report", str(folder)]
+    if out != Path(folder) / "report":
+        report += ["--out", str(out)]
+    return commands + [shlex.join(report)]
+
+
 def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
                 out: str | Path | None = None, round_runs: Sequence[str] | None = None,
                 figures: bool = True, strict: bool = False) -> dict[str, Any]:
@@ -384,6 +400,10 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
     tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
     try:
         written = _write_report(runs, by, names, rows, chosen, paper, tmp, figures)
+        from fl_poison.report_page import write_page
+
+        written.append(write_page(written, tmp, f"fl-poison report: {Path(folder).resolve().name}",
+                                  report_commands(folder, out)))
         real.mkdir(exist_ok=True)
         files = []
         for f in written:

@@ -210,10 +210,14 @@ def read_manifest(out: Path) -> dict[str, Any]:
     return data
 
 
-def write_manifest(out: Path, exp_path: Path, runs: Iterable[Run]) -> Path:
-    """Merge this sweep's points into ``<out>/manifest.json`` (earlier sweeps into the same folder stay)."""
+def write_manifest(out: Path, exp_path: Path, runs: Iterable[Run], command: str | None = None) -> Path:
+    """Merge this sweep's points into ``<out>/manifest.json`` (earlier sweeps into the same folder stay);
+    ``command`` joins the list of sweep commands that filled the folder (the report page shows them)."""
     path = out / MANIFEST
     old = read_manifest(out)
+    commands = [c for c in old.get("commands", []) if isinstance(c, str)]
+    if command and command not in commands:
+        commands.append(command)
     points = {(p["sweep"], json.dumps(p["coords"], sort_keys=True)): p for p in old["points"]}
     for r in runs:
         for name, coords in r.points:
@@ -222,7 +226,7 @@ def write_manifest(out: Path, exp_path: Path, runs: Iterable[Run]) -> Path:
     exp = Path(exp_path).resolve()
     # the relative path lets a store committed with its repository find the file from any clone
     relative = os.path.relpath(exp, out.resolve())
-    write_json_atomic(path, {"experiment": str(exp), "experiment_from_store": relative,
+    write_json_atomic(path, {"experiment": str(exp), "experiment_from_store": relative, "commands": commands,
                              "points": list(points.values())})
     return path
 
