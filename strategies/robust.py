@@ -90,7 +90,7 @@ def _no_shares(k: int) -> np.ndarray:
     return np.full(k, np.nan, dtype=np.float64)
 
 
-def pairwise_sq_distances(updates: np.ndarray, budget: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
     """``D[i, j] = ||u_i - u_j||^2`` for all pairs of rows (``[K, K]``, float64).
 
     Gram identity ``||u_i||^2 + ||u_j||^2 - 2 u_i.u_j`` (one matrix product,
@@ -100,8 +100,7 @@ def pairwise_sq_distances(updates: np.ndarray, budget: int = DEFAULT_CHUNK_BYTES
     same identity on the uncentred local models. Rounding:
     two identical rows may be at ~1e-16 * ||u||^2 instead of exactly 0, so
     score ties between exact copies are decided by rounding noise, as in
-    Flower. ``budget`` is kept for signature compatibility (the product needs
-    no temporary beyond ``[K, K]``).
+    Flower. No chunking: the product needs no temporary beyond ``[K, K]``.
     """
     u = np.asarray(updates, dtype=np.float64)
     u = u - u[:1]  # distances are translation invariant; shifting keeps the Gram trick precise
