@@ -29,7 +29,7 @@ from fl_poison.metrics.classification import (
 )
 from fl_poison.metrics.detection import detect
 from fl_poison.metrics.model_poisoning import (
-    attack_round_metrics, backdoor_accuracy, most_common_target, norm_columns, predict,
+    attack_round_metrics, backdoor_accuracy, backdoor_test_mask, most_common_target, norm_columns, predict,
 )
 from fl_poison.results import RunRecorder, run_dir_for
 from fl_poison.sampling import sample_clients, sample_with_availability
@@ -341,7 +341,7 @@ class Experiment:
         from clients.trigger import stamp
 
         cfg, ds = self.cfg, self.fed.dataset
-        keep = ds.y_test != cfg["target-class"]
+        keep = backdoor_test_mask(ds.y_test, cfg["target-class"])
         x = stamp(ds.x_test[keep], *trigger_args(cfg))
         return backdoor_accuracy(predict(self.model, x, cfg["eval-batch-size"]), cfg["target-class"])
 

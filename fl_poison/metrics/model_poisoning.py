@@ -66,6 +66,15 @@ def norm_columns(clients: Sequence[int], norms: Sequence[float], malicious: set[
     return out
 
 
+def backdoor_test_mask(y_test, target: int):
+    """Which test samples backdoor accuracy is measured on: those whose true class is not ``target``.
+
+    A target-class sample predicted as the target is no success of the trigger,
+    so it is left out (``y_test`` a tensor or array; the mask is of the same kind).
+    """
+    return y_test != target
+
+
 def backdoor_accuracy(pred: np.ndarray, target: int) -> float:
     """Share of (triggered, true class != target) predictions equal to ``target``."""
     pred = np.asarray(pred)
