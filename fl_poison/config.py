@@ -133,21 +133,20 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
     Key("figures", bool, True, "write PNG figures"),
     Key("capture-updates", bool, False, "store output-neuron gradients each round and draw the PCA view"),
-    # --- deployment (issue 11) ---------------------------------------------------
+    # --- deployment ----------------------------------------------------------
     Key("round-timeout", float, 3600.0, "seconds a round waits for replies; missing replies are recorded",
         check=lambda v: v > 0, allowed="a number of seconds > 0"),
     Key("red-team-file", str, "", "operator's list of malicious node ids / names, for measurement only "
         "('' = the run plan in simulation; no detection metrics when nodes set their own role)"),
-    # issue 13 (reliability): how long a deployment waits for its SuperNodes
     Key("wait-for-nodes", float, 600.0, "seconds the ServerApp waits for num-clients SuperNodes to connect",
         check=lambda v: v > 0, allowed="a number of seconds > 0"),
-    # --- issue 12: speed and scale -----------------------------------------------
+    # --- speed and scale -----------------------------------------------------
     Key("engine-workers", int, -1, "worker processes of fl-poison's in-process engine (-1 = one per core, "
         "1 = serial in this process)", **_int_at_least_or_off(1, " for one per core")),
     Key("device", str, "auto", "torch device of local training and central evaluation (auto = cuda when present)",
         check=lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
         allowed="auto, cpu, cuda or cuda:N"),
-    # --- issue 7: start from a saved global model (the ADA paper attacks a converged model) ---------
+    # --- start from a saved global model (the ADA paper attacks a converged model) ---------
     Key("initial-model", str, "", "model.npz to start the global model from ('' = fresh, seeded weights)"),
 )
 
@@ -306,7 +305,7 @@ def coerce(key: Key, value: Any) -> Any:
                 out = float(value.strip())
             except ValueError:
                 pass
-        if out is not None and math.isfinite(out):  # issue 13: inf / nan pass every `v > 0` check
+        if out is not None and math.isfinite(out):  # inf / nan would pass every `v > 0` check
             return out
         raise ConfigError(key.name, value, (key.allowed or "a number") + ("" if out is None else " (finite)"))
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -76,8 +76,8 @@ def ndc(
 
     Defaults (one place, :mod:`strategies.defaults`, shared with the run keys
     ``ndc-mode`` / ``ndc-bound``): ``mode="clip"`` -- Sun et al.'s norm
-    clipping; ``mode="drop"`` is the ADA paper's reference code. Before issue 8
-    this function defaulted to ``"drop"`` while the run key said ``"clip"``.
+    clipping; ``mode="drop"`` is the ADA paper's reference code. The function
+    and the run key take the same constant, so their defaults cannot differ.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

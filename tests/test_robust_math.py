@@ -446,7 +446,7 @@ def test_krum_weighting_is_by_examples_like_flower():
     assert not np.allclose(expected, uniform, atol=1e-6)
 
 
-# --------------------------------------------------------------------------- issue 8: paper defaults vs switches
+# --------------------------------------------------------------------------- paper defaults vs switches
 
 
 def test_krum_lfighter_code_distance_changes_the_choice_hand_worked():

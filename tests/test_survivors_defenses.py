@@ -1,4 +1,4 @@
-"""Mutation-run survivors in the defenses (issue 14).
+"""Mutation-run survivors in the defenses.
 
 Covers the thin Strategy plug-ins (``strategies/defenses/*``: their config checks, the run keys that reach
 their parameters, and that ``aggregate_updates`` hands every parameter on), the plug-in registry
@@ -80,7 +80,7 @@ def test_multi_krum_keep_may_equal_but_not_exceed_clients_per_round():
 
 
 def test_multi_krum_keep_zero_is_refused():
-    """Found by this file (issue 14): the check was ``v >= -1``, so 0 passed and silently meant -1."""
+    """0 is no count of kept updates: a check of ``v >= -1`` would let it through to mean -1 silently."""
     e = config_error(defense="multi-krum", **{"multi-krum-keep": 0})
     assert e.key == "multi-krum-keep"
 

@@ -1,4 +1,4 @@
-"""Metrics of the model-poisoning family (issue 7): ADA's ATA / MTA, update norms, backdoor accuracy.
+"""Metrics of the model-poisoning family: ADA's ATA / MTA, update norms, backdoor accuracy.
 
 Confusion matrices have rows = true class, columns = predicted class.
 ADA (Sun et al. §V) reports ts-ATA -- the share of source-class test samples
