@@ -22,7 +22,7 @@ def tracked(*suffixes: str) -> list[Path]:
 
 
 def test_the_pattern_finds_tracker_references_and_nothing_else():
-    hits = ["see issue " + "12", "(Issue #" + "8)", "the pre-issue-" + "12 loop", "def test_issue" + "8_keys",
+    hits = ["see issue " + "12", "(Issue " + "#" + "8)", "the pre-issue-" + "12 loop", "def test_issue" + "8_keys",
             "issues " + "3 and 4"]
     misses = ["a known issue", "verify_directly_issued_by(ca)", "GanTracker", "issue the command 2 times"]
     assert all(TRACKER.search(t) for t in hits)
