@@ -39,8 +39,8 @@ def global_arrays(p_key: str) -> dict[str, np.ndarray]:
     from fl_poison.models import build_model
 
     _, model, shape = SIZES[p_key]
-    # 0-d buffers (BatchNorm's num_batches_tracked) are left out: the pre-issue-12 base.py cannot
-    # send them back (unflatten makes numpy scalars), which another helper fixes
+    # 0-d buffers (BatchNorm's num_batches_tracked) are left out, so that older checkouts (run with
+    # PYTHONPATH, see the registry fallback below), whose unflatten made numpy scalars of them, run too
     return {k: v.numpy().copy() for k, v in build_model(model, 10, shape).state_dict().items() if v.dim() > 0}
 
 

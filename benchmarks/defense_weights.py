@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/defense_weights.py RUN_DIR [RUN_DIR ...]``. Prints one markdown row
 per run: mean raw FoolsGold ``wv`` (when the defense reports it) and mean aggregation share for
 honest and malicious sampled clients over all rounds, and detection over all rounds / the last 10
-(from ``summary.json``). Written for issue 8's FoolsGold partial-participation comparison.
+(from ``summary.json``). Written to compare FoolsGold's history scopes under partial participation.
 """
 
 from __future__ import annotations

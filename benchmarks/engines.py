@@ -8,7 +8,7 @@ Engines: a plain PyTorch loop; fl-poison's in-process grid serial
 (``engine-workers=1``) and parallel (``engine-workers=-1``, one forked worker
 per core); the vectorised trainer ``train_many`` (all of a round's clients as
 one vmap'd computation; training plus central evaluation, no Flower
-messaging: it is not wired into an engine, see the issue-12 note); and
+messaging: it is not wired into an engine, so it measures the ceiling of batching); and
 Flower's simulation (``flwr run .``, local SuperLink, Ray backend, 1 CPU per
 client, offline, which also pays Flower's start-up; its per-round figure comes
 from the run's own rounds.csv, like the in-process ones).

@@ -1,4 +1,4 @@
-"""FoolsGold under partial participation on synthetic updates: full-history vs this-round scope (issue 8).
+"""FoolsGold under partial participation on synthetic updates: full-history vs this-round scope.
 
 No training: each client has a fixed direction (honest: its own random one; sybils: one shared
 direction), every round's update is ``shared + own direction + noise``. ``--clients`` clients,

@@ -12,8 +12,12 @@ with exactly the code path an honest one uses (the attack is "just data").
   its local set's size in which flipped source examples make up a chosen
   share and drawn clean examples the rest.
 
-Run keys validated here: ``attack``, ``source-class``, ``target-class``,
-``flip-map``, ``injection-rate``, ``attack-start-round``, ``attack-end-round``.
+No run key is validated here: ``attack``, ``source-class``, ``target-class``,
+``attack-start-round`` and ``attack-end-round`` are core keys
+(:mod:`fl_poison.config`); ``injection-rate`` is declared and checked by
+:mod:`clients.attacks.label_flip`, ``flip-map`` by
+:mod:`clients.attacks.untargeted_flip`. The functions below raise ValueError
+for bad arguments of their own, so a direct call fails loudly too.
 """
 
 from __future__ import annotations

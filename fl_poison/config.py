@@ -52,6 +52,30 @@ def _ge(lo: float) -> Callable[[Any], bool]:
     return lambda v: v >= lo
 
 
+def _int_at_least_or_off(lo: int, off: str = "") -> dict[str, Any]:
+    """``check`` and ``allowed`` of an integer key that is ``>= lo`` or ``-1`` (off), from one declaration.
+
+    ``off`` completes the message, e.g. ``" for all"``: "an integer >= 1, or -1 for all".
+    """
+    return {"check": lambda v: v == -1 or v >= lo, "allowed": f"an integer >= {lo}, or -1{off}"}
+
+
+def accepted_by(validate: Callable[[Any], Any]) -> Callable[[Any], bool]:
+    """A key's ``check`` from a function that raises ValueError for a bad value.
+
+    A plug-in whose pure function already validates its parameter uses that
+    function as its run key's check too, so the two layers check one way.
+    """
+    def check(value: Any) -> bool:
+        try:
+            validate(value)
+        except ValueError:
+            return False
+        return True
+
+    return check
+
+
 def _unit(v: float) -> bool:
     return 0.0 <= v <= 1.0
 
@@ -69,7 +93,7 @@ CORE_KEYS: tuple[Key, ...] = (
         check=lambda v: v == -1 or 0 <= v < 1, allowed="a number in [0, 1), or -1 for the model's default"),
     Key("partition", str, "iid", "how training data is split among clients", ("iid", "dirichlet", "extreme")),
     Key("train-samples", int, -1, "use a seeded random subset of this many training samples (-1 = all)",
-        check=lambda v: v == -1 or v >= 1, allowed="an integer >= 1, or -1 for all"),
+        **_int_at_least_or_off(1, " for all")),
     Key("dirichlet-alpha", float, 1.0, "concentration of the Dirichlet split", check=lambda v: v > 0, allowed="a number > 0"),
     # --- federation -------------------------------------------------------------
     Key("num-clients", int, 10, "clients in the federation", check=_ge(1), allowed="an integer >= 1"),
@@ -84,17 +108,17 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("weight-decay", float, 0.0, "L2 weight decay", check=_ge(0), allowed="a number >= 0"),
     Key("optimizer", str, "sgd", "local optimiser", ("sgd", "adam")),
     Key("received-eval-samples", int, 512, "local samples a client scores the received model on (-1 = all, 0 = off)",
-        check=lambda v: v >= -1, allowed="an integer >= 0, or -1 for all"),
+        **_int_at_least_or_off(0, " for all")),
     Key("eval-batch-size", int, 1000, "batch size of the central evaluation", check=_ge(1), allowed="an integer >= 1"),
     # --- attack ---------------------------------------------------------------
     Key("attack", str, "none", "what malicious clients do (an attack plug-in)", ()),
     Key("source-class", int, -1, "attacked class (-1 = none)", check=_ge(-1), allowed="a class index of the data set, or -1"),
     Key("target-class", int, -1, "class the source is flipped to (-1 = none)", check=_ge(-1), allowed="a class index of the data set, or -1"),
     Key("malicious-fraction", float, 0.0, "share of clients that are malicious", check=_unit, allowed="a number in [0, 1]"),
-    Key("num-malicious", int, -1, "number of malicious clients (-1 = use malicious-fraction)", check=_ge(-1), allowed="an integer >= 0, or -1"),
+    Key("num-malicious", int, -1, "number of malicious clients (-1 = use malicious-fraction)", **_int_at_least_or_off(0)),
     Key("malicious-from-source-holders", bool, False, "draw attackers only among clients holding the source class"),
     Key("attack-start-round", int, 1, "first round the attackers poison", check=_ge(1), allowed="an integer >= 1"),
-    Key("attack-end-round", int, -1, "last round the attackers poison (-1 = to the end)", check=_ge(-1), allowed="an integer >= 1, or -1"),
+    Key("attack-end-round", int, -1, "last round the attackers poison (-1 = to the end)", **_int_at_least_or_off(1)),
     Key("honest-holds-source", bool, True, "honest clients hold source-class samples (false = the ADA authors' "
         "split: they hold none; attackers draw source + clean samples afresh each round from the samples no "
         "honest client holds)"),
@@ -109,21 +133,20 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
     Key("figures", bool, True, "write PNG figures"),
     Key("capture-updates", bool, False, "store output-neuron gradients each round and draw the PCA view"),
-    # --- deployment (issue 11) ---------------------------------------------------
+    # --- deployment ----------------------------------------------------------
     Key("round-timeout", float, 3600.0, "seconds a round waits for replies; missing replies are recorded",
         check=lambda v: v > 0, allowed="a number of seconds > 0"),
     Key("red-team-file", str, "", "operator's list of malicious node ids / names, for measurement only "
         "('' = the run plan in simulation; no detection metrics when nodes set their own role)"),
-    # issue 13 (reliability): how long a deployment waits for its SuperNodes
     Key("wait-for-nodes", float, 600.0, "seconds the ServerApp waits for num-clients SuperNodes to connect",
         check=lambda v: v > 0, allowed="a number of seconds > 0"),
-    # --- issue 12: speed and scale -----------------------------------------------
+    # --- speed and scale -----------------------------------------------------
     Key("engine-workers", int, -1, "worker processes of fl-poison's in-process engine (-1 = one per core, "
-        "1 = serial in this process)", check=lambda v: v == -1 or v >= 1, allowed="an integer >= 1, or -1 for one per core"),
+        "1 = serial in this process)", **_int_at_least_or_off(1, " for one per core")),
     Key("device", str, "auto", "torch device of local training and central evaluation (auto = cuda when present)",
         check=lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
         allowed="auto, cpu, cuda or cuda:N"),
-    # --- issue 7: start from a saved global model (the ADA paper attacks a converged model) ---------
+    # --- start from a saved global model (the ADA paper attacks a converged model) ---------
     Key("initial-model", str, "", "model.npz to start the global model from ('' = fresh, seeded weights)"),
 )
 
@@ -282,7 +305,7 @@ def coerce(key: Key, value: Any) -> Any:
                 out = float(value.strip())
             except ValueError:
                 pass
-        if out is not None and math.isfinite(out):  # issue 13: inf / nan pass every `v > 0` check
+        if out is not None and math.isfinite(out):  # inf / nan would pass every `v > 0` check
             return out
         raise ConfigError(key.name, value, (key.allowed or "a number") + ("" if out is None else " (finite)"))
     if isinstance(value, (int, float)) and not isinstance(value, bool):

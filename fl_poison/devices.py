@@ -1,4 +1,4 @@
-"""The ``device`` run key as a torch device (issue 12)."""
+"""The ``device`` run key as a torch device."""
 
 from __future__ import annotations
 

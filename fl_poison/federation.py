@@ -122,7 +122,7 @@ def federation_for(cfg: Config) -> Federation:
             try:
                 local = partition(labels[pool], cfg["num-clients"], cfg["partition"], seed=cfg["seed"],
                                   alpha=cfg["dirichlet-alpha"], num_classes=ds.spec.num_classes)
-            except ValueError as exc:  # issue 13: a split that cannot be made is a config error, not a crash
+            except ValueError as exc:  # a split that cannot be made is a config error, not a crash
                 key = {"dirichlet": "dirichlet-alpha", "extreme": "train-samples"}.get(cfg["partition"], "num-clients")
                 if "exceeds" in str(exc):
                     key = "num-clients"

@@ -1,4 +1,4 @@
-"""The GAN attack's (G, T) vulnerability matrix (issue 9): the seed blog's heatmap and histogram, from run directories.
+"""The GAN attack's (G, T) vulnerability matrix: the seed blog's heatmap and histogram, from run directories.
 
 Per (defense, G, T): the attack accuracy averaged over training
 (``summary.json["mean_over_rounds"]["attack_success_rate"]``, the blog's

@@ -274,7 +274,7 @@ _INPUT_SHAPES: dict[str, tuple[InputShape, ...] | None] = {
 }
 
 
-# Issue 13: resnet18 took 8x8 digits (a 1x1 map after three stride-2 stages) where the other CNNs refuse them.
+# resnet18 needs a side of 16 or more: 8x8 digits would be a 1x1 map after its three stride-2 stages.
 _MIN_SIDE: dict[str, int] = {"resnet18": 16}
 
 

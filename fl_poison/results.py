@@ -42,10 +42,10 @@ from fl_poison.metrics.model_poisoning import ata, most_common_target
 LAST10_KEYS = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
                "honest_train_accuracy", "malicious_train_accuracy",
                "honest_received_model_accuracy", "malicious_received_model_accuracy",
-               # issue 7: the model-poisoning family's metrics (absent columns summarise to null)
+               # the model-poisoning family's metrics (absent columns summarise to null)
                "ata", "max_ata", "mta", "backdoor_accuracy", "honest_update_norm_mean", "honest_update_norm_max",
                "malicious_update_norm_mean", "malicious_update_norm_max",
-               # issue 9: the GAN attack's recognition of its generated images by the global model
+               # the GAN attack's recognition of its generated images by the global model
                "gan_recognised")
 
 

@@ -62,7 +62,7 @@ class RoundReport:
     updated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     output_rows: np.ndarray | None = None  # [K, C, H+1] when capture is on
-    #: L2 norm of each valid client's update (local - global), as the defense received it (issue 7)
+    #: L2 norm of each valid client's update (local - global), as the defense received it
     update_norms: list[float] = field(default_factory=list)
 
     @property

@@ -1,8 +1,8 @@
-"""Defaults shared by the pure defense functions and the run keys (issue 8: one default, defined once).
+"""Defaults shared by the pure defense functions and the run keys: one default, defined once.
 
-No imports on purpose: ``fl_poison/config.py`` reads these constants for its
-schema, and the pure functions use them as their keyword defaults, so the two
-layers cannot drift apart again.
+No imports on purpose: the plug-ins' run keys (``strategies/defenses/``) take
+these constants as their defaults, and the pure functions use them as their
+keyword defaults, so the two layers cannot drift apart.
 """
 
 #: Fraction trimmed from EACH end by the coordinate-wise trimmed mean (run key ``trim-beta``).
@@ -11,5 +11,6 @@ TRIM_BETA = 0.1
 NDC_MODE = "clip"
 #: NDC norm bound: the round's median norm (ADA's code), or a number (``ndc-bound``).
 NDC_BOUND = "median"
-#: k-means initialisations in LFighter's mild mode and the PCA filter (``lfighter-n-init``).
+#: k-means initialisations: the default of LFighter's run key ``lfighter-n-init``; the PCA filter always uses
+#: this many (it has no run key for it).
 KMEANS_N_INIT = 10

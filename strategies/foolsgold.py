@@ -6,7 +6,7 @@ similar to another client's. The defense is stateful (the history); this
 module is the pure, stateless part: the Strategy adapter keeps each client's
 running sum of :func:`foolsgold_features`.
 
-Whose histories are compared (issue 8). The original FoolsGold code
+Whose histories are compared. The original FoolsGold code
 (``ML/code/ML_*.py``: ``summed_deltas`` of every client, all clients every
 iteration) and the LFighter authors' baseline (``FoolsGold.score_gradients``:
 ``memory[num_peers, F]``, the selected peers' rows updated, ``foolsgold(memory)``
@@ -15,7 +15,7 @@ history and then weight the sampled clients. That is our default,
 ``scope="all-seen"``: every client seen at least once (a client never sampled
 has no history; the LFighter code keeps a zero row for it, which has cosine 0
 with everyone and only matters through step 5's rescaling -- not reproduced).
-``scope="round"`` (what this module did before issue 8) compares only the
+``scope="round"`` (a switch, not the paper) compares only the
 clients sampled this round; under partial participation a sybil whose twins
 are not sampled this round then looks unique. Memory: the history is
 ``[clients seen, F]`` (``F`` = the output layer's size by default).

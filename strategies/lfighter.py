@@ -39,24 +39,23 @@ Aggregation: FedAvg (example-weighted) over the kept clients, as Algorithm 1
 line 23 says; the authors' code averages the kept models with equal weights.
 
 Paper vs the authors' public code (``src/aggregation.py``, class ``LFD``; mild
-filter only), issue 8 -- the paper is the default, each difference a switch:
+filter only): the paper is the default, each difference a switch:
 
 * features: the paper speaks of the neurons' weight gradients and the code
   takes the weight rows ``dw[i][top2]`` only; both are our default.
-  ``include_bias=True`` (run key ``lfighter-bias``) adds the biases (what this
-  module did before issue 8);
+  ``include_bias=True`` (run key ``lfighter-bias``) adds the biases;
 * k-means: the code's ``KMeans(2, random_state=0)`` -- one fixed seed (and
   scikit-learn's then-default 10 initialisations). We use one seed per run
   (the run's ``seed``) and ``n_init`` initialisations (``lfighter-n-init``,
-  default 10) so the partition does not hinge on one draw; before issue 8 the
-  seed changed every round;
+  default 10) so the partition does not hinge on one draw; the same seed in
+  every round, as the code;
 * cluster score: paper ``|cl|/m · mean_i max_j θ_ij`` (``score="paper"``);
   code ``|cl|/m · (1 − mean_i min_j cs_ij)`` with ``cs = cos − I``
   (``score="code"``, run key ``lfighter-score``): whenever all in-cluster
   cosines are ≥ 0 the minimum is the zeroed diagonal and the score collapses
   to the cluster's size share; a one-member cluster scores ``|cl|/m``;
 * tie: both drop ``cl_2`` (the code keeps ``good_cl = 0`` unless
-  ``ds_0 < ds_1``); before issue 8 a tie dropped neither.
+  ``ds_0 < ds_1``), so a tie never keeps both clusters.
 
 Candidate neurons are chosen identically in both (weight-row norm plus
 |bias|, summed over clients).
@@ -231,7 +230,7 @@ def lfighter(
 
     ``include_bias`` (default False: weight rows only, paper and code),
     ``n_init`` (k-means initialisations, mild) and ``score`` (``"paper"`` |
-    ``"code"``, mild) are the issue-8 switches described in the module
+    ``"code"``, mild) are the paper-vs-code switches described in the module
     docstring; ``seed`` is the k-means seed -- the Strategy passes the run's
     seed unchanged every round.
 

@@ -20,19 +20,28 @@ from strategies.fedavg_math import check_updates, fedavg
 MODES = ("clip", "drop")
 
 
-def _resolve_bound(bound: float | str, norms: np.ndarray) -> float:
-    """The numeric bound: the round's median norm for ``"median"``, else ``bound`` (> 0)."""
-    if isinstance(bound, str):
-        if bound.strip().lower() != "median":
-            raise ValueError(f'bound must be a positive number or "median", got {bound!r}')
-        return float(np.median(norms))
+def check_bound(bound: float | str) -> float | str:
+    """The NDC bound as :func:`ndc` and the run key ``ndc-bound`` take it (ValueError otherwise).
+
+    ``"median"`` (the round's median norm), or a positive finite number -- also
+    as text, since the run key holds a string. The one check of the bound: the
+    run key's check and the defense's constructor call it too.
+    """
+    if isinstance(bound, str) and bound == "median":
+        return "median"
     try:
         value = float(bound)
     except (TypeError, ValueError):
-        raise ValueError(f'bound must be a positive number or "median", got {bound!r}') from None
+        value = float("nan")
     if isinstance(bound, bool) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f'bound must be a positive number or "median", got {bound!r}')
+        raise ValueError(f"bound must be a positive finite number or 'median', got {bound!r}")
     return value
+
+
+def _resolve_bound(bound: float | str, norms: np.ndarray) -> float:
+    """The numeric bound: the round's median norm for ``"median"``, else ``bound`` (> 0)."""
+    checked = check_bound(bound)
+    return float(np.median(norms)) if checked == "median" else checked
 
 
 def ndc(
@@ -67,8 +76,8 @@ def ndc(
 
     Defaults (one place, :mod:`strategies.defaults`, shared with the run keys
     ``ndc-mode`` / ``ndc-bound``): ``mode="clip"`` -- Sun et al.'s norm
-    clipping; ``mode="drop"`` is the ADA paper's reference code. Before issue 8
-    this function defaulted to ``"drop"`` while the run key said ``"clip"``.
+    clipping; ``mode="drop"`` is the ADA paper's reference code. The function
+    and the run key take the same constant, so their defaults cannot differ.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -16,7 +16,7 @@ filter:
 4. k-means with 2 clusters on ``Y`` (seeded, ``n_init = 10``);
 5. drop the smaller cluster; FedAvg (example-weighted) over the rest.
 
-Pooling over rounds (issue 8). Algorithm 1 collects the source-class rows of
+Pooling over rounds. Algorithm 1 collects the source-class rows of
 every participating client over a set of rounds ``R`` into one matrix ``U``
 and only then standardises and projects it. ``history_rows`` (the rows of
 earlier rounds, ``[M, C, H+1]``; the Strategy keeps the last

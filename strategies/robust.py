@@ -13,7 +13,7 @@ equivariant (coordinate-wise order statistics, pairwise distances and means
 with shares summing to 1), so ``rule(g + u) = g + rule(u)`` and working on
 updates gives the same model up to float rounding. All math is float64; the
 coordinate-wise rules accept a float32 ``[K, P]`` matrix and convert one
-column chunk at a time (issue 12), so they never hold a float64 copy of it.
+column chunk at a time, so they never hold a float64 copy of it.
 
 Coordinate-wise work is done in column chunks so that the temporary memory
 stays near ``max_chunk_bytes`` whatever the model size.
@@ -72,7 +72,7 @@ def _columnwise(
 
 
 def _check_keep_dtype(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """issue 12: ``check_updates``' checks without its float64 copy of ``[K, P]``.
+    """``check_updates``' checks without its float64 copy of ``[K, P]`` (large models stay in memory).
 
     Coordinate-wise rules convert each column chunk to float64 instead, so a
     float32 matrix is never duplicated.
@@ -90,18 +90,17 @@ def _no_shares(k: int) -> np.ndarray:
     return np.full(k, np.nan, dtype=np.float64)
 
 
-def pairwise_sq_distances(updates: np.ndarray, budget: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
     """``D[i, j] = ||u_i - u_j||^2`` for all pairs of rows (``[K, K]``, float64).
 
     Gram identity ``||u_i||^2 + ||u_j||^2 - 2 u_i.u_j`` (one matrix product,
-    no Python loop over clients; issue 8), clipped at 0, symmetrised, zero
+    no Python loop over clients), clipped at 0, symmetrised, zero
     diagonal, on rows shifted by the first row (a large common offset would
     otherwise cancel catastrophically; integer-valued inputs stay exact). Flower's ``compute_distances`` uses the
     same identity on the uncentred local models. Rounding:
     two identical rows may be at ~1e-16 * ||u||^2 instead of exactly 0, so
     score ties between exact copies are decided by rounding noise, as in
-    Flower. ``budget`` is kept for signature compatibility (the product needs
-    no temporary beyond ``[K, K]``).
+    Flower. No chunking: the product needs no temporary beyond ``[K, K]``.
     """
     u = np.asarray(updates, dtype=np.float64)
     u = u - u[:1]  # distances are translation invariant; shifting keeps the Gram trick precise
@@ -235,7 +234,7 @@ def trimmed_mean(
     otherwise), so at least one value always remains. ``kept`` is all True,
     ``weights`` NaN; ``info["trimmed_per_side"] = c``. The default ``beta`` is
     :data:`strategies.defaults.TRIM_BETA` (0.1), the run key ``trim-beta``'s
-    default (it was 0.2 here before issue 8).
+    default too.
     """
     b = check_beta(beta)
     u = _check_keep_dtype(updates, weights)
@@ -584,7 +583,7 @@ def bulyan(
     Flower 1.41's ``Bulyan`` (default ``selection_rule = select_multikrum``:
     the ``theta`` best scores of one Krum pass), with which this function
     equals Flower's strategy (differential test). The two selections often
-    differ (issue 8: equal in 16 of 200 random trials).
+    differ (equal in 16 of 200 random trials).
 
     Flower returns no aggregate when ``K < 4f + 3``; we raise a ValueError
     naming ``num-byzantine``. With ``f = 0`` the rule is the plain coordinate-wise

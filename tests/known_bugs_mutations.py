@@ -1,4 +1,4 @@
-"""Re-create issue 14's deliberate bugs one at a time in a scratch copy (/tmp/mut) and run tests on each.
+"""Re-create the mutation probe's deliberately planted bugs one at a time in a scratch copy (/tmp/mut) and run tests on each.
 
 Usage (repo root): python tests/known_bugs_mutations.py [test paths]   (default tests/test_known_bugs.py);
 ONLY=<substring> picks one bug. Prints the failing tests per bug; a bug with failing=0 is not caught.

@@ -1,9 +1,9 @@
 """Mutation scores per module from a finished (or running) ``mutmut run``, and the survivors' diffs.
 
 Not a test: a release tool (docs/testing.md). mutmut 3 keeps one ``mutants/<path>.py.meta`` per source
-file with an exit code per mutant; this prints them as the table the notes quote:
+file with an exit code per mutant; this prints them as a markdown table per file and per group:
 
-    python tests/mutation_report.py                  # per file and per group of the issue, markdown
+    python tests/mutation_report.py                  # per file and per group of the release set, markdown
     python tests/mutation_report.py --survivors clients/gan    # '-' original / '+' mutant of each survivor
     python tests/mutation_report.py --verdicts docs/mutation-survivors.md  # also: score without equivalents
 
@@ -30,7 +30,7 @@ MUTANTS = ROOT / "mutants"
 #: mutmut 3's exit codes, folded into the four outcomes that matter for a score.
 OUTCOME = {1: "killed", 3: "killed", 37: "killed", 0: "survived", 5: "no tests", 33: "no tests",
            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", None: "unchecked"}
-#: The groups issue 14 asks a score for, in its order.
+#: The groups of the release set a score is reported for, in this order.
 GROUPS = ("strategies/", "clients/", "fl_poison/metrics/", "fl_poison/threat", "fl_poison/sampling",
           "fl_poison/federation")
 

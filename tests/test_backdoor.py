@@ -50,6 +50,38 @@ def test_backdoor_accuracy_by_hand():
     assert backdoor_accuracy(np.array([7, 7, 1, 7]), 7) == 0.75
 
 
+def test_backdoor_accuracy_leaves_out_target_class_samples_by_hand():
+    from fl_poison.metrics.model_poisoning import backdoor_test_mask
+
+    y = np.array([0, 3, 1, 3, 3, 2])
+    assert backdoor_test_mask(y, 3).tolist() == [True, False, True, False, False, True]
+    assert backdoor_test_mask(torch.tensor(y), 0).tolist() == [False, True, True, True, True, True]
+
+
+def test_backdoor_accuracy_of_a_run_is_measured_on_non_target_test_samples(monkeypatch):
+    """digits: 360 test samples, 37 of class 3; the triggered set is the other 323, stamped."""
+    from types import SimpleNamespace
+
+    import fl_poison.app.experiment as E
+    from clients.attacks.backdoor import trigger_args
+    from fl_poison.data.datasets import load_dataset
+
+    cfg = resolve({"dataset": "digits", "attack": "backdoor", "target-class": 3, "trigger-size": 2})
+    ds = load_dataset("digits", cfg["data-dir"])
+    seen = []
+
+    def predict(model, x, batch_size):
+        seen.append(x)
+        return np.full(int(x.shape[0]), 3)  # every triggered sample lands on the target
+
+    monkeypatch.setattr(E, "predict", predict)
+    stub = SimpleNamespace(cfg=cfg, fed=SimpleNamespace(dataset=ds), model=None)
+    assert E.Experiment._backdoor_accuracy(stub) == 1.0
+    (x,) = seen
+    assert len(ds.y_test) == 360 and int((ds.y_test == 3).sum()) == 37 and x.shape[0] == 323
+    assert torch.equal(x, stamp(ds.x_test[ds.y_test != 3], *trigger_args(cfg)))
+
+
 @pytest.mark.parametrize("over,key", [
     ({"trigger-size": 29}, "trigger-size"), ({"trigger-row": 26}, "trigger-row"), ({"trigger-col": 27}, "trigger-col"),
     ({"target-class": -1}, "target-class"), ({"source-class": 1}, "source-class")])

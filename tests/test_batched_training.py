@@ -1,4 +1,4 @@
-"""train_many (issue 12) reproduces train_local client by client: sizes, flips, optimisers."""
+"""train_many (all clients of a round at once) reproduces train_local client by client: sizes, flips, optimisers."""
 
 import copy
 

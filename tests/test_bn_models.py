@@ -1,4 +1,4 @@
-"""Issue 13, defect 1: every model of the zoo trains through real federated rounds (BatchNorm included).
+"""Every model of the zoo trains through real federated rounds (BatchNorm included).
 
 Tiny synthetic data sets of the right shapes are written in the real file
 formats (IDX for 28x28, CIFAR-10 batches for 32x32) so the real loaders,
@@ -70,7 +70,7 @@ def test_every_zoo_model_trains_federated_and_no_reply_is_dropped(model, dataset
     assert [r["updated"] for r in rows[1:]] == [1, 1]
     assert summary["status"] == "complete"
     acc = [r["accuracy"] for r in rows]
-    if model != "resnet18":  # rises (the defect kept it flat at chance); two tiny rounds may still oscillate
+    if model != "resnet18":  # rises (BatchNorm buffers left untrained would keep it flat at chance); two tiny rounds may still oscillate
         assert max(acc[1:]) >= acc[0] + 0.2, acc
     if model in ("tolpegin-fmnist-cnn", "tolpegin-cifar-cnn", "resnet18"):  # BatchNorm: counters travelled
         state = np.load(tmp_path / model / "model.npz")

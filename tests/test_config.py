@@ -134,3 +134,30 @@ def test_progress_with_a_source_class_but_no_fixed_target():
     Progress(buf)({"round": 1, "accuracy": 0.5, "loss": 1.0, "source_accuracy": 0.25,
                    "attack_success_rate": None}, C.resolve({"num-rounds": 2}), 1.0)
     assert "src-acc 0.250" in buf.getvalue() and "asr" not in buf.getvalue()
+
+
+def test_attack_end_round_zero_is_refused_by_its_own_check():
+    """The check and the message come from one declaration: 0 is neither >= 1 nor -1."""
+    with pytest.raises(C.ConfigError) as err:
+        C.resolve({"attack-end-round": 0})
+    assert err.value.key == "attack-end-round" and err.value.allowed == "an integer >= 1, or -1"
+    assert C.resolve({"attack-end-round": -1})["attack-end-round"] == -1
+    assert C.resolve({"attack-end-round": 1})["attack-end-round"] == 1
+
+
+def test_every_integer_or_minus_one_key_checks_what_its_message_says():
+    """A key whose message says "an integer >= N, or -1" accepts -1 and N, and refuses N - 1 and -2."""
+    import re
+
+    found = 0
+    for key in C.SCHEMA:
+        m = re.match(r"an integer >= (\d+), or -1", key.allowed)
+        if not m or key.check is None:
+            continue
+        found += 1
+        lo = int(m.group(1))
+        assert key.check(-1) and key.check(lo) and key.check(lo + 5), key.name
+        assert not key.check(-2), key.name
+        if lo - 1 != -1:
+            assert not key.check(lo - 1), key.name
+    assert found >= 5

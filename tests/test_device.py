@@ -1,4 +1,4 @@
-"""The `device` key (issue 12): the device-generic path, exercised on the CPU with device=cpu."""
+"""The `device` key: the device-generic path, exercised on the CPU with device=cpu."""
 
 import copy
 
@@ -18,7 +18,7 @@ def test_auto_picks_cuda_only_when_present():
 
 
 def _old_train_local(model, x, y, s, seed):
-    """The pre-issue-12 loop (Python-float accumulators), the reference for 'CPU unchanged'."""
+    """The earlier training loop (Python-float accumulators), kept here as the reference for 'CPU unchanged'."""
     n = int(y.shape[0])
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""The parallel in-process engine (issue 12): same ClientApp, same results, state kept, errors as replies."""
+"""The parallel in-process engine: same ClientApp, same results, state kept, errors as replies."""
 
 import os
 

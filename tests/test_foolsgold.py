@@ -137,7 +137,7 @@ def test_features_and_default_history():
         foolsgold(upd, np.ones(5), layout, history=np.ones((4, 3)))
 
 
-# ---------------------------------------------------------------- issue 8: whose histories are compared
+# ---------------------------------------------------------------- whose histories are compared
 
 
 def _one_hot_updates(layout, dirs: list[int]) -> np.ndarray:
@@ -153,7 +153,7 @@ def test_partial_participation_all_seen_history_catches_a_sybil_whose_twin_is_ab
     # round 1: sybils 0, 1 (direction e0), honest 2 (e1), 3 (e2) all sampled.
     # round 2: only 0 and 2 sampled. Histories: 0: 2e0, 1: e0, 2: 2e1, 3: e2.
     # all-seen (FoolsGold / LFighter code): cos(0, 1) = 1 -> wv_0 = 0; 2 and 3 unique -> 1.
-    # round only (before issue 8): 0 vs 2 are orthogonal -> both weight 1, the sybil is kept.
+    # round only (scope=round): 0 vs 2 are orthogonal -> both weight 1, the sybil is kept.
     from strategies.defenses import FoolsGold
 
     layout = tiny_layout()

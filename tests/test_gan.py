@@ -1,4 +1,4 @@
-"""GAN reconstruction + poisoning (issue 9): C+1 model, metrics of the extra class, generator, persistence, bad input."""
+"""GAN reconstruction + poisoning: C+1 model, metrics of the extra class, generator, persistence, bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One test (at least) per deliberate bug of issue 14's probe; each was re-created by hand and fails here.
+"""One test (at least) per deliberately planted bug of the mutation probe; each was re-created by hand and fails here.
 
 Every expectation is computed independently of the code under test: by hand,
 from the pure function the adapter should call, or from a crafted model whose

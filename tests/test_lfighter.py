@@ -137,7 +137,7 @@ def test_sign_flip_and_scale_invariance():
 
 def test_tied_scores_drop_cl2_per_procedure_1():
     # two internally identical groups: dns = 0 for both -> scores tie at 0.
-    # Before issue 8 nobody was dropped; Procedure 1 (l. 10-13: cl_1 only if score_1 < score_2)
+    # A tie must drop someone: Procedure 1 (l. 10-13: cl_1 only if score_1 < score_2)
     # and the authors' code (good_cl = 0 unless ds_0 < ds_1) drop cl_2 = k-means label 1.
     layout, upd = sybil_case()
     upd[4] = upd[3]
@@ -236,7 +236,7 @@ def test_strategy_uses_one_kmeans_seed_for_the_whole_run(monkeypatch):
     strat = defenses.LFighter(seed=7, n_init=4, include_bias=True, score="code", clients_per_round=10)
     for rnd in (1, 2, 3):
         strat.aggregate_updates(upd, np.ones(10), layout, list(range(10)), rnd)
-    assert seen == [(7, 4, True, "code")] * 3  # before issue 8: seed 8, 9, 10
+    assert seen == [(7, 4, True, "code")] * 3  # the run's seed in every round, not seed + round
 
 
 # ---------------------------------------------------------------- extreme

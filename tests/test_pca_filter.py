@@ -158,7 +158,7 @@ def test_min_silhouette_and_no_bias_layout():
     np.testing.assert_array_equal(np.flatnonzero(~agg.kept), [6, 7, 8])
 
 
-# ---------------------------------------------------------------- issue 8: pooled history (Algorithm 1)
+# ---------------------------------------------------------------- pooled history (Algorithm 1)
 
 
 def test_pooled_history_keeps_an_all_honest_round_that_alone_loses_its_minority():

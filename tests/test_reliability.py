@@ -1,4 +1,4 @@
-"""Issue 13: one test (or more) per reliability defect; each fails on the code before the fix."""
+"""Reliability: one test (or more) per defect found; each fails on the code with the defect."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _server_identity(server_identity):
     """Every test here builds Flower messages (conftest's ``server_identity``)."""
 
 
-# ---------------------------------------------------------------- defect 1: BatchNorm buffers
+# ---------------------------------------------------------------- BatchNorm buffers
 
 def _bn_global():
     """conv-ish weight, running_mean, running_var, num_batches_tracked (0-d int64), fc weight, fc bias."""
@@ -109,7 +109,7 @@ def test_a_run_where_every_client_is_dropped_says_no_update(tmp_path, caplog):
     assert "NO ROUND UPDATED" in caplog.text
 
 
-# ---------------------------------------------------------------- defect 3: run directory ownership
+# ---------------------------------------------------------------- run directory ownership
 
 FAST = ["--set", "num-clients=3", "--set", "clients-per-round=3", "--set", "num-rounds=1", "--set", "figures=false",
         "--set", "received-eval-samples=0"]
@@ -157,7 +157,7 @@ def test_summary_is_written_last(tmp_path, monkeypatch):
     assert order.index("summary.json") > order.index("model.npz") and order[-1] == "status.json"
 
 
-# ---------------------------------------------------------------- defect 4: interrupts
+# ---------------------------------------------------------------- interrupts
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -180,7 +180,7 @@ def test_interrupt_leaves_partial_results_and_says_so(tmp_path, sig, code):
     assert "Traceback" not in err and not list(d.glob("*.tmp")) and not (d / "summary.json").exists()
 
 
-# ---------------------------------------------------------------- defect 5: experiment files
+# ---------------------------------------------------------------- experiment files
 
 @pytest.mark.parametrize("text,needle", [
     ('[confg]\nnum-rounds = 2\n', "[confg]"),
@@ -205,7 +205,7 @@ def test_non_utf8_experiment_file_is_refused(tmp_path, capsys):
     assert "UTF-8" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- defects 6 and 7: one line, exit 2
+# ---------------------------------------------------------------- bad input: one line, exit 2
 
 @pytest.mark.parametrize("args,needle", [
     (["--set", "lr=inf"], "'lr'"),
@@ -274,7 +274,7 @@ def test_compare_refuses_non_runs_and_different_datasets(tmp_path, capsys):
     assert "different data sets" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- defect 2: too few SuperNodes
+# ---------------------------------------------------------------- too few SuperNodes
 
 @pytest.mark.slow
 def test_simulation_with_too_few_supernodes_fails_in_seconds():

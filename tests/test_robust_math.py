@@ -147,7 +147,7 @@ def test_pairwise_distances_match_brute_force_even_far_from_origin():
     rng = np.random.default_rng(1)
     u = _rows(rng, 6, 50) + 1e3  # a large common offset must not cost precision
     brute = np.array([[np.sum((a - b) ** 2) for b in u] for a in u])
-    d = pairwise_sq_distances(u, budget=8 * 6 * 7)  # forces several column chunks
+    d = pairwise_sq_distances(u)
     np.testing.assert_allclose(d, brute, rtol=1e-9, atol=1e-12)
     assert np.all(np.diag(d) == 0) and np.array_equal(d, d.T)
 
@@ -446,7 +446,7 @@ def test_krum_weighting_is_by_examples_like_flower():
     assert not np.allclose(expected, uniform, atol=1e-6)
 
 
-# --------------------------------------------------------------------------- issue 8: paper defaults vs switches
+# --------------------------------------------------------------------------- paper defaults vs switches
 
 
 def test_krum_lfighter_code_distance_changes_the_choice_hand_worked():

@@ -1,4 +1,4 @@
-"""Memory-bounded aggregation (issue 12): float32 stacks, chunked float64 coordinate-wise rules."""
+"""Memory-bounded aggregation: float32 stacks, chunked float64 coordinate-wise rules."""
 
 import tracemalloc
 

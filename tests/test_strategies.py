@@ -44,7 +44,7 @@ PAIRS = [
     ("krum", lambda: D.Krum(num_byzantine=2), lambda: FlKrum(num_malicious_nodes=2), 9),
     ("multi-krum", lambda: D.MultiKrum(num_byzantine=2, keep=4),
      lambda: FlMultiKrum(num_malicious_nodes=2, num_nodes_to_select=4), 9),
-    # Flower's one-pass selection is our switch; the default is the paper's iterated Krum (issue 8)
+    # Flower's one-pass selection is our switch; the default is the paper's iterated Krum
     ("bulyan", lambda: D.Bulyan(num_byzantine=2, selection="flower"), lambda: FlBulyan(num_malicious_nodes=2), 11),
 ]
 
@@ -232,7 +232,7 @@ def test_clientapp_replies_pass_flowers_consistency_check():
     assert list(arrays.keys()) == list(new_model(cfg).state_dict().keys())
 
 
-def test_issue8_keys_reach_the_strategy_parameters():
+def test_defense_switch_keys_reach_the_strategy_parameters():
     def built(**over):
         return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
 
@@ -254,7 +254,7 @@ def test_issue8_keys_reach_the_strategy_parameters():
 @pytest.mark.parametrize(("key", "bad"), [("foolsgold-scope", "all"), ("lfighter-score", "x"),
                                           ("bulyan-selection", "once"), ("krum-distance", "l1"),
                                           ("lfighter-n-init", 0), ("pca-history-rounds", 0)])
-def test_issue8_bad_values_name_the_key(key, bad):
+def test_defense_switch_bad_values_name_the_key(key, bad):
     from fl_poison.config import ConfigError
 
     with pytest.raises(ConfigError, match=key):

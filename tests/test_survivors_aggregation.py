@@ -1,4 +1,4 @@
-"""Behaviour of the aggregation rules that no fast test pinned (mutation testing, issue 14).
+"""Behaviour of the aggregation rules that no fast test pinned (found by mutation testing).
 
 Covers ``strategies.norm_clipping`` (NDC report fields), ``strategies.robust``
 (median, trimmed mean, repeated median, Krum / Multi-Krum, Bulyan and their
@@ -158,7 +158,7 @@ def test_columnwise_splits_by_budget_and_hands_float64_blocks():
 
 
 def test_check_keep_dtype_keeps_float32_without_a_copy():
-    """issue 12: a float32 matrix is passed on as it is; other dtypes become float64; a row becomes [1, P]."""
+    """A float32 matrix is passed on as it is (no float64 copy); other dtypes become float64; a row becomes [1, P]."""
     u32 = np.ones((3, 4), dtype=np.float32)
     assert R._check_keep_dtype(u32, np.ones(3)) is u32
     as_int = R._check_keep_dtype(np.ones((2, 3), dtype=np.int64), np.ones(2))

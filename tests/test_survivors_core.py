@@ -1,4 +1,4 @@
-"""Tests for mutants that survived mutmut in the core modules (issue 14).
+"""Tests for mutants that survived mutmut in the core modules.
 
 Covers fl_poison/federation.py, fl_poison/metrics/{classification,detection,
 model_poisoning,poisoning}.py, fl_poison/threat.py and fl_poison/sampling.py.

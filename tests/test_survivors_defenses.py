@@ -1,4 +1,4 @@
-"""Mutation-run survivors in the defenses (issue 14).
+"""Mutation-run survivors in the defenses.
 
 Covers the thin Strategy plug-ins (``strategies/defenses/*``: their config checks, the run keys that reach
 their parameters, and that ``aggregate_updates`` hands every parameter on), the plug-in registry
@@ -80,7 +80,7 @@ def test_multi_krum_keep_may_equal_but_not_exceed_clients_per_round():
 
 
 def test_multi_krum_keep_zero_is_refused():
-    """Found by this file (issue 14): the check was ``v >= -1``, so 0 passed and silently meant -1."""
+    """0 is no count of kept updates: a check of ``v >= -1`` would let it through to mean -1 silently."""
     e = config_error(defense="multi-krum", **{"multi-krum-keep": 0})
     assert e.key == "multi-krum-keep"
 
@@ -140,13 +140,13 @@ def test_largest_byzantine_budget_per_rule():
 
 
 def test_ndc_bound_values():
-    from strategies.defenses.ndc import parse_bound
+    from strategies.norm_clipping import check_bound
 
-    assert parse_bound("median") == "median"
-    assert parse_bound("0.5") == 0.5 and parse_bound(2) == 2.0
+    assert check_bound("median") == "median"
+    assert check_bound("0.5") == 0.5 and check_bound(2) == 2.0
     for bad in ("0", "-1", "inf", "nan"):
-        with pytest.raises(ValueError, match=f"^'{bad}' is not a positive finite number$"):
-            parse_bound(bad)
+        with pytest.raises(ValueError, match=f"^bound must be a positive finite number or 'median', got '{bad}'$"):
+            check_bound(bad)
         e = config_error(defense="ndc", **{"ndc-bound": bad})
         assert e.key == "ndc-bound" and "a number > 0, or 'median'" in str(e)
     assert D.NormDifferenceClipping(bound="0.5").bound == 0.5

@@ -1,4 +1,4 @@
-"""Mutation survivors (issue 14) of the GAN attack: ``clients.attacks.gan``, ``clients.gan``, ``clients.behaviour``,
+"""Mutation survivors of the GAN attack: ``clients.attacks.gan``, ``clients.gan``, ``clients.behaviour``,
 ``clients.store``.
 
 Pins what ``tests/test_gan.py`` leaves open: the adversary's round before and after the attack starts

@@ -1,4 +1,4 @@
-"""Mutation-survivor tests (issue 14) for the label attacks: ADA's target choice
+"""Mutation-survivor tests for the label attacks: ADA's target choice
 (``clients.target_choice``), the shared label-poisoning helpers (``clients.poisoning``) and the
 label-flip / untargeted-flip attacks.
 

@@ -1,6 +1,6 @@
 """Model-poisoning attacks at the unit level: ADA, backdoor + trigger, scale, train-and-scale, the update math.
 
-Pins what the mutation run (issue 14) found unchecked by the fast tests:
+Pins what the mutation run found unchecked by the fast tests:
 the boundaries and messages of each attack's config check (a bad config
 names the key, its value and the allowed values), the trigger geometry at
 its edges, the poisoned-index draw at its edges, and each attack's round

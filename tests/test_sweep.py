@@ -73,6 +73,43 @@ def test_run_id_ignores_output_location_and_key_order_but_not_settings():
 
 
 @pytest.mark.slow
+def test_grid_points_that_differ_only_in_a_plug_in_key_are_two_runs(tmp_path):
+    """``scale-bound`` belongs to the train-and-scale attack, not to the core keys: it is hashed all the same."""
+    from fl_poison.config import schema
+
+    assert schema().owners["scale-bound"] != ("core",)
+    extra = 'attack = ["train-and-scale"]\nscale-bound = ["auto", "2.0"]'
+    runs = plan(load_experiment(tiny(tmp_path, extra)))
+    assert len(runs) == 4 and len({r.run_id for r in runs}) == 4  # 2 defenses x 2 bounds
+    by_bound = {}
+    for r in runs:
+        by_bound.setdefault(r.cfg["defense"], set()).add(r.run_id)
+    assert all(len(ids) == 2 for ids in by_bound.values())
+
+
+def _grid_size(grid: dict) -> int:
+    """Points of one [sweep.NAME] table, counted from the TOML: each axis's list, times seeds or repeats."""
+    n = 1
+    for axis, values in grid.items():
+        n *= values if axis == "repeats" else len(values)
+    return n
+
+
+def test_ada_mnist_plan_has_one_run_per_distinct_grid_point():
+    import tomllib
+
+    path = REPO / "experiments" / "ada_mnist.toml"
+    sweeps = tomllib.loads(path.read_text())["sweep"]
+    points = sum(_grid_size(g) for g in sweeps.values())
+    exp = load_experiment(path)
+    distinct = {tuple(sorted((k, str(v)) for k, v in resolve(exp.config, c).items() if k not in ("run-name", "out-dir")))
+                for name in exp.sweeps for c in expand(exp.sweeps[name], int(resolve(exp.config)["seed"]))}
+    runs = plan(exp)
+    assert len(distinct) == points  # no two grid points of the file ask for the same run
+    assert len(runs) == len({r.run_id for r in runs}) == points
+    assert sum(len(r.points) for r in runs) == points
+
+
 def test_run_id_is_the_same_in_another_process():
     code = ("from fl_poison.config import resolve; from fl_poison.sweep import run_id;"
             "print(run_id(resolve({'dataset': 'digits', 'seed': 1})))")

@@ -60,7 +60,7 @@ def to_array_record(state: dict[str, np.ndarray]) -> ArrayRecord:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = config_of(context)
-    node = local_node(cfg, context.node_config)  # issue 11: own data and role from the node config
+    node = local_node(cfg, context.node_config)  # own data and role from the node config
     cid = node.cid
     server_round = int(msg.content["config"]["server-round"])
     model = copy.deepcopy(_template(cfg)).to(resolve_device(cfg["device"]))

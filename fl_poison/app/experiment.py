@@ -29,7 +29,7 @@ from fl_poison.metrics.classification import (
 )
 from fl_poison.metrics.detection import detect
 from fl_poison.metrics.model_poisoning import (
-    attack_round_metrics, backdoor_accuracy, most_common_target, norm_columns, predict,
+    attack_round_metrics, backdoor_accuracy, backdoor_test_mask, most_common_target, norm_columns, predict,
 )
 from fl_poison.results import RunRecorder, run_dir_for
 from fl_poison.sampling import sample_clients, sample_with_availability
@@ -40,7 +40,7 @@ log = logging.getLogger("fl_poison.experiment")
 
 
 class GanTracker:
-    """The GAN attack's measurements (issue 9): generated previews, their recognition by the global model.
+    """The GAN attack's measurements: generated previews, their recognition by the global model.
 
     The adversary's reply carries a measurement-only ``gan-preview`` record
     (images from a fixed latent batch; the defense never reads it). Each round
@@ -162,7 +162,7 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0, settle: float = 3
 def identify_nodes(grid: Grid, cfg: Config, nodes: list[int], identities: list | None = None) -> dict[int, int]:
     """Ask each node for its partition id; check the federation matches ``num-clients``.
 
-    ``identities`` (if given) receives each node's identity record as a dict (issue 11).
+    ``identities`` (if given) receives each node's identity record as a dict (deployment checks).
     """
     msgs = [Message(RecordDict({"config": ConfigRecord({})}), node, f"{MessageType.QUERY}.identify")
             for node in nodes]
@@ -238,7 +238,7 @@ class Experiment:
                  progress: Progress | None, malicious: tuple[int, ...] | None | str = "plan",
                  grid: CountingGrid | None = None) -> None:
         self.cfg, self.fed, self.strategy, self.recorder, self.progress = cfg, fed, strategy, recorder, progress
-        # issue 11: who is malicious (None = unknown: no detection metrics) and the sent/received counter
+        # who is malicious (None = unknown, as in a deployment: no detection metrics) and the sent/received counter
         self.malicious = fed.malicious if malicious == "plan" else malicious
         self.grid = grid
         self.model = new_model(cfg).to(resolve_device(cfg["device"]))  # central evaluation's device
@@ -270,7 +270,7 @@ class Experiment:
         row["source_accuracy"] = source_accuracy(cm, src) if src is not None else None
         row["attack_success_rate"] = (attack_success_rate(cm, src, tgt)
                                      if src is not None and tgt is not None else None)
-        row.update(attack_round_metrics(cm, src))  # issue 7: mta, max_ata, source row for ata
+        row.update(attack_round_metrics(cm, src))  # mta, max_ata, source row for ata
         if cfg["attack"] == "backdoor":
             row["backdoor_accuracy"] = self._backdoor_accuracy()
         if server_round >= 1:
@@ -341,7 +341,7 @@ class Experiment:
         from clients.trigger import stamp
 
         cfg, ds = self.cfg, self.fed.dataset
-        keep = ds.y_test != cfg["target-class"]
+        keep = backdoor_test_mask(ds.y_test, cfg["target-class"])
         x = stamp(ds.x_test[keep], *trigger_args(cfg))
         return backdoor_accuracy(predict(self.model, x, cfg["eval-batch-size"]), cfg["target-class"])
 
@@ -375,7 +375,7 @@ class Experiment:
             "malicious_train_loss": _mean(mal_loss),
         }
         out.update(_extra_metrics(rep.clients, rep.client_metrics, mal))
-        out.update(norm_columns(rep.clients, rep.update_norms, mal))  # issue 7
+        out.update(norm_columns(rep.clients, rep.update_norms, mal))  # update norms, honest vs malicious
         choices: dict[str, int] = {}
         if self.cfg["attack"] == "ada":
             choices = {str(c): int(m["ada-target"]) for c, m in zip(rep.clients, rep.client_metrics)
@@ -423,7 +423,7 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     node_to_pid = identify_nodes(grid, cfg, nodes, identities)
     pid_to_node = {p: n for n, p in node_to_pid.items()}
     fed = federation_for(cfg)
-    malicious = server_malicious(cfg, fed.malicious, identities)  # issue 11: red-team file / plan / unknown
+    malicious = server_malicious(cfg, fed.malicious, identities)  # red-team file / plan / unknown
     model0 = new_model(cfg)
     strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid,
                               buffer_names=[n for n, _ in model0.named_buffers()])
@@ -445,7 +445,7 @@ def _rounds(grid: "CountingGrid", cfg: Config, fed: Federation, strategy, record
             progress: Progress | None, malicious: tuple[int, ...] | None,
             identities: list[dict[str, Any]]) -> dict[str, Any]:
     exp = Experiment(cfg, fed, strategy, recorder, progress, malicious=malicious, grid=grid)
-    initial = ArrayRecord({k: Array(v) for k, v in initial_state(cfg).items()})  # issue 7: initial-model
+    initial = ArrayRecord({k: Array(v) for k, v in initial_state(cfg).items()})  # initial-model or seeded weights
     try:
         result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg["num-rounds"],
                                 timeout=cfg["round-timeout"], train_config=ConfigRecord(),

@@ -24,7 +24,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         cfg = resolve(context.run_config)
         summary = run_experiment(grid, cfg, progress=_log_progress)
-    except ConfigError as exc:  # issue 13: one clear line, not a traceback
+    except ConfigError as exc:  # one clear line, not a traceback
         log.error("fl-poison: error: %s", exc)
         return
     log.warning("fl-poison: run finished, accuracy=%.4f; results in %s", summary["accuracy"],

@@ -1,4 +1,4 @@
-"""Metrics of the model-poisoning family (issue 7): ADA's ATA / MTA, update norms, backdoor accuracy.
+"""Metrics of the model-poisoning family: ADA's ATA / MTA, update norms, backdoor accuracy.
 
 Confusion matrices have rows = true class, columns = predicted class.
 ADA (Sun et al. §V) reports ts-ATA -- the share of source-class test samples
@@ -64,6 +64,15 @@ def norm_columns(clients: Sequence[int], norms: Sequence[float], malicious: set[
         out[f"{group}_update_norm_mean"] = float(np.mean(vals)) if vals else None
         out[f"{group}_update_norm_max"] = float(np.max(vals)) if vals else None
     return out
+
+
+def backdoor_test_mask(y_test, target: int):
+    """Which test samples backdoor accuracy is measured on: those whose true class is not ``target``.
+
+    A target-class sample predicted as the target is no success of the trigger,
+    so it is left out (``y_test`` a tensor or array; the mask is of the same kind).
+    """
+    return y_test != target
 
 
 def backdoor_accuracy(pred: np.ndarray, target: int) -> float:

@@ -51,6 +51,6 @@ class LFighter(DefenseStrategy):
                 "min_samples": None if m < 0 else m}
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
-        # one k-means seed for the whole run (the authors' random_state=0; it used to be seed + round)
+        # one k-means seed for the whole run, as the authors' fixed random_state=0
         return lf.lfighter(updates, weights, layout, mode=self.mode, seed=self.seed, min_samples=self.min_samples,
                            include_bias=self.include_bias, n_init=self.n_init, score=self.score)

@@ -4,32 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key
+from fl_poison.config import Key, accepted_by
 from strategies import defaults, norm_clipping
 from strategies.base import DefenseStrategy
 
-
-
-def parse_bound(value: str | float) -> float | str:
-    """'median' or a positive number (ValueError otherwise)."""
-    if value == "median":
-        return "median"
-    bound = float(value)
-    if not bound > 0 or bound == float("inf"):
-        raise ValueError(f"{value!r} is not a positive finite number")
-    return bound
-
-
-def _bound_ok(value: str) -> bool:
-    try:
-        parse_bound(value)
-    except ValueError:
-        return False
-    return True
-
-
 NDC_BOUND = Key("ndc-bound", str, defaults.NDC_BOUND, "norm bound of NDC: a number > 0, or 'median' (the round's median norm)",
-                check=_bound_ok, allowed="a number > 0, or 'median'", param="bound")
+                check=accepted_by(norm_clipping.check_bound), allowed="a number > 0, or 'median'", param="bound")
 NDC_MODE = Key("ndc-mode", str, defaults.NDC_MODE, "NDC clips large updates or drops them", ("clip", "drop"), param="mode")
 
 
@@ -42,7 +22,7 @@ class NormDifferenceClipping(DefenseStrategy):
 
     def __init__(self, *, bound: float | str = NDC_BOUND.default, mode: str = NDC_MODE.default, **kw: Any) -> None:
         super().__init__(**kw)
-        self.bound = parse_bound(bound)
+        self.bound = norm_clipping.check_bound(bound)
         self.mode = mode
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):

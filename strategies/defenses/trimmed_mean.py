@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key
+from fl_poison.config import Key, accepted_by
 from strategies import defaults, robust
 from strategies.base import DefenseStrategy
 
 TRIM_BETA = Key("trim-beta", float, defaults.TRIM_BETA, "fraction trimmed from each end (trimmed-mean)",
-                check=lambda v: 0 <= v < 0.5, allowed="a number in [0, 0.5)", param="beta")
+                check=accepted_by(robust.check_beta), allowed="a number in [0, 0.5)", param="beta")
 
 
 class TrimmedMean(DefenseStrategy):
