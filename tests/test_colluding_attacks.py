@@ -35,10 +35,13 @@ def _messages(n: int) -> list[Message]:
     return [Message(content, 100 + i, MessageType.TRAIN) for i in range(n)]
 
 
+def _state(node: int, update: list[float]) -> dict:
+    return {"w": GLOBAL["w"] + np.asarray(update, np.float32), "bn.running_mean": np.full(2, node, np.float32),
+            "bn.num_batches_tracked": np.array(node, np.int64)}
+
+
 def _reply(node: int, update: list[float], marker: bool):
-    state = {"w": GLOBAL["w"] + np.asarray(update, np.float32), "bn.running_mean": np.full(2, node, np.float32),
-             "bn.num_batches_tracked": np.array(node, np.int64)}
-    return make_reply(state, 10, node, {MARKER: 1.0} if marker else {})
+    return make_reply(_state(node, update), 10, node, {MARKER: 1.0} if marker else {})
 
 
 def _round(server_identity, **keys):
@@ -113,6 +116,20 @@ def test_only_colluding_attacks_take_the_seat():
         plugins.plugins("attack"))
 
 
+def test_sign_flip_and_gaussian_forge_on_the_client():
+    """No seat: the client's own update (5, 2) is flipped to (-5, -2), sent as global (1, 1) + that; buffers kept."""
+    from clients.attacks.forged import Gaussian, SignFlip
+
+    own = _state(8, [5, 2])
+    [(state, metrics)] = SignFlip.forge_round(resolve({"attack": "sign-flip"}), GLOBAL, [own], [],
+                                              np.random.default_rng(0), 1)
+    np.testing.assert_allclose(state["w"], [-4, -1])
+    assert state["bn.num_batches_tracked"] == 8 and metrics["forged-norm"] == pytest.approx(np.hypot(5, 2))
+    [(state, _)] = Gaussian.forge_round(resolve({"attack": "gaussian", "noise-std": 0}), GLOBAL, [own], [],
+                                        np.random.default_rng(0), 1)
+    np.testing.assert_array_equal(state["w"], GLOBAL["w"])  # N(0, 0) update: the global weights
+
+
 @pytest.mark.parametrize("keys, bad", [
     ({"attack": "fang", "defense": "fedavg"}, "fang-variant"),
     ({"attack": "fang", "defense": "bulyan"}, "fang-variant"),
@@ -133,3 +150,29 @@ def test_cli_refuses_fang_without_a_variant_with_exit_2(capsys):
     assert main(["run", "--set", "attack=fang", "--set", "defense=fedavg"]) == 2
     err = capsys.readouterr().err
     assert "fang-variant" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _run(tmp_path, name: str, **over):
+    from fl_poison.app.client_app import app
+    from fl_poison.app.experiment import run_experiment
+    from fl_poison.engine.inprocess import inprocess_grid
+    from fl_poison.results import read_rounds
+
+    cfg = resolve({"dataset": "digits", "num-clients": 6, "clients-per-round": 6, "num-rounds": 2, "seed": 3,
+                   "figures": False, "num-malicious": 2, "engine-workers": 1, "run-name": name, **over})
+    summary = run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"], app), cfg, out_dir=tmp_path)
+    return summary, read_rounds(tmp_path / name)
+
+
+@pytest.mark.slow
+def test_ipm_end_to_end_reaches_fedavg_and_lowers_accuracy(tmp_path):
+    """Digits, 6 clients, 2 attackers, FedAvg. Round 1 (before attack-start-round) the attackers are honest and
+    unmarked; round 2 the strategy receives the forged -10 * mean updates, and accuracy falls far below no attack."""
+    clean, _ = _run(tmp_path, "none")
+    s, rows = _run(tmp_path, "ipm", attack="ipm", **{"ipm-epsilon": 10, "attack-start-round": 2})
+    assert rows[1]["malicious_forged"] is None  # honest round: no forge ran
+    r = rows[2]
+    assert r["malicious_forged"] == 1.0 and r["malicious_known_updates"] == 6
+    assert r["malicious_update_norm_mean"] == pytest.approx(r["malicious_forged_norm"], rel=1e-4)
+    assert r["malicious_update_norm_mean"] > 5 * r["honest_update_norm_mean"]
+    assert s["accuracy"] < clean["accuracy"] - 0.3
