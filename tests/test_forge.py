@@ -176,6 +176,13 @@ def test_fang_krum_lambda_bound_and_search():
     assert report["fang-krum-chosen"] == 0.0 and report["fang-lambda"] < 1e-5
 
 
+def test_fang_krum_with_few_known_updates_lowers_the_krum_budget():
+    # own knowledge, 2 attackers: 2 known + 2 copies = 4 rows, f = min(2, 4 - 3) = 1 (f = 2 would leave no neighbour)
+    assert fang.krum_budget(4, 2) == 1 and fang.krum_budget(2, 2) == 0 and fang.krum_budget(20, 4) == 4
+    out = fang.forge(np.array([[1.0, 2.0], [2.0, 1.0]]), 2, RNG, variant="krum", num_clients=10)
+    assert out.shape == (2, 2) and np.all(np.isfinite(out))
+
+
 def test_fang_refuses_an_unknown_variant():
     with pytest.raises(ValueError, match="variant"):
         fang.forge(SPREAD, 1, RNG, variant="bulyan")

@@ -33,8 +33,8 @@ bound of the paper's eq. (2)::
 
 (``m`` clients, ``c`` attackers, ``d`` parameters, ``Gamma_i`` the
 ``m - c - 2`` known models closest to ``w_i``, D the Euclidean distance)
-until Krum with f = c over the forged copies and the known updates selects a
-forged one, or lambda drops below ``threshold`` (1e-5). The paper lets the
+until Krum with f = c (lowered to K - 3 when fewer rows are known) over the
+forged copies and the known updates selects a forged one, or lambda drops below ``threshold`` (1e-5). The paper lets the
 other ``c - 1`` attackers send models close to the first; here all send the
 same one (as the authors' and Shejwalkar & Houmansadr's code). Partial
 knowledge runs the same search with the attackers' own models as the benign
@@ -61,6 +61,11 @@ DIRECTIONS = ("aggregate", "mean")
 SPACES = ("model", "update")
 
 
+def krum_budget(rows: int, num_malicious: int) -> int:
+    """The f of the attackers' Krum check: the number of attackers, lowered to the most ``rows`` allow (K - 3)."""
+    return max(0, min(num_malicious, rows - 3))
+
+
 def direction(known: np.ndarray, variant: str, how: str = "aggregate", *, trim_beta: float = 0.1,
               median: bool = False, num_malicious: int = 0) -> np.ndarray:
     """``s``: the sign of the known updates' before-attack aggregate (``how="aggregate"``) or of their mean."""
@@ -73,7 +78,7 @@ def direction(known: np.ndarray, variant: str, how: str = "aggregate", *, trim_b
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {how!r}")
     ones = np.ones(u.shape[0])
     if variant == "krum":
-        scores = robust.krum_scores(u, num_malicious)
+        scores = robust.krum_scores(u, krum_budget(u.shape[0], num_malicious))
         return np.sign(u[int(np.argmin(scores))])
     if median:
         return np.sign(np.median(u, axis=0))
@@ -125,7 +130,8 @@ def krum_attack(known: np.ndarray, num_malicious: int, s: np.ndarray, *, num_cli
     chosen = False
     while lam >= threshold:
         stack = np.vstack([copies(-lam * s, num_malicious), u])
-        if int(np.argmin(robust.krum_scores(stack, num_malicious))) < num_malicious:
+        f = krum_budget(stack.shape[0], num_malicious)
+        if int(np.argmin(robust.krum_scores(stack, f))) < num_malicious:
             chosen = True
             break
         lam /= 2
