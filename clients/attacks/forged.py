@@ -26,7 +26,7 @@ def _finite_above(lo: float, inclusive: bool = False) -> dict[str, Any]:
 ALIE_Z = Key("alie-z", float, -1.0, "ALIE's z (-1 = the paper's z_max from the round's clients and attackers)",
              check=lambda v: v == -1 or v >= 0, allowed="a number >= 0, or -1 for the paper's z_max")
 IPM_EPSILON = Key("ipm-epsilon", float, 0.1, "IPM's epsilon: attackers send -epsilon * mean of the known updates "
-                  "(0.1 hides from Krum, 10 flips an average; Xie et al. use both)", **_finite_above(0))
+                  "(0.1 hides from distance-based rules, 10 flips an average)", **_finite_above(0))
 PERTURBATION = Key("minmax-perturbation", str, "std", "Min-Max / Min-Sum perturbation direction (inverse unit "
                    "vector, inverse std, inverse sign; Shejwalkar & Houmansadr)", min_max.PERTURBATIONS)
 GAMMA_INIT = Key("minmax-gamma-init", float, min_max.GAMMA_INIT, "Min-Max / Min-Sum: first gamma of the halving "

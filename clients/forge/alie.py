@@ -4,15 +4,15 @@ The attackers send, coordinate by coordinate, the benign mean shifted by a
 few standard deviations -- small enough to hide inside the benign spread of
 every coordinate, large enough to steer the aggregate::
 
-    s     = floor(n / 2 + 1) - m                     (paper, §3: the supporters the attackers need)
+    s     = floor(n / 2 + 1) - m                     (the supporters the attackers need)
     z_max = Phi^{-1}((n - s) / n)                    (Phi: standard normal CDF)
-    p_j   = mu_j - z_max * sigma_j                   (Algorithm 1, every attacker the same p)
+    p_j   = mu_j - z_max * sigma_j                   (the paper's Algorithm 1; every attacker the same p)
 
 with ``n`` the clients of the round, ``m`` the attackers among them, ``mu``
 and ``sigma`` the coordinate-wise mean and standard deviation of the known
 updates. ``sigma`` is the sample standard deviation (ddof=1, ``torch.std``'s
-default, as the authors' and Shejwalkar & Houmansadr's code use); pass
-``ddof=0`` for the population one. ``z`` fixes z_max (key ``alie-z``). When
+default, which the PyTorch re-implementations use; the paper does not say);
+``ddof=0`` gives the population one. ``z`` fixes z_max (key ``alie-z``). When
 ``m >= floor(n/2 + 1)`` the formula gives s <= 0 (z = inf); s is then taken
 as 1 (the largest finite z the paper's reasoning allows).
 """

@@ -4,7 +4,8 @@ The attack is tailored to the aggregation rule. ``s_j`` is the direction in
 which global parameter ``j`` would move without attack (``+1`` up, ``-1``
 down); the attackers push every parameter the other way.
 
-Trimmed mean and median (§4.2; the paper uses the same attack for both).
+Trimmed mean and median (the paper's attack on trimmed mean, which it also
+uses against median).
 Full knowledge, with ``w_max,j`` / ``w_min,j`` the largest / smallest known
 local value of parameter ``j`` and ``b > 1`` (2 in the paper)::
 
@@ -24,9 +25,9 @@ re-implementations (Shejwalkar & Houmansadr's code, Blades) apply them to
 *updates* (``space="update"``), where the sign test ``w > 0`` means
 something else.
 
-Krum (§4.3): every attacker sends ``w_Re - lambda * s`` (``w_Re`` the
+Krum: every attacker sends ``w_Re - lambda * s`` (``w_Re`` the
 received global model: update 0), lambda found by halving from the upper
-bound of the paper's eq. (2)::
+bound the paper derives::
 
     lambda <= 1 / ((m - 2c - 1) sqrt(d)) * min_i sum_{l in Gamma_i} D(w_l, w_i)
               + 1 / sqrt(d) * max_i D(w_i, w_Re)
@@ -87,7 +88,7 @@ def direction(known: np.ndarray, variant: str, how: str = "aggregate", *, trim_b
 
 def trimmed_mean_attack(known: np.ndarray, num_malicious: int, rng: np.random.Generator, s: np.ndarray, *,
                         b: float = 2.0, partial: bool = False, offset: np.ndarray | None = None) -> np.ndarray:
-    """§4.2's sampled values (full knowledge: from the extremes; partial: mu + 3..4 sigma), as updates."""
+    """The trimmed-mean attack's sampled values (full knowledge: from the extremes; partial: mu +- 3..4 sigma)."""
     u = as_known(known, need=2)
     w = u + (0.0 if offset is None else np.asarray(offset, np.float64))
     if partial:
@@ -105,7 +106,7 @@ def trimmed_mean_attack(known: np.ndarray, num_malicious: int, rng: np.random.Ge
 
 
 def lambda_bound(known: np.ndarray, num_clients: int, num_malicious: int) -> float:
-    """The upper bound on lambda of §4.3 (eq. 2) in update space (``w_Re`` = 0)."""
+    """The paper's upper bound on the Krum attack's lambda, in update space (``w_Re`` = 0)."""
     from strategies import robust
 
     u = as_known(known)
@@ -122,7 +123,7 @@ def lambda_bound(known: np.ndarray, num_clients: int, num_malicious: int) -> flo
 
 def krum_attack(known: np.ndarray, num_malicious: int, s: np.ndarray, *, num_clients: int,
                 threshold: float = 1e-5, report: dict | None = None) -> np.ndarray:
-    """§4.3: ``-lambda * s`` with lambda halved from the bound until Krum (f = c) picks a forged copy."""
+    """The Krum attack: ``-lambda * s``, lambda halved from the bound until Krum (f = c) picks a forged copy."""
     from strategies import robust
 
     u = as_known(known)

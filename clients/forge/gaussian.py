@@ -1,12 +1,12 @@
 """Gaussian (random-noise) updates: every attacker sends an update drawn from N(0, sigma^2 I).
 
 The random Byzantine baseline of the robust-aggregation literature: Blanchard
-et al. (NIPS 2017, "Gaussian Byzantine workers"), Fang et al. and Cao et al.
-(FLTrust, NDSS 2021: every entry of the sent model drawn from N(0, 200^2)), and
-ByzFL's / Blades' "Gaussian" / "noise" attack (N(mu, sigma^2), ByzFL defaults
-mu = 0, sigma = 1). The sent *update* is the noise: it replaces the honest
-one entirely (not honest + noise; ``attack=scale`` with ``scale-noise`` does
-that). Default sigma is 200, FLTrust's setting.
+et al.'s "Gaussian Byzantine workers" (NIPS 2017, Krum) and the Gaussian attack
+of Cao et al. (FLTrust, NDSS 2021), both with standard deviation 200, and the
+"Gaussian" attack of benchmark suites such as ByzFL (N(mu, sigma^2), mu = 0
+here). The sent *update* is the noise: it replaces the honest one entirely
+(not honest + noise; ``attack=scale`` with ``scale-noise`` does that).
+Default sigma is 200.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """IPM, inner-product manipulation (Xie, Koyejo & Gupta, "Fall of Empires", UAI 2019 / PMLR 115, 2020).
 
-Every attacker sends ``-epsilon * mean(benign)`` (§4): the inner product
-of the aggregate with the true gradient turns negative once the attackers
-can move a robust rule's output far enough. A small epsilon (0.1 in the
-paper's Krum experiments) keeps the forged updates close to the benign ones
-so distance-based rules select them; a large one (10) flips an average
-outright.
+Every attacker sends ``-epsilon * mean(benign)``: the inner product of the
+aggregate with the true gradient turns negative once the attackers can move
+a robust rule's output far enough. A small epsilon (0.1, the default) keeps
+the forged updates close to the benign ones so distance-based rules select
+them; a large one (10) flips an average outright. Both are common settings
+in the comparisons that use IPM.
 """
 
 from __future__ import annotations

@@ -3,14 +3,15 @@
 All attackers copy one honest client's update, over-representing it so that
 the aggregate drifts toward that client's data (harmful under non-IID data;
 no outlier to detect). The paper chooses the client to copy as the one that
-spreads furthest along the direction of largest benign variance (§4)::
+spreads furthest along the direction of largest benign variance::
 
     z  = top principal direction of the centred benign updates
     i* = argmax_i |<z, x_i - mean>|
 
 The paper estimates ``z`` over warm-up rounds and then keeps ``i*`` fixed;
 here it is chosen afresh from each round's benign updates (the seat sees
-replies, not client identities across rounds). ``target`` fixes the index
+replies, not client identities across rounds), and by the absolute
+projection (a principal direction has no sign). ``target`` fixes the index
 into ``known`` instead.
 """
 

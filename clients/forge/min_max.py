@@ -1,7 +1,7 @@
-"""Min-Max and Min-Sum (Shejwalkar & Houmansadr, "Manipulating the Byzantine", NDSS 2021, §IV-C, AGR-agnostic).
+"""Min-Max and Min-Sum (Shejwalkar & Houmansadr, "Manipulating the Byzantine", NDSS 2021): the AGR-agnostic attacks.
 
 Every attacker sends ``mean(benign) + gamma * p`` where ``p`` is a fixed
-perturbation direction (§IV-B)::
+perturbation direction::
 
     unit-vector:  p = -mean / ||mean||      (inverse unit vector)
     std:          p = -std                  (inverse coordinate-wise standard deviation)
@@ -10,17 +10,19 @@ perturbation direction (§IV-B)::
 and ``gamma`` is the largest scale for which the forged update is no
 further from the benign ones than they are from each other:
 
-    Min-Max (eq. 4):  max_i ||m - b_i||      <= max_{i,j} ||b_i - b_j||
-    Min-Sum (eq. 5):  sum_i ||m - b_i||^2    <= max_i sum_j ||b_i - b_j||^2
+    Min-Max:  max_i ||m - b_i||      <= max_{i,j} ||b_i - b_j||
+    Min-Sum:  sum_i ||m - b_i||^2    <= max_i sum_j ||b_i - b_j||^2
 
 The paper's Algorithm 1 finds gamma by a halving search: start at
-``gamma_init`` (10), step ``gamma_init / 2``; after a success remember gamma
+``gamma_init`` (10, as the authors' code), step ``gamma_init / 2``; after a success remember gamma
 and step up, after a failure step down; halve the step each time; stop when
 the last success is within ``tau`` (1e-5) of the current gamma. Both
 conditions hold at gamma = 0 and describe a convex set in gamma, so the
 search converges to the largest feasible gamma up to ``tau`` (provided it is
 below ``2 * gamma_init``, the furthest the search reaches). ``std`` is the
-sample standard deviation (``torch.std``, as the authors' code).
+sample standard deviation (``torch.std``, as the authors' code). The
+default perturbation is ``std``; the paper evaluates all three, and
+``minmax-perturbation`` picks one.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Sign flipping: each attacker sends the negative of its own honest update.
 
-The classic Byzantine baseline (e.g. Damaskinos et al. 2018; Allen-Zhu et al.
-ICLR 2021; ByzFL's and Blades' "sign flipping"): the update that would have
-descended the loss, reversed. Needs no knowledge of anyone else, so it runs
+A standard Byzantine baseline of the robust-aggregation literature and of
+its benchmark suites (ByzFL, Blades: "sign flipping"): the update that would
+have descended the loss, reversed. Needs no knowledge of anyone else, so it runs
 on the client; ``known`` are the attackers' own honest updates, one per
 attacker, in order.
 """
