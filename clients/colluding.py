@@ -117,7 +117,7 @@ class ForgedUpdate(Behaviour):
         others = updates_of(benign, global_state, names)
         known = {"own": mine, "benign": others}.get(knowledge, np.vstack([others, mine]))
         if known.shape[0] < cls.min_known:
-            log.warning("attack=%s, round %d: %d known update(s) (adversary-knowledge=%s), %s needs %d: "
+            log.warning("attack=%s, round %d: %d known update(s) (knowledge: %s), %s needs %d: "
                         "the attackers send their honest updates this round", cls.name, server_round,
                         known.shape[0], knowledge, cls.name, cls.min_known)
             return None

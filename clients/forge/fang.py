@@ -55,7 +55,8 @@ import numpy as np
 
 from clients.forge import as_known, copies
 
-#: The attack variant for each defense the paper attacks (``fang-variant=auto``).
+#: The attack variant for each defense (``fang-variant=auto``): the paper's for trimmed mean, median and Krum;
+#: multi-Krum gets the Krum attack (our choice: it scores updates as Krum does).
 DEFENSE_VARIANTS = {"trimmed-mean": "trimmed-mean", "median": "trimmed-mean", "krum": "krum", "multi-krum": "krum"}
 VARIANTS = ("trimmed-mean", "krum")
 DIRECTIONS = ("aggregate", "mean")
