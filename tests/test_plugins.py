@@ -110,6 +110,25 @@ def test_recipe_run_end_to_end(recipe_plugins, tmp_path):
     assert det["tp"] == 4 and det["fp"] == 0  # both attackers flagged in both rounds, nobody else
 
 
+def test_colluding_recipe_forges_from_the_seat():
+    """The README's colluding block: the seat's colluder sends -mean of the known updates (updates 1 and 3 of
+    w, omniscient: mean 2 -> -2, sent as global 0 + that)."""
+    from fl_poison.adversary import AdversarySeat, seat_for
+
+    ns: dict = {}
+    exec(compile(_recipe("colluding"), "README:colluding", "exec"), ns)
+    try:
+        cfg = C.resolve({"attack": "flip-mean-example"})
+        seat = seat_for(object(), cfg, {9})
+        assert isinstance(seat, AdversarySeat)
+        g = {"w": np.zeros(1, np.float32)}
+        [(state, metrics)] = seat.colluder.replace(1, g, [({"w": np.ones(1, np.float32)}, {})],
+                                                   [{"w": np.full(1, 3, np.float32)}])
+        assert state["w"].tolist() == [-2.0] and metrics["forged"] == 1.0
+    finally:
+        plugins.unregister("attack", "flip-mean-example")
+
+
 def test_node_store_round_trip_keeps_shapes_and_prefixes():
     state = RecordDict()
     a, b = NodeStore(state, "a"), NodeStore(state, "b")

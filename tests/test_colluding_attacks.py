@@ -1,0 +1,178 @@
+"""Forged-update plug-ins: the adversary's seat forges only malicious replies, knowledge, buffers, bad input, one run."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
+from clients.colluding import ForgeColluder
+from fl_poison import plugins
+from fl_poison.adversary import MARKER, AdversarySeat, seat_for
+from fl_poison.cli import main
+from fl_poison.config import ConfigError, resolve
+from flower_replies import make_reply
+
+GLOBAL = {"w": np.array([1.0, 1.0], np.float32), "bn.running_mean": np.zeros(2, np.float32),
+          "bn.num_batches_tracked": np.array(0, np.int64)}
+HONEST = {1: [1, 0], 2: [0, 3], 3: [2, 3]}  # updates (local - global) of the benign clients
+ATTACKERS = {8: [5, 2], 9: [-4, 0]}  # the attackers' honest updates
+
+
+class RoundGrid:
+    def __init__(self, replies):
+        self.replies = replies
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return list(self.replies)
+
+
+def _messages(n: int) -> list[Message]:
+    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in GLOBAL.items()}),
+                          "config": ConfigRecord({"server-round": 2})})
+    return [Message(content, 100 + i, MessageType.TRAIN) for i in range(n)]
+
+
+def _state(node: int, update: list[float]) -> dict:
+    return {"w": GLOBAL["w"] + np.asarray(update, np.float32), "bn.running_mean": np.full(2, node, np.float32),
+            "bn.num_batches_tracked": np.array(node, np.int64)}
+
+
+def _reply(node: int, update: list[float], marker: bool):
+    return make_reply(_state(node, update), 10, node, {MARKER: 1.0} if marker else {})
+
+
+def _round(server_identity, **keys):
+    cfg = resolve({"attack": "ipm", "seed": 1, **keys})
+    replies = [_reply(n, u, False) for n, u in HONEST.items()] + [_reply(n, u, True) for n, u in ATTACKERS.items()]
+    seat = seat_for(RoundGrid(replies), cfg, set(ATTACKERS))
+    assert isinstance(seat, AdversarySeat) and isinstance(seat.colluder, ForgeColluder)
+    return {r.metadata.src_node_id: r for r in seat.send_and_receive(_messages(len(replies)))}
+
+
+def _w(reply) -> np.ndarray:
+    return reply.content["arrays"]["w"].numpy()
+
+
+def test_ipm_omniscient_forges_from_every_honest_update(server_identity):
+    """Known: the 3 benign and the 2 attackers' honest updates; mean ((1+0+2+5-4)/5, (0+3+3+2+0)/5) = (0.8, 1.6);
+    -0.5 * mean = (-0.4, -0.8), sent as global (1, 1) + that."""
+    out = _round(server_identity, **{"ipm-epsilon": 0.5})
+    for node in ATTACKERS:
+        np.testing.assert_allclose(_w(out[node]), [0.6, 0.2], rtol=1e-6)
+        m = out[node].content["metrics"]
+        assert m["forged"] == 1.0 and m["known-updates"] == 5 and m["forged-norm"] == pytest.approx(np.hypot(.4, .8))
+        # buffers stay the attacker's own
+        np.testing.assert_array_equal(out[node].content["arrays"]["bn.running_mean"].numpy(), [node, node])
+        assert int(out[node].content["arrays"]["bn.num_batches_tracked"].numpy()) == node
+    for node, update in HONEST.items():  # untouched
+        np.testing.assert_allclose(_w(out[node]), GLOBAL["w"] + np.asarray(update, np.float32))
+        assert "forged" not in out[node].content["metrics"]
+
+
+def test_own_knowledge_uses_only_the_attackers_updates(server_identity):
+    """Own: mean of (5, 2) and (-4, 0) = (0.5, 1); -0.5 * that = (-0.25, -0.5) -> sent (0.75, 0.5)."""
+    out = _round(server_identity, **{"ipm-epsilon": 0.5, "adversary-knowledge": "own"})
+    np.testing.assert_allclose(_w(out[9]), [0.75, 0.5], rtol=1e-6)
+    assert out[9].content["metrics"]["known-updates"] == 2
+
+
+def test_alie_own_knowledge_by_hand(server_identity):
+    """Own updates (5, 2), (-4, 0): mean (0.5, 1), sample std (6.363961, 1.414214); z = 1 ->
+    (-5.863961, -0.414214), sent as global + that."""
+    out = _round(server_identity, attack="alie", **{"alie-z": 1.0, "adversary-knowledge": "own"})
+    np.testing.assert_allclose(_w(out[8]), [1 - 5.863961, 1 - 0.414214], rtol=1e-5)
+    assert out[8].content["metrics"]["alie-z"] == 1.0
+
+
+def test_the_defense_never_sees_the_marker(server_identity):
+    for attack in ("alie", "min-max", "ipm", "mimic"):
+        for r in _round(server_identity, attack=attack).values():
+            assert MARKER not in r.content["metrics"]
+
+
+def test_too_few_known_updates_leave_the_round_honest(server_identity, caplog):
+    """ALIE needs a spread: with own knowledge and one attacker it warns and sends the honest update."""
+    cfg = resolve({"attack": "alie", "adversary-knowledge": "own"})
+    replies = [_reply(1, [1, 0], False), _reply(9, [-4, 0], True)]
+    seat = seat_for(RoundGrid(replies), cfg, {9})
+    with caplog.at_level(logging.WARNING, logger="fl_poison.colluding"):
+        out = seat.send_and_receive(_messages(2))
+    np.testing.assert_allclose(_w(out[1]), [-3, 1])
+    assert out[1].content["metrics"]["forged"] == 0.0 and MARKER not in out[1].content["metrics"]
+    assert "1 known update" in caplog.text and "alie" in caplog.text
+
+
+def test_only_colluding_attacks_take_the_seat():
+    base = RoundGrid([])
+    for attack in ("alie", "ipm", "min-max", "min-sum", "mimic"):
+        assert isinstance(seat_for(base, resolve({"attack": attack}), {1}), AdversarySeat)
+    assert isinstance(seat_for(base, resolve({"attack": "fang", "defense": "median"}), {1}), AdversarySeat)
+    for attack in ("sign-flip", "gaussian"):  # forged on the client from its own update
+        assert seat_for(base, resolve({"attack": attack}), {1}) is base
+    assert {"alie", "ipm", "min-max", "min-sum", "fang", "mimic", "sign-flip", "gaussian"} <= set(
+        plugins.plugins("attack"))
+
+
+def test_sign_flip_and_gaussian_forge_on_the_client():
+    """No seat: the client's own update (5, 2) is flipped to (-5, -2), sent as global (1, 1) + that; buffers kept."""
+    from clients.attacks.forged import Gaussian, SignFlip
+
+    own = _state(8, [5, 2])
+    [(state, metrics)] = SignFlip.forge_round(resolve({"attack": "sign-flip"}), GLOBAL, [own], [],
+                                              np.random.default_rng(0), 1)
+    np.testing.assert_allclose(state["w"], [-4, -1])
+    assert state["bn.num_batches_tracked"] == 8 and metrics["forged-norm"] == pytest.approx(np.hypot(5, 2))
+    [(state, _)] = Gaussian.forge_round(resolve({"attack": "gaussian", "noise-std": 0}), GLOBAL, [own], [],
+                                        np.random.default_rng(0), 1)
+    np.testing.assert_array_equal(state["w"], GLOBAL["w"])  # N(0, 0) update: the global weights
+
+
+@pytest.mark.parametrize("keys, bad", [
+    ({"attack": "fang", "defense": "fedavg"}, "fang-variant"),
+    ({"attack": "fang", "defense": "bulyan"}, "fang-variant"),
+    ({"attack": "gaussian", "noise-std": -1}, "noise-std"),
+    ({"attack": "min-max", "minmax-perturbation": "gradient"}, "minmax-perturbation"),
+    ({"attack": "ipm", "ipm-epsilon": 0}, "ipm-epsilon"),
+    ({"attack": "alie", "alie-z": -2}, "alie-z"),
+    ({"attack": "alie", "adversary-knowledge": "partial"}, "adversary-knowledge"),
+])
+def test_bad_input_names_the_key(keys, bad):
+    with pytest.raises(ConfigError) as err:
+        resolve(keys)
+    assert err.value.key == bad
+    assert resolve({"attack": "fang", "defense": "fedavg", "fang-variant": "krum"})["fang-variant"] == "krum"
+
+
+def test_cli_refuses_fang_without_a_variant_with_exit_2(capsys):
+    assert main(["run", "--set", "attack=fang", "--set", "defense=fedavg"]) == 2
+    err = capsys.readouterr().err
+    assert "fang-variant" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _run(tmp_path, name: str, **over):
+    from fl_poison.app.client_app import app
+    from fl_poison.app.experiment import run_experiment
+    from fl_poison.engine.inprocess import inprocess_grid
+    from fl_poison.results import read_rounds
+
+    cfg = resolve({"dataset": "digits", "num-clients": 6, "clients-per-round": 6, "num-rounds": 2, "seed": 3,
+                   "figures": False, "num-malicious": 2, "engine-workers": 1, "run-name": name, **over})
+    summary = run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"], app), cfg, out_dir=tmp_path)
+    return summary, read_rounds(tmp_path / name)
+
+
+@pytest.mark.slow
+def test_ipm_end_to_end_reaches_fedavg_and_lowers_accuracy(tmp_path):
+    """Digits, 6 clients, 2 attackers, FedAvg. Round 1 (before attack-start-round) the attackers are honest and
+    unmarked; round 2 the strategy receives the forged -10 * mean updates, and accuracy falls far below no attack."""
+    clean, _ = _run(tmp_path, "none")
+    s, rows = _run(tmp_path, "ipm", attack="ipm", **{"ipm-epsilon": 10, "attack-start-round": 2})
+    assert rows[1]["malicious_forged"] is None  # honest round: no forge ran
+    r = rows[2]
+    assert r["malicious_forged"] == 1.0 and r["malicious_known_updates"] == 6
+    assert r["malicious_update_norm_mean"] == pytest.approx(r["malicious_forged_norm"], rel=1e-4)
+    assert r["malicious_update_norm_mean"] > 5 * r["honest_update_norm_mean"]
+    assert s["accuracy"] < clean["accuracy"] - 0.3
