@@ -9,8 +9,10 @@ with the run's status. Nothing leaves the machine:
   the config as a text summary ``config``). ``tensorboard --logdir results/`` shows every run.
 * ``mlflow`` — a file store under ``<run>/mlruns/`` (a ``file:`` URI; an ``MlflowClient`` bound to it, and
   ``MLFLOW_TRACKING_URI`` set to it only while the run is open): experiment ``fl-poison``, one MLflow run
-  named after the run directory, the config as params, the rounds as metrics.
-  ``mlflow ui --backend-store-uri <run>/mlruns`` shows it.
+  named after the run directory, the config as params, the rounds as metrics. MLflow 3 keeps its file
+  store in maintenance mode and refuses it unless ``MLFLOW_ALLOW_FILE_STORE=true``, which is also set only
+  while the run is open (a store inside the run directory needs no database or server).
+  ``MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri <run>/mlruns`` shows it.
 
 The packages are optional extras (``pip install 'fl-poison[tensorboard]'`` / ``'fl-poison[mlflow]'``);
 :func:`check_installed` refuses a run whose tracker is missing with one line naming the key and the extra,
@@ -31,6 +33,8 @@ from fl_poison.config import TRACKING_CHOICES as TRACKERS, ConfigError  # noqa: 
 
 #: tracker -> (the module that must import, the pip extra that installs it)
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+#: environment variables the MLflow tracker sets while a run is open (and restores after)
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE")
 #: MLflow's limits per log_batch call
 _MLFLOW_PARAMS_PER_BATCH, _MLFLOW_METRICS_PER_BATCH = 100, 1000
 
@@ -111,8 +115,9 @@ class MLflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         self.uri = (run_dir / "mlruns").resolve().as_uri()  # file:///...: a local file store, never a server
-        self._saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = self.uri
+        # while the run is open only: the store, and MLflow 3's opt-in to its file store (it refuses one otherwise)
+        self._saved = {k: os.environ.get(k) for k in _MLFLOW_ENV}
+        os.environ.update({"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_ALLOW_FILE_STORE": "true"})
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name("fl-poison")
         experiment = found.experiment_id if found is not None else self.client.create_experiment("fl-poison")
@@ -140,10 +145,11 @@ class MLflowTracker(Tracker):
             mlflow_status = {"complete": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
             self.client.set_terminated(self.run_id, status=mlflow_status)
         finally:
-            if self._saved_uri is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = self._saved_uri
+            for k, v in self._saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def open_tracker(cfg: Mapping[str, Any], run_dir: Path) -> Tracker:

@@ -59,9 +59,12 @@ def test_mlflow_file_store_holds_the_config_and_every_rounds_csv_value(tmp_path,
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     assert main(["run", *RUN, "--set", "tracking=mlflow", "--out", str(tmp_path)]) == 0
     run = tmp_path / "t"
     assert "MLFLOW_TRACKING_URI" not in os.environ  # set only while the run was open
+    assert os.environ.get("MLFLOW_ALLOW_FILE_STORE") is None
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when allowed
     client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
     (found,) = client.search_runs([client.get_experiment_by_name("fl-poison").experiment_id])
     assert found.info.run_name == "t" and found.info.status == "FINISHED"
