@@ -20,7 +20,7 @@ FLWR = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(FLWR).exists(), reason="flwr CLI not installed")
 def test_own_flower_app_swaps_fedavg_for_a_defense_and_reads_its_report(tmp_path):
-    """`flwr run .` of examples/own-flower-app (simulation, 5 nodes, 3 rounds): multi-Krum flags the noisy node."""
+    """`flwr run . local-sim` of examples/own-flower-app (5 simulated nodes, 3 rounds): multi-Krum flags the noisy one."""
     from fl_poison.deploy import flower_env, processes_with_env
 
     app = tmp_path / "app"  # a copy: `flwr run` may write into the app folder
@@ -28,9 +28,12 @@ def test_own_flower_app_swaps_fedavg_for_a_defense_and_reads_its_report(tmp_path
     report = tmp_path / "report.json"
     env = flower_env(tmp_path / "flwr-home", pythonpath=ROOT)  # the apps import this checkout's strategies
     env["FLWR_LOG_LEVEL"] = "INFO"  # the app logs its report at INFO (the test session quiets Flower)
+    home = Path(env["FLWR_HOME"])
+    home.mkdir()  # Flower's config with the example's named local simulation federation, as its README says
+    (home / "config.toml").write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n\n'
+                                      + (app / "federation.toml").read_text())
     try:
-        proc = subprocess.run([FLWR, "run", ".", "--run-config", f"report-file='{report}'", "--federation-config",
-                               "num-supernodes=5 client-resources-num-cpus=1", "--stream"],
+        proc = subprocess.run([FLWR, "run", ".", "local-sim", "--run-config", f"report-file='{report}'", "--stream"],
                               cwd=app, env=env, capture_output=True, text=True, timeout=300)
     finally:  # `flwr run` leaves its local SuperLink running
         for pid in processes_with_env("FLWR_HOME", env["FLWR_HOME"]):
