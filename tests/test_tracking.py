@@ -105,3 +105,16 @@ def test_scalars_are_the_finite_numbers_of_a_row():
     row = {"round": 3, "accuracy": 0.5, "updated": 1, "flag": True, "source_accuracy": None, "loss": float("nan"),
            "per_class_recall": [0.1], "name": "x", "f1": 1}
     assert tracking.scalars(row) == {"accuracy": 0.5, "updated": 1.0, "f1": 1.0}
+
+
+def test_a_sweep_plan_lists_every_point_whose_tracker_is_missing(tmp_path, monkeypatch):
+    from fl_poison.grid import load_experiment
+    from fl_poison.sweep import GridErrors, plan
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    exp = tmp_path / "e.toml"
+    exp.write_text('[config]\ndataset = "digits"\n\n[sweep.g]\ntracking = ["none", "mlflow"]\nseeds = [0, 1]\n')
+    with pytest.raises(GridErrors) as err:
+        plan(load_experiment(exp))
+    assert [(c["tracking"], c["seed"]) for _, c, _ in err.value.errors] == [("mlflow", 0), ("mlflow", 1)]
+    assert all("pip install 'fl-poison[mlflow]'" in m for _, _, m in err.value.errors)
