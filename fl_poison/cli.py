@@ -83,6 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--out", args.out, "a folder path (got an empty string)")
     layers = config_layers(args.config, args.set)
     cfg = resolve(*layers)
+    from fl_poison.tracking import check_installed
+
+    check_installed(cfg)  # the tracker's package, before any data loads
     for warning in attack_warnings(cfg) + config_warnings(cfg, {k for layer in layers for k in layer}):
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
     from fl_poison.app.experiment import run_experiment

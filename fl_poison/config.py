@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
 DATASET_CHOICES = ("digits", "mnist", "fashion-mnist", "cifar10")
+#: experiment trackers (fl_poison/tracking.py); each but none is an optional extra
+TRACKING_CHOICES = ("none", "tensorboard", "mlflow")
 MODEL_CHOICES = (
     "auto", "mlp", "lfighter-cnn", "tolpegin-fmnist-cnn", "tolpegin-cifar-cnn", "ada-cnn", "resnet18",
 )
@@ -133,6 +135,9 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
     Key("figures", bool, True, "write PNG figures"),
     Key("capture-updates", bool, False, "store output-neuron gradients each round and draw the PCA view"),
+    Key("tracking", str, "none", "also log the config and rounds.csv's metrics to a local experiment tracker "
+        "under the run directory (tensorboard/, mlruns/); needs pip install 'fl-poison[tensorboard]' / "
+        "'fl-poison[mlflow]'", TRACKING_CHOICES),
     # --- deployment ----------------------------------------------------------
     Key("round-timeout", float, 3600.0, "seconds a round waits for replies; missing replies are recorded",
         check=lambda v: v > 0, allowed="a number of seconds > 0"),

@@ -37,6 +37,7 @@ from fl_poison.config import Config, ConfigError
 from fl_poison.metrics.classification import coefficient_of_variation, last_k_mean
 from fl_poison.metrics.detection import Detection
 from fl_poison.metrics.model_poisoning import ata, most_common_target
+from fl_poison.tracking import open_tracker, scalars
 
 #: Columns averaged over the last 10 rounds in summary["last10"].
 LAST10_KEYS = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
@@ -163,6 +164,11 @@ class RunRecorder:
         self.t0 = time.perf_counter()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.dir / "config.json", cfg.to_dict())
+        try:
+            self.tracker = open_tracker(cfg, self.dir)  # tracking=none: does nothing
+        except BaseException:
+            self._lock.close()
+            raise
         self.set_status("running")
 
     @property
@@ -184,7 +190,10 @@ class RunRecorder:
             tmp.unlink(missing_ok=True)
         if status is not None:
             self.set_status(status, error)
-        self._lock.close()
+        try:
+            self.tracker.close(status or "closed")
+        finally:
+            self._lock.close()
         self._lock = None
 
     @property
@@ -201,6 +210,7 @@ class RunRecorder:
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         self._write_csv()
+        self.tracker.log_round(int(row["round"]), scalars(row))
 
     def log_defense(self, entry: dict[str, Any]) -> None:
         """Append one round's defense decision (JSON Lines: a crash keeps every finished round)."""
@@ -229,6 +239,8 @@ class RunRecorder:
                 r["ata"] = ata(r["source_row"], ata_target)
         if self.rows and ata_target >= 0:
             self._write_csv()  # rounds.csv gains the ata column once the target is known
+            for r in self.rows:  # and so does the tracker
+                self.tracker.log_round(int(r["round"]), scalars({"ata": r.get("ata")}))
         series = {k: [r.get(k) for r in trained] for k in LAST10_KEYS}
         src = series["source_accuracy"]
         det = self.detection.as_dict() if self.cfg.has_attack else None

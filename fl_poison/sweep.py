@@ -33,9 +33,10 @@ from fl_poison.config import Config, ConfigError, resolve
 from fl_poison.grid import REPLICATE_AXES, Experiment, expand, load_experiment
 from fl_poison.run_files import BadRunFiles, load_finished
 from fl_poison.interrupts import StopOnSignals
+from fl_poison.tracking import check_installed
 
-#: Keys that name where a run is written, not what it computes: left out of the run id.
-NOT_IN_RUN_ID = ("run-name", "out-dir")
+#: Keys that name where or how a run is written, not what it computes: left out of the run id.
+NOT_IN_RUN_ID = ("run-name", "out-dir", "tracking")
 
 
 class GridErrors(ConfigError):
@@ -120,6 +121,7 @@ def plan(exp: Experiment, names: Sequence[str] = (), overrides: dict[str, Any] |
         for coords in points:
             try:
                 cfg = resolve(exp.config, overrides, coords)
+                check_installed(cfg)
             except ConfigError as exc:
                 errors.append((name, coords, str(exc)))
                 continue

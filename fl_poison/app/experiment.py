@@ -32,6 +32,7 @@ from fl_poison.metrics.model_poisoning import (
     attack_round_metrics, backdoor_accuracy, backdoor_test_mask, most_common_target, norm_columns, predict,
 )
 from fl_poison.results import RunRecorder, run_dir_for
+from fl_poison.tracking import check_installed
 from fl_poison.sampling import sample_clients, sample_with_availability
 from fl_poison.training import evaluate, set_state
 from strategies.registry import build_strategy
@@ -418,6 +419,7 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     CLI also raises for SIGTERM, or SystemExit) or "failed" with the error; the exception
     is re-raised so the caller decides what to print.
     """
+    check_installed(cfg)  # tracking's package (the ServerApp's side only: ClientApps need none)
     nodes = wait_for_nodes(grid, cfg["num-clients"], cfg["wait-for-nodes"])
     identities: list[dict[str, Any]] = []
     node_to_pid = identify_nodes(grid, cfg, nodes, identities)

@@ -1,0 +1,1 @@
+"""A minimal Flower app of a user's own that uses an fl-poison defense as its strategy."""
