@@ -93,3 +93,28 @@ def fedavg(
         weights=s,
         info={"num_kept": int(mask.sum()), "empty": not bool(mask.any())},
     )
+
+
+def row_norms(updates: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+    """``||u_k - centre||`` of every row in float64, one row at a time (no float64 copy of the stack)."""
+    c = None if centre is None else np.asarray(centre, dtype=np.float64)
+    out = np.empty(len(updates), dtype=np.float64)
+    for i, row in enumerate(updates):
+        d = row.astype(np.float64)
+        if c is not None:
+            d -= c
+        out[i] = np.sqrt(d @ d)
+    return out
+
+
+def combine_rows(updates: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``sum_k coef_k u_k`` accumulated in float64 row by row; rows with a zero coefficient are skipped.
+
+    Skipping keeps a dropped row holding inf / NaN out of the sum (``0 * inf``),
+    and the row loop keeps a float32 stack from being copied to float64 whole.
+    """
+    out = np.zeros(updates.shape[1], dtype=np.float64)
+    for c, row in zip(np.asarray(coef, dtype=np.float64), updates):
+        if c != 0.0:
+            out += c * row.astype(np.float64)
+    return out

@@ -55,6 +55,8 @@ NON_DEFAULT = {
     "pca": ({"pca-class": 3, "pca-visualise-only": True}, {"source_class": 3, "visualise_only": True, "seed": 1}),
     "lfighter": ({"lfighter-mode": "extreme", "lfighter-min-samples": 2},
                  {"mode": "extreme", "min_samples": 2, "seed": 1}),
+    "geometric-median": ({"geomed-eps": 1e-4, "geomed-iterations": 7}, {"eps": 1e-4, "iterations": 7}),
+    "centered-clipping": ({"cc-tau": 0.5, "cc-iterations": 3}, {"tau": 0.5, "iterations": 3}),
 }
 
 
