@@ -9,7 +9,11 @@ from scipy.optimize import minimize
 from fl_poison.config import ConfigError, resolve
 from strategies.centered_clipping import centered_clipping
 from strategies.defenses.centered_clipping import CenteredClipping
+from strategies.defenses.dnc import DivideAndConquer
+from strategies.dnc import dnc
+from strategies.flame import flame
 from strategies.geometric_median import geometric_median
+from strategies.signguard import signguard
 
 
 def _rows(seed: int, k: int, p: int) -> np.ndarray:
@@ -106,11 +110,155 @@ def test_centered_clipping_properties():
     assert np.all(a.update >= box.min(axis=0) - 1e-12) and np.all(a.update <= box.max(axis=0) + 1e-12)
 
 
+# --------------------------------------------------------------------------- DnC
+
+
+def test_dnc_by_hand_on_one_coordinate():
+    # P = 1: the top singular vector is +-1, so the score is the squared deviation from the mean 33/4 = 8.25:
+    # 8.25^2 = 68.06, 7.25^2 = 52.56, 6.25^2 = 39.06, 21.75^2 = 473.06; f = 1, c = 1 removes the largest (30),
+    # and every iteration sees the same (only) coordinate: the mean of 0, 1, 2 is 1
+    agg = dnc(np.array([[0.0], [1.0], [2.0], [30.0]]), np.ones(4), num_byzantine=1)
+    assert agg.kept.tolist() == [True, True, True, False]
+    np.testing.assert_allclose(agg.update, [1.0])
+    np.testing.assert_allclose(agg.info["scores"], [8.25**2, 7.25**2, 6.25**2, 21.75**2])
+
+
+def test_dnc_is_seeded_permutation_invariant_and_translation_equivariant():
+    u = _rows(7, 12, 40)
+    u[:3] += 4.0
+    w = np.arange(1, 13, dtype=float)
+    run = lambda x, ww: dnc(x, ww, num_byzantine=3, subsample=15, rng=np.random.default_rng(5))  # noqa: E731
+    a = run(u, w)
+    np.testing.assert_array_equal(a.kept, run(u, w).kept)  # same rng seed, same subsets
+    perm = np.random.default_rng(2).permutation(12)
+    b = run(u[perm], w[perm])
+    np.testing.assert_array_equal(b.kept, a.kept[perm])
+    np.testing.assert_allclose(b.update, a.update, atol=1e-12)
+    np.testing.assert_allclose(run(u + 3.0, w).update, a.update + 3.0, atol=1e-10)
+    kept = u[a.kept]
+    assert np.all(a.update >= kept.min(axis=0) - 1e-12) and np.all(a.update <= kept.max(axis=0) + 1e-12)
+
+
+def test_dnc_strategy_draws_its_subsets_from_the_run_seed_and_round():
+    u = _rows(1, 10, 60)
+    pick = lambda seed, rnd: DivideAndConquer(num_byzantine=2, subsample=3, seed=seed).aggregate_updates(  # noqa: E731
+        u, np.ones(10), None, list(range(10)), rnd).info["scores"]
+    assert pick(1, 1) == pick(1, 1)
+    assert pick(1, 1) != pick(1, 2) and pick(1, 1) != pick(2, 1)
+
+
+def test_dnc_refuses_a_budget_that_removes_everyone():
+    with pytest.raises(ValueError, match="num-byzantine"):
+        dnc(np.zeros((3, 2)), np.ones(3), num_byzantine=3)
+    with pytest.raises(ConfigError) as err:
+        resolve({"defense": "dnc", "clients-per-round": 4, "num-clients": 4, "num-byzantine": 4})
+    assert err.value.key == "num-byzantine"
+
+
+# --------------------------------------------------------------------------- SignGuard
+
+
+def test_signguard_by_hand():
+    # norms 2, sqrt10, 4, 2, 100: median M = sqrt10 = 3.162; R = 3 drops the 100 (ratio 31.6), L = 0.1 nobody.
+    # Sign features on all coordinates: (1, 0, 0) for all but the sign-flipped row 3, (0, 0, 1): MeanShift puts
+    # it alone; kept = rows 0, 1, 2. Row 2 (norm 4) is clipped to sqrt10: (2,2,2,2) * sqrt10 / 4 = 1.5811 each.
+    # Mean: ((1 + 1 + 1.5811) / 3, (1 + 2 + 1.5811) / 3, ...) = (1.19371, 1.52705, 1.19371, 1.52705)
+    u = np.array([[1, 1, 1, 1], [1, 2, 1, 2], [2, 2, 2, 2], [-1, -1, -1, -1], [50, 50, 50, 50]], dtype=float)
+    agg = signguard(u, np.ones(5), coord_fraction=1.0)
+    assert agg.kept.tolist() == [True, True, True, False, False]
+    assert agg.info["norm_kept"] == [1, 1, 1, 1, 0]
+    r = np.sqrt(10) / 2
+    np.testing.assert_allclose(agg.update, [(2 + r) / 3, (3 + r) / 3, (2 + r) / 3, (3 + r) / 3])
+
+
+def test_signguard_of_equal_updates_keeps_everyone():
+    row = np.array([1.0, -2.0, 0.0, 3.0])
+    agg = signguard(np.tile(row, (6, 1)), np.ones(6))
+    assert agg.kept.all()
+    np.testing.assert_allclose(agg.update, row)
+
+
+# --------------------------------------------------------------------------- FLAME
+
+
+def test_flame_by_hand_without_noise():
+    # four updates along e1 (cosines near 1) and one along -e3 (cosine 0 or below: distance >= 1): HDBSCAN with
+    # min_cluster_size 5 // 2 + 1 = 3 keeps the four. Norms sqrt1.01, sqrt1.01, 2, sqrt1.01, 5: median
+    # S = sqrt1.01 = 1.004988. Row 2 is clipped to (S, 0, 0); the mean of the kept four:
+    # x = (1 + 1 + S + 1) / 4 = 1.001247, y = (0.1 - 0.1) / 4 = 0, z = 0.1 / 4 = 0.025
+    u = np.array([[1, 0.1, 0], [1, -0.1, 0], [2, 0, 0], [1, 0, 0.1], [0, 0, -5]], dtype=float)
+    agg = flame(u, np.ones(5), noise=0.0)
+    assert agg.kept.tolist() == [True, True, True, True, False]
+    s = np.sqrt(1.01)
+    np.testing.assert_allclose(agg.update, [(3 + s) / 4, 0.0, 0.025])
+    assert agg.info["median_norm"] == pytest.approx(s)
+
+
+def test_flame_noise_is_lambda_times_the_median_norm_and_seeded():
+    u = np.tile(np.array([3.0, 4.0]), (2000, 1))[:, :2]  # every norm is 5: sigma = 0.01 * 5 = 0.05
+    u = np.hstack([u, np.zeros((2000, 998))])[:7]  # 7 clients, P = 1000 coordinates, noise on each
+    a = flame(u, np.ones(7), noise=0.01, rng=np.random.default_rng(1))
+    b = flame(u, np.ones(7), noise=0.01, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(a.update, b.update)
+    assert a.info["noise_sigma"] == pytest.approx(0.05)
+    assert np.std(a.update - u[0]) == pytest.approx(0.05, rel=0.1)
+
+
+def test_flame_keeps_everyone_when_hdbscan_finds_no_cluster_or_there_are_too_few():
+    assert flame(np.eye(2), np.ones(2), noise=0.0).info["fallback"].startswith("2 client")
+    agg = flame(np.tile([1.0, 2.0], (5, 1)), np.ones(5), noise=0.0)
+    assert agg.kept.all()
+    np.testing.assert_allclose(agg.update, [1.0, 2.0])
+
+
+# --------------------------------------------------------------------------- all three: detection, order
+
+
+def _attacked(seed: int = 0, honest: int = 10, bad: int = 3, p: int = 200) -> np.ndarray:
+    """Honest updates around a common direction; attackers send -5x the honest mean (sign flip + boost)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=p)
+    u = mu + 0.3 * rng.normal(size=(honest + bad, p))
+    u[:bad] = -5.0 * u[bad:].mean(axis=0) + 0.01 * rng.normal(size=(bad, p))
+    return u
+
+
+FILTERS = {
+    "dnc": lambda u, w, rng: dnc(u, w, num_byzantine=3, subsample=50, rng=rng),
+    "signguard": lambda u, w, rng: signguard(u, w, coord_fraction=0.5, rng=rng),
+    "flame": lambda u, w, rng: flame(u, w, noise=0.0, rng=rng),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_obvious_attackers_are_flagged_and_honest_clients_kept(name):
+    u = _attacked()
+    agg = FILTERS[name](u, np.ones(13), np.random.default_rng(0))
+    assert not agg.kept[:3].any(), name
+    if name == "flame":  # HDBSCAN's single-cluster labelling keeps only the cluster's core: at least K/2 + 1
+        assert agg.kept[3:].sum() >= 13 // 2 + 1
+    else:
+        assert agg.kept[3:].all(), name
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_filters_are_permutation_invariant(name):
+    u = _attacked(seed=4)
+    w = np.arange(1, 14, dtype=float)
+    perm = np.random.default_rng(9).permutation(13)
+    a = FILTERS[name](u, w, np.random.default_rng(3))
+    b = FILTERS[name](u[perm], w[perm], np.random.default_rng(3))
+    np.testing.assert_array_equal(b.kept, a.kept[perm])
+    np.testing.assert_allclose(b.update, a.update, atol=1e-10)
+
+
 # --------------------------------------------------------------------------- bad run keys
 
 
 @pytest.mark.parametrize("key,value", [("cc-tau", 0.0), ("cc-tau", -1.0), ("cc-iterations", 0),
-                                       ("geomed-eps", 0.0), ("geomed-iterations", 0)])
+                                       ("geomed-eps", 0.0), ("geomed-iterations", 0), ("flame-noise", -0.1),
+                                       ("dnc-subsample", 0), ("dnc-filter-fraction", 0.0),
+                                       ("signguard-lower", 1.5), ("signguard-upper", 0.5)])
 def test_bad_values_name_the_key(key, value):
     with pytest.raises(ConfigError) as err:
         resolve({"defense": "centered-clipping", key: value})
