@@ -15,11 +15,16 @@ from strategies.aggregation import Aggregation
 def check_updates(updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert a ``[K, P]`` update matrix and ``[K]`` example counts.
 
-    Returns both as float64 (a 1-D ``updates`` of length ``P`` is read as one
-    client). Raises :class:`ValueError` when there is no client, when the
+    ``updates`` keeps a float32 or float64 dtype (other dtypes become float64),
+    so a float32 ``[K, P]`` stack is never copied whole to float64: rules
+    accumulate in float64 per row or per column block (:func:`row_norms`,
+    :func:`combine_rows`, ``robust._columnwise``). ``weights`` are float64; a
+    1-D ``updates`` of length ``P`` is read as one client. Raises :class:`ValueError` when there is no client, when the
     shapes disagree, or when a weight is negative or not finite.
     """
-    u = np.asarray(updates, dtype=np.float64)
+    u = np.asarray(updates)
+    if u.dtype not in (np.float32, np.float64):
+        u = u.astype(np.float64)
     if u.ndim == 1:
         u = u[None, :]
     if u.ndim != 2:
@@ -84,9 +89,9 @@ def fedavg(
         if mask.shape[0] != k:
             raise ValueError(f"kept has {mask.shape[0]} entries but updates has {k} rows")
     s = shares(w, mask)
-    # Only the kept rows enter the product, so a dropped row holding inf/NaN
+    # Only rows with a share enter the sum (row by row, float64), so a dropped row holding inf/NaN
     # cannot poison the mean through 0 * inf.
-    update = s[mask] @ u[mask] if mask.any() else np.zeros(u.shape[1], dtype=np.float64)
+    update = combine_rows(u, np.where(mask, s, 0.0))
     return Aggregation(
         update=update,
         kept=mask.copy(),
@@ -103,7 +108,7 @@ def row_norms(updates: np.ndarray, centre: np.ndarray | None = None) -> np.ndarr
         d = row.astype(np.float64)
         if c is not None:
             d -= c
-        out[i] = np.sqrt(d @ d)
+        out[i] = np.sqrt(np.sum(d * d))  # the summation np.linalg.norm(u, axis=1) uses
     return out
 
 
