@@ -380,15 +380,27 @@ def _check_relations(c: dict[str, Any]) -> None:
         raise ConfigError("num-byzantine", c["num-byzantine"], f"pre-aggregation=nnm needs 2 * num-byzantine < "
                           f"clients-per-round ({c['clients-per-round']}): -1 or at most "
                           f"{(c['clients-per-round'] - 1) // 2}")
+    # bucketing hands the rule ceil(K / bucket-size) bucket means: its checks count those rows
+    rows = c["clients-per-round"]
+    if c["pre-aggregation"] == "bucketing":
+        rows = -(-rows // c["bucket-size"])
+    seen = f" (pre-aggregation=bucketing: the rule sees {rows} bucket means)" if rows != c["clients-per-round"] else ""
     need = getattr(plugins.get("defense", c["defense"]), "min_clients", 1)
-    if c["clients-per-round"] < need:
+    if rows < need:
         raise ConfigError("clients-per-round", c["clients-per-round"],
                           f"at least {need} for defense={c['defense']}: it cannot tell attackers apart among fewer "
-                          f"updates (it would keep everyone)")
+                          f"updates (it would keep everyone){seen}")
     for kind in ("attack", "defense"):
         check = getattr(plugins.get(kind, c[kind]), "check_config", None)
-        if check is not None:
+        if check is None:
+            continue
+        if kind == "attack" or not seen:
             check(c, spec)
+            continue
+        try:
+            check({**c, "clients-per-round": rows}, spec)
+        except ConfigError as exc:
+            raise ConfigError(exc.key, exc.value, exc.allowed + seen) from None
     if c["initial-model"]:
         _check_initial_model(c)
 

@@ -166,8 +166,41 @@ def test_bad_values_name_the_key(over, key):
     assert err.value.key == key
 
 
+def test_bucketing_checks_the_rules_budget_against_the_number_of_buckets():
+    # 6 clients in buckets of 2: Krum sees 3 bucket means, so f = 1 leaves 3 - 1 - 2 = 0 neighbours
+    with pytest.raises(ConfigError) as err:
+        resolve({"defense": "krum", "num-clients": 6, "clients-per-round": 6, "num-byzantine": 1,
+                 "pre-aggregation": "bucketing"})
+    assert err.value.key == "num-byzantine" and "3 bucket means" in str(err.value)
+    resolve({"defense": "krum", "num-clients": 6, "clients-per-round": 6, "num-byzantine": 1})  # fine without
+    with pytest.raises(ConfigError, match="bucket means"):
+        resolve({"defense": "flame", "num-clients": 4, "clients-per-round": 4, "pre-aggregation": "bucketing"})
+
+
 def test_num_byzantine_is_nnms_f_so_it_does_not_warn_with_median():
     cfg = resolve({"defense": "median", "pre-aggregation": "nnm", "num-byzantine": 2})
     assert config_warnings(cfg, ["num-byzantine", "pre-aggregation"]) == []
     cfg = resolve({"defense": "median", "bucket-size": 3})
     assert config_warnings(cfg, ["bucket-size"]) == ["'bucket-size' has no effect with pre-aggregation=none"]
+
+
+@pytest.mark.slow
+def test_a_real_run_with_bucketing_records_the_buckets_and_detection_per_client(tmp_path):
+    import json
+    from pathlib import Path
+
+    from fl_poison.app import client_app as real
+    from fl_poison.app.experiment import run_experiment
+    from fl_poison.engine.inprocess import inprocess_grid
+
+    cfg = resolve({"dataset": "digits", "num-clients": 8, "clients-per-round": 8, "num-rounds": 1, "seed": 1,
+                   "figures": False, "defense": "krum", "num-byzantine": 1, "pre-aggregation": "bucketing",
+                   "attack": "label-flip", "source-class": 7, "target-class": 1, "num-malicious": 2})
+    summary = run_experiment(inprocess_grid(cfg.to_dict(), 8, real.app), cfg, out_dir=tmp_path)
+    run_dir = next(p for p in Path(tmp_path).iterdir() if p.is_dir())
+    log = json.loads((run_dir / "defense.jsonl").read_text().splitlines()[0])
+    buckets = log["info"]["pre_aggregation"]["buckets"]
+    assert sorted(sum(buckets, [])) == list(range(8)) and all(len(b) == 2 for b in buckets)
+    kept = [c for c, k in zip(log["clients"], log["kept"]) if k]
+    assert sorted(kept) in [sorted(b) for b in buckets]  # Krum chose one bucket: its two clients are kept
+    assert summary["detection"]["tp"] + summary["detection"]["fn"] == 2
