@@ -107,6 +107,9 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("pre-aggregation", str, "none", "mixing before the defense's rule: nnm = each update becomes the mean of "
         "its clients-per-round - num-byzantine nearest (Allouah et al. 2023); bucketing = means of random buckets "
         "of bucket-size (Karimireddy et al. 2022)", ("none", "nnm", "bucketing")),
+    Key("server-data-samples", int, -1, "training samples held out of the clients' data as the server's root set "
+        "(-1 = 100, FLTrust's, for a defense that needs one, else 0)", check=lambda v: v >= -1,
+        allowed="an integer >= 0, or -1"),
     Key("bucket-size", int, 2, "updates per bucket of pre-aggregation=bucketing", check=_ge(1),
         allowed="an integer >= 1"),
     # --- output ---------------------------------------------------------------
@@ -380,6 +383,9 @@ def _check_relations(c: dict[str, Any]) -> None:
         raise ConfigError("num-byzantine", c["num-byzantine"], f"pre-aggregation=nnm needs 2 * num-byzantine < "
                           f"clients-per-round ({c['clients-per-round']}): -1 or at most "
                           f"{(c['clients-per-round'] - 1) // 2}")
+    if getattr(plugins.get("defense", c["defense"]), "needs_server_data", False) and c["server-data-samples"] == 0:
+        raise ConfigError("server-data-samples", 0, f"at least 1 (or -1 for 100) for defense={c['defense']}: it "
+                          "scores clients against the server's update on that root data")
     # bucketing hands the rule ceil(K / bucket-size) bucket means: its checks count those rows
     rows = c["clients-per-round"]
     if c["pre-aggregation"] == "bucketing":

@@ -62,6 +62,7 @@ NON_DEFAULT = {
     "signguard": ({"signguard-lower": 0.2, "signguard-upper": 2.0, "signguard-coord-fraction": 0.5},
                   {"lower": 0.2, "upper": 2.0, "coord_fraction": 0.5, "seed": 1}),
     "flame": ({"flame-noise": 0.01}, {"noise": 0.01, "seed": 1}),
+    "fltrust": ({"server-data-samples": 40}, {}),
 }
 
 

@@ -68,6 +68,13 @@ def test_agrees_with_flowers_own_strategy(name, ours, theirs, k):
         assert sum(metrics["kept"]) == {"krum": 1, "multi-krum": 4, "bulyan": k - 4}[name]
 
 
+def _root_is_the_mean(s, clients):
+    """FLTrust's server update in these generic tests: the clients' mean model (as if its root data were theirs)."""
+    if s.name == "fltrust":
+        s.server_update = lambda names, arrays, rnd: [np.mean([c[i] for c in clients], axis=0)
+                                                      for i in range(len(names))]
+
+
 def test_every_defense_reports_clients_kept_and_weights():
     rng = np.random.default_rng(0)
     g = _global(rng)
@@ -75,6 +82,7 @@ def test_every_defense_reports_clients_kept_and_weights():
         s = build_strategy(resolve({"defense": name, "num-clients": 11, "clients-per-round": 11}))
         _prime(s, g, range(11))
         clients = _clients(rng, g, 11)
+        _root_is_the_mean(s, clients)
         arrays, m = s.aggregate_train(1, [make_reply(c, 50, i) for i, c in enumerate(clients)])
         assert arrays is not None, name
         assert m["clients"] == list(range(11)), name
@@ -137,13 +145,15 @@ def test_nothing_valid_keeps_the_model_and_says_so():
 
 def _own_math():
     from strategies.flame import flame
+    from strategies.fltrust import fltrust
     from strategies.norm_clipping import ndc
     from strategies.signguard import signguard
 
     round_rng = lambda: np.random.default_rng([0, 1])  # noqa: E731 - the strategies' default seed, round 1
     return {"ndc": lambda u, w: ndc(u, w, bound="median", mode="clip"),
             "signguard": lambda u, w: signguard(u, w, rng=round_rng()),
-            "flame": lambda u, w: flame(u, w, rng=round_rng())}
+            "flame": lambda u, w: flame(u, w, rng=round_rng()),
+            "fltrust": lambda u, w: fltrust(u, w, server_update=u.mean(axis=0))}
 
 
 #: rules whose result on one / two / equal clients is not simply their mean: (updates, weights) -> Aggregation
@@ -165,10 +175,11 @@ def test_one_or_two_clients_do_not_crash(name, k):
     s = STRATEGIES[name](min_available_nodes=1, min_train_nodes=1)
     _prime(s, g, range(k))
     clients = _clients(rng, g, k)
+    _root_is_the_mean(s, clients)
     arrays, m = s.aggregate_train(1, [make_reply(c, 10, i) for i, c in enumerate(clients)])
     assert m["num-valid"] == k and arrays is not None, s.last_report.info
     got = arrays_of(arrays)
-    if name in OWN_MATH:  # median-norm clipping (NDC, SignGuard, FLAME) and FLAME's noise: the rule's own math
+    if name in OWN_MATH:  # median-norm clipping (NDC, SignGuard, FLAME), FLAME's noise, FLTrust: the rule's own math
         expected = _by_own_math(name, g, clients)
     elif k == 1 or name == "krum":  # one client: its model; Krum with 2 (a tie): the lower index
         expected = clients[0]
@@ -185,6 +196,7 @@ def test_identical_updates_give_that_update(name):
     same = _clients(rng, g, 1)[0]
     s = STRATEGIES[name]()
     _prime(s, g, range(7))
+    _root_is_the_mean(s, [same] * 7)
     arrays, _ = s.aggregate_train(1, [make_reply(same, 10, i) for i in range(7)])
     if name == "foolsgold":  # identical clients are sybils to FoolsGold: all weights 0, model unchanged
         assert arrays is not None and all(np.allclose(a, b, atol=1e-6) for a, b in zip(arrays_of(arrays), g))
