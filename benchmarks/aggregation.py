@@ -70,6 +70,11 @@ def measure(defense: str, k: int, p_key: str, g: dict[str, np.ndarray], msgs: li
     cfg = resolve({"dataset": dataset, "model": model, "num-clients": k, "clients-per-round": k,
                    "defense": defense, **({} if pre == "none" else {"pre-aggregation": pre})})
     strategy = build_strategy(cfg)
+    if getattr(strategy, "needs_server_data", False):  # FLTrust: a synthetic root-data update like a reply's
+        rng = np.random.default_rng(1)
+        strategy.server_update = lambda names, arrays, rnd: [
+            a + rng.standard_normal(a.shape).astype(a.dtype) * 0.01 if np.issubdtype(a.dtype, np.floating) else a
+            for a in arrays]
     strategy._global = ArrayRecord({n: Array(a) for n, a in g.items()})
     gc.collect()
     tracemalloc.start()
