@@ -3,6 +3,7 @@
     python benchmarks/aggregation.py                              # K in {10, 100}, P in {22k, 11M}
     python benchmarks/aggregation.py --k 10 --p 22k --defenses median,krum
     python benchmarks/aggregation.py --big-only median,trimmed-mean,repeated-median   # K=100 x P=11M subset
+    python benchmarks/aggregation.py --k 10 --p 22k --defenses median,krum --pre-aggregation nnm,bucketing
 
 P = 22k is the LFighter CNN (MNIST), P = 11M ResNet-18 (CIFAR-10): their real
 array names and shapes. Each measurement is one ``aggregate_train`` call of a
@@ -60,14 +61,20 @@ def replies(g: dict[str, np.ndarray], k: int, seed: int = 0) -> list[Message]:
     return out
 
 
-def measure(defense: str, k: int, p_key: str, g: dict[str, np.ndarray], msgs: list[Message]) -> tuple[float, int]:
+def measure(defense: str, k: int, p_key: str, g: dict[str, np.ndarray], msgs: list[Message],
+            pre: str = "none") -> tuple[float, int]:
     from fl_poison.config import resolve
     from strategies.registry import build_strategy
 
     dataset, model, _ = SIZES[p_key]
     cfg = resolve({"dataset": dataset, "model": model, "num-clients": k, "clients-per-round": k,
-                   "defense": defense})
+                   "defense": defense, **({} if pre == "none" else {"pre-aggregation": pre})})
     strategy = build_strategy(cfg)
+    if getattr(strategy, "needs_server_data", False):  # FLTrust: a synthetic root-data update like a reply's
+        rng = np.random.default_rng(1)
+        strategy.server_update = lambda names, arrays, rnd: [
+            a + rng.standard_normal(a.shape).astype(a.dtype) * 0.01 if np.issubdtype(a.dtype, np.floating) else a
+            for a in arrays]
     strategy._global = ArrayRecord({n: Array(a) for n, a in g.items()})
     gc.collect()
     tracemalloc.start()
@@ -95,14 +102,17 @@ def main() -> int:
     ap.add_argument("--k", default="10,100")
     ap.add_argument("--p", default="22k,11m")
     ap.add_argument("--defenses", default=",".join(DEFENSE_CHOICES))
+    ap.add_argument("--pre-aggregation", default="none",
+                    help="comma-separated pre-aggregations each defense is measured with (none, nnm, bucketing)")
     ap.add_argument("--big-only", default=None,
                     help="defenses measured at K=100 x P=11M (default: all of --defenses)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     defenses = args.defenses.split(",")
     print(f"load before: {os.getloadavg()}", flush=True)
-    print("| K | P | defense | seconds | peak MB | peak / (K*P*4) |")
-    print("|---|---|---|---|---|---|")
+    pres = args.pre_aggregation.split(",")
+    print("| K | P | defense | pre-aggregation | seconds | peak MB | peak / (K*P*4) |")
+    print("|---|---|---|---|---|---|---|")
     for p_key in args.p.split(","):
         g = global_arrays(p_key)
         p = sum(a.size for a in g.values())
@@ -114,12 +124,14 @@ def main() -> int:
                 continue
             msgs = replies(g, k)
             for d in chosen:
-                try:
-                    sec, peak = measure(d, k, p_key, g, msgs)
-                    print(f"| {k} | {p:,} | {d} | {sec:.2f} | {peak / 2**20:,.0f} | {peak / (k * p * 4):.2f} |",
-                          flush=True)
-                except Exception as exc:  # noqa: BLE001 - report and go on
-                    print(f"| {k} | {p:,} | {d} | failed: {type(exc).__name__}: {str(exc)[:80]} | | |", flush=True)
+                for pre in pres:
+                    try:
+                        sec, peak = measure(d, k, p_key, g, msgs, pre)
+                        print(f"| {k} | {p:,} | {d} | {pre} | {sec:.2f} | {peak / 2**20:,.0f} | "
+                              f"{peak / (k * p * 4):.2f} |", flush=True)
+                    except Exception as exc:  # noqa: BLE001 - report and go on
+                        print(f"| {k} | {p:,} | {d} | {pre} | failed: {type(exc).__name__}: {str(exc)[:80]} | | |",
+                              flush=True)
             del msgs
             gc.collect()
     print(f"load after: {os.getloadavg()}")

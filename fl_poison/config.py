@@ -130,6 +130,14 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("defense", str, "fedavg", "aggregation rule / defense (a defense plug-in)", ()),
     Key("aggregation-weights", str, "examples", "weight of a client in averaging defenses: examples = its "
         "example count (FedAvg); uniform = equal (the ADA authors' code)", ("examples", "uniform")),
+    Key("pre-aggregation", str, "none", "mixing before the defense's rule: nnm = each update becomes the mean of "
+        "its clients-per-round - num-byzantine nearest (Allouah et al. 2023); bucketing = means of random buckets "
+        "of bucket-size (Karimireddy et al. 2022)", ("none", "nnm", "bucketing")),
+    Key("server-data-samples", int, -1, "training samples held out of the clients' data as the server's root set "
+        "(-1 = 100, FLTrust's, for a defense that needs one, else 0)", check=lambda v: v >= -1,
+        allowed="an integer >= 0, or -1"),
+    Key("bucket-size", int, 2, "updates per bucket of pre-aggregation=bucketing", check=_ge(1),
+        allowed="an integer >= 1"),
     # --- output ---------------------------------------------------------------
     Key("out-dir", str, "results", "folder that receives run directories"),
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
@@ -399,15 +407,34 @@ def _check_relations(c: dict[str, Any]) -> None:
     _check_split(c, plugins)
     _check_paths(c)
     _check_device(c)
+    if c["pre-aggregation"] == "nnm" and 2 * c["num-byzantine"] >= c["clients-per-round"]:
+        raise ConfigError("num-byzantine", c["num-byzantine"], f"pre-aggregation=nnm needs 2 * num-byzantine < "
+                          f"clients-per-round ({c['clients-per-round']}): -1 or at most "
+                          f"{(c['clients-per-round'] - 1) // 2}")
+    if getattr(plugins.get("defense", c["defense"]), "needs_server_data", False) and c["server-data-samples"] == 0:
+        raise ConfigError("server-data-samples", 0, f"at least 1 (or -1 for 100) for defense={c['defense']}: it "
+                          "scores clients against the server's update on that root data")
+    # bucketing hands the rule ceil(K / bucket-size) bucket means: its checks count those rows
+    rows = c["clients-per-round"]
+    if c["pre-aggregation"] == "bucketing":
+        rows = -(-rows // c["bucket-size"])
+    seen = f" (pre-aggregation=bucketing: the rule sees {rows} bucket means)" if rows != c["clients-per-round"] else ""
     need = getattr(plugins.get("defense", c["defense"]), "min_clients", 1)
-    if c["clients-per-round"] < need:
+    if rows < need:
         raise ConfigError("clients-per-round", c["clients-per-round"],
                           f"at least {need} for defense={c['defense']}: it cannot tell attackers apart among fewer "
-                          f"updates (it would keep everyone)")
+                          f"updates (it would keep everyone){seen}")
     for kind in ("attack", "defense"):
         check = getattr(plugins.get(kind, c[kind]), "check_config", None)
-        if check is not None:
+        if check is None:
+            continue
+        if kind == "attack" or not seen:
             check(c, spec)
+            continue
+        try:
+            check({**c, "clients-per-round": rows}, spec)
+        except ConfigError as exc:
+            raise ConfigError(exc.key, exc.value, exc.allowed + seen) from None
     if c["initial-model"]:
         _check_initial_model(c)
 
@@ -529,9 +556,13 @@ def config_warnings(cfg: Config, given: Iterable[str]) -> list[str]:
         owners = s.owners.get(key.name, ("core",))
         if key.name not in given or "core" in owners:
             continue
+        if key.name == "num-byzantine" and cfg["pre-aggregation"] == "nnm":
+            continue  # NNM's f
         if not any(o in (f"attack {cfg['attack']}", f"defense {cfg['defense']}") for o in owners):
             kinds = sorted({o.split()[0] for o in owners})
             out.append(f"'{key.name}' has no effect with " + " and ".join(f"{k}={cfg[k]}" for k in kinds))
+    if "bucket-size" in given and cfg["pre-aggregation"] != "bucketing":
+        out.append(f"'bucket-size' has no effect with pre-aggregation={cfg['pre-aggregation']}")
     for kind in ("attack", "defense"):
         more = getattr(plugins.get(kind, cfg[kind]), "config_warnings", None)
         if more is not None:

@@ -12,6 +12,7 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,12 @@ class Federation:
     malicious: tuple[int, ...]
     #: training-set indices no honest client holds: the attackers' pool under ``honest-holds-source=false``
     spare: np.ndarray | None = None
+    #: training-set indices held out of every client: the server's root set (``server-data-samples``)
+    server: np.ndarray | None = None
+
+    def server_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(self.server if self.server is not None else np.zeros(0, dtype=np.int64))
+        return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +114,47 @@ def training_pool(n: int, train_samples: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=train_samples, replace=False))
 
 
+def server_data_size(cfg: Config) -> int:
+    """Samples of the server's root set: ``server-data-samples``, or with -1 FLTrust's 100 for a defense that
+    needs one (``needs_server_data``) and 0 for any other."""
+    if cfg["server-data-samples"] >= 0:
+        return cfg["server-data-samples"]
+    from fl_poison import plugins
+
+    return 100 if getattr(plugins.get("defense", cfg["defense"]), "needs_server_data", False) else 0
+
+
+def hold_out(pool: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(pool without the root set, root set)``: ``n`` seeded uniform draws from ``pool`` (none when ``n = 0``)."""
+    if n <= 0:
+        return pool, None
+    if n >= len(pool):
+        raise ConfigError("server-data-samples", n, f"fewer than the {len(pool)} training samples")
+    rng = np.random.default_rng([seed, 0x5E7])
+    root = np.sort(rng.choice(pool, size=n, replace=False))
+    return np.setdiff1d(pool, root, assume_unique=True), root
+
+
+def server_trainer(cfg: Config, fed: Federation) -> Callable[[Sequence[str], Sequence[np.ndarray], int],
+                                                            list[np.ndarray]]:
+    """The server's local training on its root set, as a client trains (``local-epochs``, ``lr``, ...):
+    ``(names, global arrays, round) -> trained arrays``; seeded by the run seed and the round."""
+    from fl_poison.training import TrainSettings, set_state, get_state, train_local
+
+    x, y = fed.server_data()
+    settings = TrainSettings.from_config(cfg)
+
+    def train(names: Sequence[str], arrays: Sequence[np.ndarray], server_round: int) -> list[np.ndarray]:
+        model = new_model(cfg)
+        set_state(model, dict(zip(names, arrays)))
+        seed = int(np.random.SeedSequence([cfg["seed"], 0x5E7, server_round]).generate_state(1)[0])
+        train_local(model, x, y, settings, seed=seed)
+        state = get_state(model)
+        return [state[n] for n in names]
+
+    return train
+
+
 def federation_for(cfg: Config) -> Federation:
     """Build (once per process and config) the federation's data split and attackers."""
     key = cfg.digest()
@@ -119,6 +167,7 @@ def federation_for(cfg: Config) -> Federation:
                     "train-samples=%d is more than the %d training samples of %s: using all %d",
                     cfg["train-samples"], len(labels), cfg["dataset"], len(labels))
             pool = training_pool(len(labels), cfg["train-samples"], cfg["seed"])
+            pool, server = hold_out(pool, server_data_size(cfg), cfg["seed"])
             try:
                 local = partition(labels[pool], cfg["num-clients"], cfg["partition"], seed=cfg["seed"],
                                   alpha=cfg["dirichlet-alpha"], num_classes=ds.spec.num_classes)
@@ -138,7 +187,7 @@ def federation_for(cfg: Config) -> Federation:
             spare = None
             if not cfg["honest-holds-source"]:
                 parts, spare = split_without_source(parts, labels, cfg.source, mal)
-            _cache[key] = Federation(cfg, ds, tuple(parts), mal, spare)
+            _cache[key] = Federation(cfg, ds, tuple(parts), mal, spare, server)
         return _cache[key]
 
 

@@ -37,7 +37,9 @@ from fl_poison.config import Key
 from fl_poison.updates import (
     Layout, buffer_mask, column_mask, flatten, infer_layout, unflatten, weighted_buffer_mean,
 )
+from strategies import pre_aggregation
 from strategies.aggregation import Aggregation
+from strategies.pre_aggregation import PRE_AGGREGATIONS
 
 log = logging.getLogger("fl_poison.strategy")
 
@@ -113,6 +115,13 @@ class DefenseStrategy(FedAvg):
     aggregation_weights: ``examples`` (each update weighs its example count,
         FedAvg) or ``uniform`` (each weighs 1: the ADA authors' plain mean),
         for the update and the buffers alike.
+    pre_aggregation: ``none``, ``nnm`` or ``bucketing`` (``strategies.pre_aggregation``):
+        mixes the updates before :meth:`aggregate_updates` sees them, for every rule;
+        ``kept`` / ``weights`` are mapped back to clients (a client is kept iff the
+        row standing for it is) and the mixing is reported in the round's info.
+    bucket_size: rows per bucket (``bucketing``).
+    pre_aggregation_f: NNM's f (the run key ``num-byzantine``; -1: the rule's own default budget).
+    pre_aggregation_seed: seed of the buckets' random permutation (with the round).
     """
 
     name: ClassVar[str] = "base"
@@ -149,9 +158,17 @@ class DefenseStrategy(FedAvg):
         capture_updates: bool = False,
         buffer_names: Sequence[str] | None = None,
         aggregation_weights: str = "examples",
+        pre_aggregation: str = "none",
+        bucket_size: int = 2,
+        pre_aggregation_f: int = -1,
+        pre_aggregation_seed: int = 0,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
+        if pre_aggregation not in PRE_AGGREGATIONS:
+            raise ValueError(f"pre-aggregation must be one of {PRE_AGGREGATIONS}, got {pre_aggregation!r}")
+        self.pre_aggregation, self.bucket_size = pre_aggregation, bucket_size
+        self.pre_aggregation_f, self.pre_aggregation_seed = pre_aggregation_f, pre_aggregation_seed
         self.uniform = aggregation_weights == "uniform"  # every valid reply weighs 1 (the ADA authors' mean)
         self.output_layer = output_layer
         self.sampler = sampler
@@ -167,6 +184,31 @@ class DefenseStrategy(FedAvg):
         self, updates: np.ndarray, weights: np.ndarray, layout: Layout, clients: list[int], server_round: int
     ) -> Aggregation:
         raise NotImplementedError
+
+    def _mix_and_aggregate(
+        self, updates: np.ndarray, weights: np.ndarray, layout: Layout, clients: list[int], server_round: int
+    ) -> Aggregation:
+        """:meth:`aggregate_updates`, on the pre-aggregated rows when ``pre_aggregation`` is set."""
+        if self.pre_aggregation == "none":
+            return self.aggregate_updates(updates, weights, layout, clients, server_round)
+        if self.pre_aggregation == "nnm":
+            from strategies.defenses.krum import byzantine_budget
+            from strategies.robust import pairwise_sq_distances
+
+            f = byzantine_budget(self.name, len(updates), self.pre_aggregation_f)
+            mixed = pre_aggregation.nnm(updates, weights, f, pairwise_sq_distances(updates))
+            about: dict[str, Any] = {"rule": "nnm", "num_byzantine": f, "neighbours": len(updates) - f}
+        else:
+            rng = np.random.default_rng([self.pre_aggregation_seed, server_round])
+            mixed = pre_aggregation.bucketing(updates, weights, self.bucket_size, rng)
+            about = {"rule": "bucketing", "bucket_size": self.bucket_size,
+                     "buckets": [[clients[j] for j in g] for g in mixed.groups]}
+        # a row is labelled with the first client it stands for (rules with per-client history see buckets)
+        labels = [clients[g[0]] for g in mixed.groups] if mixed.split else list(clients)
+        agg = pre_aggregation.map_back(self.aggregate_updates(mixed.rows, mixed.weights, layout, labels,
+                                                              server_round), mixed)
+        agg.info = {**agg.info, "pre_aggregation": about}
+        return agg
 
     # --- sampling -------------------------------------------------------------
     def configure_train(
@@ -267,7 +309,7 @@ class DefenseStrategy(FedAvg):
             log.warning("round %d: only %d valid update(s); %s needs %d to filter, so it keeps everyone this round",
                         server_round, len(rows), self.name, self.min_clients)
         try:
-            agg = self.aggregate_updates(updates, np.asarray(weights), layout, list(report.clients), server_round)
+            agg = self._mix_and_aggregate(updates, np.asarray(weights), layout, list(report.clients), server_round)
         except ValueError as exc:  # e.g. Krum with fewer valid clients than f requires
             log.warning("round %d: %s cannot aggregate %d update(s): %s; the global model is unchanged",
                         server_round, self.name, len(rows), exc)

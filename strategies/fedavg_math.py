@@ -15,11 +15,16 @@ from strategies.aggregation import Aggregation
 def check_updates(updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert a ``[K, P]`` update matrix and ``[K]`` example counts.
 
-    Returns both as float64 (a 1-D ``updates`` of length ``P`` is read as one
-    client). Raises :class:`ValueError` when there is no client, when the
+    ``updates`` keeps a float32 or float64 dtype (other dtypes become float64),
+    so a float32 ``[K, P]`` stack is never copied whole to float64: rules
+    accumulate in float64 per row or per column block (:func:`row_norms`,
+    :func:`combine_rows`, ``robust._columnwise``). ``weights`` are float64; a
+    1-D ``updates`` of length ``P`` is read as one client. Raises :class:`ValueError` when there is no client, when the
     shapes disagree, or when a weight is negative or not finite.
     """
-    u = np.asarray(updates, dtype=np.float64)
+    u = np.asarray(updates)
+    if u.dtype not in (np.float32, np.float64):
+        u = u.astype(np.float64)
     if u.ndim == 1:
         u = u[None, :]
     if u.ndim != 2:
@@ -84,12 +89,37 @@ def fedavg(
         if mask.shape[0] != k:
             raise ValueError(f"kept has {mask.shape[0]} entries but updates has {k} rows")
     s = shares(w, mask)
-    # Only the kept rows enter the product, so a dropped row holding inf/NaN
+    # Only rows with a share enter the sum (row by row, float64), so a dropped row holding inf/NaN
     # cannot poison the mean through 0 * inf.
-    update = s[mask] @ u[mask] if mask.any() else np.zeros(u.shape[1], dtype=np.float64)
+    update = combine_rows(u, np.where(mask, s, 0.0))
     return Aggregation(
         update=update,
         kept=mask.copy(),
         weights=s,
         info={"num_kept": int(mask.sum()), "empty": not bool(mask.any())},
     )
+
+
+def row_norms(updates: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+    """``||u_k - centre||`` of every row in float64, one row at a time (no float64 copy of the stack)."""
+    c = None if centre is None else np.asarray(centre, dtype=np.float64)
+    out = np.empty(len(updates), dtype=np.float64)
+    for i, row in enumerate(updates):
+        d = row.astype(np.float64)
+        if c is not None:
+            d -= c
+        out[i] = np.sqrt(np.sum(d * d))  # the summation np.linalg.norm(u, axis=1) uses
+    return out
+
+
+def combine_rows(updates: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``sum_k coef_k u_k`` accumulated in float64 row by row; rows with a zero coefficient are skipped.
+
+    Skipping keeps a dropped row holding inf / NaN out of the sum (``0 * inf``),
+    and the row loop keeps a float32 stack from being copied to float64 whole.
+    """
+    out = np.zeros(updates.shape[1], dtype=np.float64)
+    for c, row in zip(np.asarray(coef, dtype=np.float64), updates):
+        if c != 0.0:
+            out += c * row.astype(np.float64)
+    return out

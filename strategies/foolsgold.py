@@ -42,6 +42,7 @@ import numpy as np
 
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
+from strategies.fedavg_math import combine_rows
 from strategies.similarity import cosine_matrix
 
 Features = Literal["output-layer", "all"]
@@ -60,11 +61,10 @@ def foolsgold_features(
     (LFighter's baseline takes the last Linear *weight* only; we keep its bias
     too, it is part of the same neurons). ``"all"``: the whole update.
     """
-    updates = np.asarray(updates, dtype=np.float64)
     if features == "output-layer":
-        return layout.output_layer(np.atleast_2d(updates))
+        return np.asarray(layout.output_layer(np.atleast_2d(updates)), dtype=np.float64)
     if features == "all":
-        return np.atleast_2d(updates).copy()
+        return np.atleast_2d(updates).astype(np.float64)
     raise ValueError(f"features must be 'output-layer' or 'all', got {features!r}")
 
 
@@ -135,7 +135,7 @@ def foolsgold(
 
     ``kept = α > 0``; ``weights = α / Σ α``; ``info["wv"]`` the raw ``α``.
     """
-    updates = np.atleast_2d(np.asarray(updates, dtype=np.float64))
+    updates = np.atleast_2d(np.asarray(updates))  # float32 stays float32: the mean is summed row by row
     k = updates.shape[0]
     if history is None:
         history = foolsgold_features(updates, layout, features)
@@ -155,4 +155,4 @@ def foolsgold(
         info["fallback"] = "all FoolsGold weights are 0: zero update"
         return Aggregation(np.zeros(updates.shape[1]), np.zeros(k, dtype=bool), np.zeros(k), info)
     share = wv / total
-    return Aggregation(share @ updates, wv > 0, share, info)
+    return Aggregation(combine_rows(updates, share), wv > 0, share, info)

@@ -86,7 +86,7 @@ def neuron_magnitudes(updates: np.ndarray, layout: Layout) -> np.ndarray:
 
     Without an output bias (``layout.output_bias is None``) it is ``‖w_ki‖``.
     """
-    rows = layout.output_rows(np.atleast_2d(np.asarray(updates, dtype=np.float64)))
+    rows = np.asarray(layout.output_rows(np.atleast_2d(updates)), dtype=np.float64)
     if layout.output_bias is None:
         return np.linalg.norm(rows, axis=2)
     return np.linalg.norm(rows[:, :, :-1], axis=2) + np.abs(rows[:, :, -1])
@@ -253,10 +253,10 @@ def lfighter(
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if int(n_init) < 1:
         raise ValueError(f"n_init must be >= 1, got {n_init!r}")
-    updates = np.atleast_2d(np.asarray(updates, dtype=np.float64))
+    updates = np.atleast_2d(np.asarray(updates))  # float32 stays float32; the output rows (small) go float64
     k = updates.shape[0]
     mags = neuron_magnitudes(updates, layout)  # candidate neurons: weights and bias, as both sources
-    rows = layout.output_rows(updates)
+    rows = np.asarray(layout.output_rows(updates), dtype=np.float64)
     if not include_bias and layout.output_bias is not None:
         rows = rows[:, :, :-1]
     if k < 3:

@@ -15,7 +15,7 @@ import numpy as np
 from fl_poison.updates import Layout
 from strategies.aggregation import Aggregation
 from strategies.defaults import NDC_BOUND, NDC_MODE
-from strategies.fedavg_math import check_updates, fedavg
+from strategies.fedavg_math import check_updates, combine_rows, fedavg, row_norms
 
 MODES = ("clip", "drop")
 
@@ -82,14 +82,15 @@ def ndc(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     u, w = check_updates(updates, weights)
-    norms = np.linalg.norm(u, axis=1)
+    norms = row_norms(u)
     m = _resolve_bound(bound, norms)
 
     if mode == "clip":
         flagged = norms > m
         scale = np.ones_like(norms)
         scale[flagged] = m / norms[flagged]
-        agg = fedavg(u * scale[:, None], w, layout)
+        agg = fedavg(u, w, layout)
+        agg.update = combine_rows(u, agg.weights * scale)  # each clipped row enters once, scaled, in float64
         agg.kept = ~flagged
     else:
         keep = norms < m

@@ -151,9 +151,9 @@ def pca_filter(
     (``[M, C, H+1]``) for the pooled mode of the module docstring (``None``
     or empty: this round alone); ``info["pooled_rows"] = M``.
     """
-    updates = np.atleast_2d(np.asarray(updates, dtype=np.float64))
+    updates = np.atleast_2d(np.asarray(updates))  # float32 stays float32; the output rows (small) go float64
     k = updates.shape[0]
-    rows = layout.output_rows(updates)  # [K, C, H(+1)]
+    rows = np.asarray(layout.output_rows(updates), dtype=np.float64)  # [K, C, H(+1)]
     info: dict = {"visualise_only": bool(visualise_only)}
     pooled = None if history_rows is None or len(history_rows) == 0 else np.asarray(history_rows, dtype=np.float64)
     info["pooled_rows"] = 0 if pooled is None else int(pooled.shape[0])

@@ -31,6 +31,10 @@ def build_strategy(cfg, **kwargs: Any) -> DefenseStrategy:
         min_available_nodes=n,
         capture_updates=cfg["capture-updates"],
         aggregation_weights=cfg["aggregation-weights"],
+        pre_aggregation=cfg["pre-aggregation"],
+        bucket_size=cfg["bucket-size"],
+        pre_aggregation_f=cfg["num-byzantine"],
+        pre_aggregation_seed=cfg["seed"],
         **defense_params(cfg),
         **kwargs,
     )

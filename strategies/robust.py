@@ -11,9 +11,9 @@ Flower 1.41 strategies (``flwr.serverapp.strategy.FedMedian``,
 on the local models ``w_k = g + u_k``; every rule here is translation
 equivariant (coordinate-wise order statistics, pairwise distances and means
 with shares summing to 1), so ``rule(g + u) = g + rule(u)`` and working on
-updates gives the same model up to float rounding. All math is float64; the
-coordinate-wise rules accept a float32 ``[K, P]`` matrix and convert one
-column chunk at a time, so they never hold a float64 copy of it.
+updates gives the same model up to float rounding. All math is float64; every
+rule accepts a float32 ``[K, P]`` matrix and converts one column chunk or one
+row at a time, so none holds a float64 copy of it.
 
 Coordinate-wise work is done in column chunks so that the temporary memory
 stays near ``max_chunk_bytes`` whatever the model size.
@@ -93,18 +93,29 @@ def _no_shares(k: int) -> np.ndarray:
 def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
     """``D[i, j] = ||u_i - u_j||^2`` for all pairs of rows (``[K, K]``, float64).
 
-    Gram identity ``||u_i||^2 + ||u_j||^2 - 2 u_i.u_j`` (one matrix product,
-    no Python loop over clients), clipped at 0, symmetrised, zero
+    Gram identity ``||u_i||^2 + ||u_j||^2 - 2 u_i.u_j`` (matrix products, no
+    Python loop over clients; issue 8), clipped at 0, symmetrised, zero
     diagonal, on rows shifted by the first row (a large common offset would
     otherwise cancel catastrophically; integer-valued inputs stay exact). Flower's ``compute_distances`` uses the
     same identity on the uncentred local models. Rounding:
     two identical rows may be at ~1e-16 * ||u||^2 instead of exactly 0, so
     score ties between exact copies are decided by rounding noise, as in
+<<<<<<< HEAD
     Flower. No chunking: the product needs no temporary beyond ``[K, K]``.
+=======
+    Flower. The Gram matrix is summed over column blocks converted to float64
+    one at a time (about ``DEFAULT_CHUNK_BYTES`` each), so a float32 ``[K, P]`` input
+    is never copied whole.
+>>>>>>> h-defenses
     """
-    u = np.asarray(updates, dtype=np.float64)
-    u = u - u[:1]  # distances are translation invariant; shifting keeps the Gram trick precise
-    gram = u @ u.T
+    u = np.atleast_2d(np.asarray(updates))
+    k, p = u.shape
+    gram = np.zeros((k, k), dtype=np.float64)
+    step = _chunk_cols(k, p, 16, DEFAULT_CHUNK_BYTES)
+    for start in range(0, p, step):
+        block = u[:, start:start + step].astype(np.float64)
+        block -= block[:1]  # distances are translation invariant; shifting keeps the Gram trick precise
+        gram += block @ block.T
     sq = np.diag(gram)
     d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
     d = 0.5 * (d + d.T)
@@ -152,7 +163,7 @@ def krum_scores(updates: np.ndarray, num_byzantine: int, distance: str = "square
     """
     if distance not in KRUM_DISTANCES:
         raise ValueError(f"distance must be one of {KRUM_DISTANCES}, got {distance!r}")
-    u = np.atleast_2d(np.asarray(updates, dtype=np.float64))
+    u = np.atleast_2d(np.asarray(updates))
     k = u.shape[0]
     d = pairwise_sq_distances(u)
     if distance == "lfighter-code":
@@ -536,7 +547,7 @@ def bulyan_select(updates: np.ndarray, num_byzantine: int, theta: int, selection
     """
     if selection not in BULYAN_SELECTIONS:
         raise ValueError(f"selection must be one of {BULYAN_SELECTIONS}, got {selection!r}")
-    u = np.atleast_2d(np.asarray(updates, dtype=np.float64))
+    u = np.atleast_2d(np.asarray(updates))
     k = u.shape[0]
     if selection == "flower":
         return _lowest(krum_scores(u, num_byzantine), theta)

@@ -55,6 +55,14 @@ NON_DEFAULT = {
     "pca": ({"pca-class": 3, "pca-visualise-only": True}, {"source_class": 3, "visualise_only": True, "seed": 1}),
     "lfighter": ({"lfighter-mode": "extreme", "lfighter-min-samples": 2},
                  {"mode": "extreme", "min_samples": 2, "seed": 1}),
+    "geometric-median": ({"geomed-eps": 1e-4, "geomed-iterations": 7}, {"eps": 1e-4, "iterations": 7}),
+    "centered-clipping": ({"cc-tau": 0.5, "cc-iterations": 3}, {"tau": 0.5, "iterations": 3}),
+    "dnc": ({"num-byzantine": 1, "dnc-iterations": 2, "dnc-subsample": 50, "dnc-filter-fraction": 2.0},
+            {"num_byzantine": 1, "iterations": 2, "subsample": 50, "filter_fraction": 2.0, "seed": 1}),
+    "signguard": ({"signguard-lower": 0.2, "signguard-upper": 2.0, "signguard-coord-fraction": 0.5},
+                  {"lower": 0.2, "upper": 2.0, "coord_fraction": 0.5, "seed": 1}),
+    "flame": ({"flame-noise": 0.01}, {"noise": 0.01, "seed": 1}),
+    "fltrust": ({"server-data-samples": 40}, {}),
 }
 
 

@@ -39,7 +39,7 @@ def test_builtin_plugins_and_their_keys():
     assert set(plugins.plugins("attack")) >= {"none", "label-flip", "untargeted-flip"}
     assert set(plugins.plugins("defense")) >= {"fedavg", "median", "krum", "multi-krum", "bulyan", "lfighter"}
     assert s.owners["trim-beta"] == ("defense trimmed-mean",)
-    assert set(s.owners["num-byzantine"]) == {"defense krum", "defense multi-krum", "defense bulyan"}
+    assert set(s.owners["num-byzantine"]) == {"defense krum", "defense multi-krum", "defense bulyan", "defense dnc"}
     assert s.owners["injection-rate"] == ("attack ada", "attack label-flip", "attack train-and-scale")  # one shared Key
     assert s.owners["dataset"] == ("core",)
     # choices come from the registry

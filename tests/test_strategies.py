@@ -68,6 +68,13 @@ def test_agrees_with_flowers_own_strategy(name, ours, theirs, k):
         assert sum(metrics["kept"]) == {"krum": 1, "multi-krum": 4, "bulyan": k - 4}[name]
 
 
+def _root_is_the_mean(s, clients):
+    """FLTrust's server update in these generic tests: the clients' mean model (as if its root data were theirs)."""
+    if s.name == "fltrust":
+        s.server_update = lambda names, arrays, rnd: [np.mean([c[i] for c in clients], axis=0)
+                                                      for i in range(len(names))]
+
+
 def test_every_defense_reports_clients_kept_and_weights():
     rng = np.random.default_rng(0)
     g = _global(rng)
@@ -75,6 +82,7 @@ def test_every_defense_reports_clients_kept_and_weights():
         s = build_strategy(resolve({"defense": name, "num-clients": 11, "clients-per-round": 11}))
         _prime(s, g, range(11))
         clients = _clients(rng, g, 11)
+        _root_is_the_mean(s, clients)
         arrays, m = s.aggregate_train(1, [make_reply(c, 50, i) for i, c in enumerate(clients)])
         assert arrays is not None, name
         assert m["clients"] == list(range(11)), name
@@ -135,6 +143,30 @@ def test_nothing_valid_keeps_the_model_and_says_so():
     assert arrays is None and m["num-valid"] == 0 and m["updated"] == 0 and m["num-invalid"] == 1
 
 
+def _own_math():
+    from strategies.flame import flame
+    from strategies.fltrust import fltrust
+    from strategies.norm_clipping import ndc
+    from strategies.signguard import signguard
+
+    round_rng = lambda: np.random.default_rng([0, 1])  # noqa: E731 - the strategies' default seed, round 1
+    return {"ndc": lambda u, w: ndc(u, w, bound="median", mode="clip"),
+            "signguard": lambda u, w: signguard(u, w, rng=round_rng()),
+            "flame": lambda u, w: flame(u, w, rng=round_rng()),
+            "fltrust": lambda u, w: fltrust(u, w, server_update=u.mean(axis=0))}
+
+
+#: rules whose result on one / two / equal clients is not simply their mean: (updates, weights) -> Aggregation
+OWN_MATH = _own_math()
+
+
+def _by_own_math(name, g, clients):
+    """The global model plus the pure rule's aggregate of the clients' equally weighted updates, per array."""
+    upd = np.stack([np.concatenate([(a - b).ravel() for a, b in zip(c, g)]) for c in clients]).astype(float)
+    flat = np.concatenate([a.ravel() for a in g]) + OWN_MATH[name](upd, np.full(len(clients), 10.0)).update
+    return np.split(flat, np.cumsum([a.size for a in g])[:-1])
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 @pytest.mark.parametrize("k", [1, 2])
 def test_one_or_two_clients_do_not_crash(name, k):
@@ -143,17 +175,14 @@ def test_one_or_two_clients_do_not_crash(name, k):
     s = STRATEGIES[name](min_available_nodes=1, min_train_nodes=1)
     _prime(s, g, range(k))
     clients = _clients(rng, g, k)
+    _root_is_the_mean(s, clients)
     arrays, m = s.aggregate_train(1, [make_reply(c, 10, i) for i, c in enumerate(clients)])
     assert m["num-valid"] == k and arrays is not None, s.last_report.info
     got = arrays_of(arrays)
-    if k == 1 or name == "krum":  # one client: its model; Krum with 2 (a tie): the lower index
+    if name in OWN_MATH:  # median-norm clipping (NDC, SignGuard, FLAME), FLAME's noise, FLTrust: the rule's own math
+        expected = _by_own_math(name, g, clients)
+    elif k == 1 or name == "krum":  # one client: its model; Krum with 2 (a tie): the lower index
         expected = clients[0]
-    elif name == "ndc":  # the median bound of two norms clips the larger update to their mean norm
-        from strategies.norm_clipping import ndc
-
-        upd = np.stack([np.concatenate([(a - b).ravel() for a, b in zip(c, g)]) for c in clients]).astype(float)
-        flat = np.concatenate([a.ravel() for a in g]) + ndc(upd, np.full(2, 10.0), bound="median", mode="clip").update
-        expected = np.split(flat, np.cumsum([a.size for a in g])[:-1])
     else:  # every other rule of two equally sized clients is their mean
         expected = [(a + b) / 2 for a, b in zip(*clients)]
     for a, b in zip(got, expected):
@@ -167,13 +196,16 @@ def test_identical_updates_give_that_update(name):
     same = _clients(rng, g, 1)[0]
     s = STRATEGIES[name]()
     _prime(s, g, range(7))
+    _root_is_the_mean(s, [same] * 7)
     arrays, _ = s.aggregate_train(1, [make_reply(same, 10, i) for i in range(7)])
     if name == "foolsgold":  # identical clients are sybils to FoolsGold: all weights 0, model unchanged
         assert arrays is not None and all(np.allclose(a, b, atol=1e-6) for a, b in zip(arrays_of(arrays), g))
         assert not any(s.last_report.kept)
         return
+    if name == "flame":  # FLAME adds its noise to the equal updates' mean
+        same = _by_own_math(name, g, [same] * 7)
     for a, b in zip(arrays_of(arrays), same):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, np.reshape(b, a.shape), atol=1e-5)
 
 
 def test_foolsgold_history_accumulates_across_rounds():

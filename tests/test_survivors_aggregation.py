@@ -405,10 +405,12 @@ def test_bulyan_select_counts_rounding_level_differences_as_ties():
 
 
 
-def test_check_updates_returns_float64_and_flat_weights():
-    """Both outputs are float64 whatever comes in (ints, float32); ``[K, 1]`` counts become ``[K]``."""
-    u, w = check_updates(np.ones((2, 3), dtype=np.float32), np.array([[1], [2]]))
-    assert u.dtype == np.float64 and w.dtype == np.float64
+def test_check_updates_keeps_float32_and_returns_flat_float64_weights():
+    """float32 / float64 updates keep their dtype (no float64 copy of a float32 stack), ints become float64;
+    weights are float64 and ``[K, 1]`` counts become ``[K]``."""
+    f32 = np.ones((2, 3), dtype=np.float32)
+    u, w = check_updates(f32, np.array([[1], [2]]))
+    assert u.dtype == np.float32 and np.shares_memory(u, f32) and w.dtype == np.float64
     np.testing.assert_array_equal(w, [1.0, 2.0])
     u_int, _ = check_updates(np.ones((2, 3), dtype=np.int64), [1, 1])
     assert u_int.dtype == np.float64

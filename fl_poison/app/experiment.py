@@ -18,12 +18,13 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fl_poison import plugins
 from fl_poison.app.node import server_malicious
 from fl_poison.adversary import seat_for
 from fl_poison.app.replies import CountingGrid, innermost
 from fl_poison.config import Config, ConfigError
 from fl_poison.devices import resolve_device
-from fl_poison.federation import Federation, federation_for, initial_state, new_model
+from fl_poison.federation import Federation, federation_for, initial_state, new_model, server_trainer
 from fl_poison.metrics.classification import (
     accuracy, attack_success_rate, per_class_recall, source_accuracy,
 )
@@ -427,8 +428,10 @@ def run_experiment(grid: Grid, cfg: Config, out_dir: str | Path | None = None,
     fed = federation_for(cfg)
     malicious = server_malicious(cfg, fed.malicious, identities)  # red-team file / plan / unknown
     model0 = new_model(cfg)
+    root = {"server_update": server_trainer(cfg, fed)} if fed.server is not None and getattr(
+        plugins.get("defense", cfg["defense"]), "needs_server_data", False) else {}
     strategy = build_strategy(cfg, sampler=make_sampler(cfg, fed, pid_to_node), client_ids=node_to_pid,
-                              buffer_names=[n for n, _ in model0.named_buffers()])
+                              buffer_names=[n for n, _ in model0.named_buffers()], **root)
     recorder = RunRecorder(cfg, run_dir_for(cfg, out_dir), malicious or (), overwrite=overwrite)
     seated = seat_for(grid, cfg, {pid_to_node[p] for p in fed.malicious if p in pid_to_node})
     try:
