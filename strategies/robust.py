@@ -94,19 +94,15 @@ def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
     """``D[i, j] = ||u_i - u_j||^2`` for all pairs of rows (``[K, K]``, float64).
 
     Gram identity ``||u_i||^2 + ||u_j||^2 - 2 u_i.u_j`` (matrix products, no
-    Python loop over clients; issue 8), clipped at 0, symmetrised, zero
+    Python loop over clients), clipped at 0, symmetrised, zero
     diagonal, on rows shifted by the first row (a large common offset would
     otherwise cancel catastrophically; integer-valued inputs stay exact). Flower's ``compute_distances`` uses the
     same identity on the uncentred local models. Rounding:
     two identical rows may be at ~1e-16 * ||u||^2 instead of exactly 0, so
     score ties between exact copies are decided by rounding noise, as in
-<<<<<<< HEAD
-    Flower. No chunking: the product needs no temporary beyond ``[K, K]``.
-=======
     Flower. The Gram matrix is summed over column blocks converted to float64
     one at a time (about ``DEFAULT_CHUNK_BYTES`` each), so a float32 ``[K, P]`` input
     is never copied whole.
->>>>>>> h-defenses
     """
     u = np.atleast_2d(np.asarray(updates))
     k, p = u.shape
