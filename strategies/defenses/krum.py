@@ -21,16 +21,20 @@ MULTI_KRUM_KEEP = Key("multi-krum-keep", int, -1, "updates multi-Krum averages (
                       check=lambda v: v >= 1 or v == -1, allowed="an integer >= 1, or -1", param="keep")
 
 
-def byzantine_budget(largest: Callable[[int], int], k: int, f: int) -> int:
-    """The f a Krum-family rule uses: the given one, or ``largest(k)``, the largest it tolerates for k clients."""
-    return f if f >= 0 else max(0, largest(k))
+def byzantine_budget(defense: str, k: int, f: int) -> int:
+    """The f a Krum-family rule uses: the given one, or the largest it tolerates for k clients."""
+    if f >= 0:
+        return f
+    if defense == "bulyan":
+        return max(0, (k - 3) // 4)
+    return max(0, (k - 3) // 2)
 
 
-def check_budget(config: dict[str, Any], fits: Callable[[int, int], bool], rule: str,
+def check_budget(config: dict[str, Any], defense: str, fits: Callable[[int, int], bool], rule: str,
                  largest: Callable[[int], int]) -> None:
     """ConfigError unless the rule's f fits clients-per-round; the message says the largest f that does."""
     k = config["clients-per-round"]
-    if not fits(k, byzantine_budget(largest, k, config["num-byzantine"])):
+    if not fits(k, byzantine_budget(defense, k, config["num-byzantine"])):
         hint = f"f <= {largest(k)}" if fits(k, 0) else "no f works: at least 3 clients per round are needed"
         raise ConfigError("num-byzantine", config["num-byzantine"], f"{rule}; with {k} clients {hint}")
 
@@ -38,17 +42,12 @@ def check_budget(config: dict[str, Any], fits: Callable[[int, int], bool], rule:
 class _ByzantineBudget(DefenseStrategy):
     """Krum-family rules: ``num_byzantine`` = f, or -1 for the largest f the round's size tolerates."""
 
-    @staticmethod
-    def largest_f(k: int) -> int:
-        """The largest f the rule tolerates with k clients (Krum: K - f - 2 >= 1)."""
-        return (k - 3) // 2
-
     def __init__(self, *, num_byzantine: int = NUM_BYZANTINE.default, **kw: Any) -> None:
         super().__init__(**kw)
         self.num_byzantine = num_byzantine
 
     def f_for(self, k: int) -> int:
-        return byzantine_budget(self.largest_f, k, self.num_byzantine)
+        return byzantine_budget(self.name, k, self.num_byzantine)
 
 
 class Krum(_ByzantineBudget):
@@ -69,7 +68,7 @@ class Krum(_ByzantineBudget):
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        check_budget(config, lambda k, f: k - f - 2 >= 1,
+        check_budget(config, cls.name, lambda k, f: k - f - 2 >= 1,
                      "Krum needs clients-per-round - num-byzantine - 2 >= 1", lambda k: k - 3)
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
@@ -102,7 +101,7 @@ class MultiKrum(Krum):
         range, a sanity point in a sweep over m), so a warning rather than a refusal."""
         k = config["clients-per-round"]
         m = config["multi-krum-keep"]
-        m = m if m > 0 else k - byzantine_budget(cls.largest_f, k, config["num-byzantine"])
+        m = m if m > 0 else k - byzantine_budget(cls.name, k, config["num-byzantine"])
         if m < k:
             return []
         return [f"multi-krum keeps {m} of {k} updates (multi-krum-keep={config['multi-krum-keep']}, "
