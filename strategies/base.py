@@ -99,6 +99,11 @@ def _stack_updates(rows: list[list[np.ndarray]], g: np.ndarray,
     return params, buffers
 
 
+def byzantine_budget(largest: Callable[[int], int], k: int, f: int) -> int:
+    """The f a rule uses with k updates: the configured ``f``, or for -1 ``largest(k)`` (at least 0)."""
+    return f if f >= 0 else max(0, largest(k))
+
+
 class DefenseStrategy(FedAvg):
     """FedAvg's sampling and messaging, with a pluggable robust aggregation.
 
@@ -142,6 +147,15 @@ class DefenseStrategy(FedAvg):
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
         """Relations between run keys this defense needs (raise ConfigError); run before any data loads."""
+
+    @staticmethod
+    def largest_f(k: int) -> int:
+        """The Byzantine budget f that ``num-byzantine=-1`` stands for with k updates (may be < 0 for tiny k).
+
+        The default is Krum's bound K >= 2f + 3 (Blanchard et al.), also NNM's f under a rule without
+        one of its own; a rule with another bound (Bulyan) overrides it, so no caller names a rule.
+        """
+        return (k - 3) // 2
 
     @classmethod
     def params_from_config(cls, config: Any) -> dict[str, Any]:
@@ -192,10 +206,9 @@ class DefenseStrategy(FedAvg):
         if self.pre_aggregation == "none":
             return self.aggregate_updates(updates, weights, layout, clients, server_round)
         if self.pre_aggregation == "nnm":
-            from strategies.defenses.krum import byzantine_budget
             from strategies.robust import pairwise_sq_distances
 
-            f = byzantine_budget(self.name, len(updates), self.pre_aggregation_f)
+            f = byzantine_budget(self.largest_f, len(updates), self.pre_aggregation_f)
             mixed = pre_aggregation.nnm(updates, weights, f, pairwise_sq_distances(updates))
             about: dict[str, Any] = {"rule": "nnm", "num_byzantine": f, "neighbours": len(updates) - f}
         else:
