@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fl_poison import plugins
 from fl_poison.config import Key
+from fl_poison.measurement import NO_OUTPUTS, Measurement, Outputs
 from fl_poison.updates import (
     Layout, buffer_mask, column_mask, flatten, infer_layout, unflatten, weighted_buffer_mean,
 )
@@ -138,6 +139,8 @@ class DefenseStrategy(FedAvg):
     #: fewest valid updates the rule can filter (the config refuses a smaller clients-per-round; a round left
     #: with fewer valid replies is logged, and the rule keeps everyone)
     min_clients: ClassVar[int] = 1
+    #: the names this defense's :meth:`measurement` writes (see :class:`fl_poison.measurement.Outputs`)
+    outputs: ClassVar[Outputs] = NO_OUTPUTS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -147,6 +150,11 @@ class DefenseStrategy(FedAvg):
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
         """Relations between run keys this defense needs (raise ConfigError); run before any data loads."""
+
+    @classmethod
+    def measurement(cls, config: Any, fed: Any) -> Measurement | None:
+        """Server-side measurements this defense adds to a run (None: the core's alone)."""
+        return None
 
     @staticmethod
     def largest_f(k: int) -> int:
