@@ -87,6 +87,10 @@ def _unit_or_off(v: float) -> bool:
     return v == -1 or 0.0 <= v <= 1.0
 
 
+#: The defense of a run that names none: plain federated averaging. The one plug-in the core names, as the
+#: default of its ``defense`` key (``attack``'s default, ``none``, is the honest behaviour itself).
+DEFAULT_DEFENSE = "fedavg"
+
 CORE_KEYS: tuple[Key, ...] = (
     # --- data and model -------------------------------------------------------
     Key("dataset", str, "digits", "data set", DATASET_CHOICES),
@@ -128,7 +132,7 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("malicious-availability", float, -1.0, "probability a sampled slot goes to an attacker (-1 = uniform sampling)",
         check=_unit_or_off, allowed="a number in [0, 1], or -1 for uniform sampling"),
     # --- defense --------------------------------------------------------------
-    Key("defense", str, "fedavg", "aggregation rule / defense (a defense plug-in)", ()),
+    Key("defense", str, DEFAULT_DEFENSE, "aggregation rule / defense (a defense plug-in)", ()),
     Key("aggregation-weights", str, "examples", "weight of a client in averaging defenses: examples = its "
         "example count (FedAvg); uniform = equal (the ADA authors' code)", ("examples", "uniform")),
     Key("pre-aggregation", str, "none", "mixing before the defense's rule: nnm = each update becomes the mean of "
@@ -207,7 +211,7 @@ def schema() -> Schema:
         if k.name == "attack":
             k = replace(k, choices=tuple(sorted(attacks, key=lambda n: (n != "none", n))))
         elif k.name == "defense":
-            k = replace(k, choices=tuple(sorted(defenses, key=lambda n: (n != "fedavg", n))))
+            k = replace(k, choices=tuple(sorted(defenses, key=lambda n: (n != DEFAULT_DEFENSE, n))))
         keys[k.name] = k
         owners[k.name] = ["core"]
     for kind, found in (("attack", attacks), ("defense", defenses)):
