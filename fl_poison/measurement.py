@@ -105,7 +105,7 @@ def configured(config: Mapping[str, Any]) -> tuple[type, type]:
 
 def measurements_for(config: Mapping[str, Any], fed: Any) -> Measurements:
     """The run's plug-in measurements: each configured plug-in's ``measurement(config, fed)`` (None: nothing)."""
-    made = (getattr(cls, "measurement", lambda c, f: None)(config, fed) for cls in configured(config))
+    made = (cls.measurement(config, fed) for cls in configured(config))
     return Measurements(m for m in made if m is not None)
 
 

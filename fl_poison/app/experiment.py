@@ -25,11 +25,11 @@ from fl_poison.app.replies import CountingGrid, innermost
 from fl_poison.config import Config, ConfigError
 from fl_poison.devices import resolve_device
 from fl_poison.federation import Federation, federation_for, initial_state, new_model, server_trainer
+from fl_poison.measurement import class_metrics, measurements_for
 from fl_poison.metrics.classification import (
     accuracy, attack_success_rate, per_class_recall, source_accuracy,
 )
 from fl_poison.metrics.detection import detect
-from fl_poison.measurement import class_metrics, measurements_for
 from fl_poison.metrics.model_poisoning import attack_round_metrics, most_common_target, norm_columns
 from fl_poison.results import RunRecorder, run_dir_for
 from fl_poison.tracking import check_installed
