@@ -189,7 +189,7 @@ class Experiment:
         self.non_finite: str | None = None  # why the run stopped early, when the model became non-finite
         self.rate_sum: np.ndarray | None = None  # row-normalised confusion summed over rounds >= 1
         self.rate_rounds = 0
-        self.measured = measurements_for(cfg, fed)  # what the configured attack / defense measure besides
+        self.measured = measurements_for(cfg, fed)  # the configured attack's and defense's own measurements
 
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         """Score the round's global model and record its row; raise NonFiniteModel once it is not finite."""
