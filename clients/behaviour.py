@@ -23,7 +23,8 @@ registers itself as an attack plug-in (see :mod:`fl_poison.plugins`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from clients.poisoning import attack_active
 from clients.store import NodeStore
 from fl_poison import plugins
 from fl_poison.config import Config, Key
+from fl_poison.measurement import NO_OUTPUTS, Measurement, Outputs
 from fl_poison.training import TrainSettings, get_state, local_accuracy, train_local
 
 
@@ -98,6 +100,8 @@ class Behaviour:
     help: ClassVar[str] = "no attack: every client trains honestly"
     #: False for honest training; True for every attack plug-in.
     malicious: ClassVar[bool] = False
+    #: the names this attack's :meth:`measurement` writes (see :class:`fl_poison.measurement.Outputs`)
+    outputs: ClassVar[Outputs] = NO_OUTPUTS
 
     def __init__(self, cid: int, config: Config) -> None:
         self.cid, self.config = cid, config
@@ -134,6 +138,27 @@ class Behaviour:
         Returned by attacks that need the round's benign replies; the ServerApp then seats it on its Grid.
         """
         return None
+
+    # --- what the server side measures (the core calls these; it names no attack) ------
+    @classmethod
+    def measurement(cls, config: Config, fed: Any) -> Measurement | None:
+        """The server-side measurements this attack adds to a run (None: the core's alone)."""
+        return None
+
+    @classmethod
+    def ata_target(cls, config: Config, rows: Sequence[dict[str, Any]]) -> int:
+        """The class ATA is measured for, from the trained rounds' rows: the configured target, or -1."""
+        return config.target if config.target is not None and config.source is not None else -1
+
+    @classmethod
+    def figure_lines(cls, config: Config) -> list[tuple[str, str, str, str | None]]:
+        """Extra lines of ``attack.png``: (rounds.csv column, label, style, colour)."""
+        return []
+
+    @classmethod
+    def report_files(cls, runs: Sequence[dict[str, Any]], out: Path, figures: bool) -> list[Path]:
+        """Files a report over ``runs`` (some of them of this attack) gains from it."""
+        return []
 
     # --- the round --------------------------------------------------------------
     def active(self, server_round: int) -> bool:

@@ -27,10 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-AttackKind = Literal["label-flip", "untargeted-flip"]
 FlipMapKind = Literal["reverse", "random"]
 
-ATTACKS: tuple[str, ...] = ("label-flip", "untargeted-flip")
 FLIP_MAPS: tuple[str, ...] = ("reverse", "random")
 
 # Separates the derangement's random stream from every other use of the seed.
@@ -173,51 +171,46 @@ def attack_active(server_round: int, start: int, end: int) -> bool:
     return server_round >= start and (end < 0 or server_round <= end)
 
 
-def poison_labels(
+def targeted_flip_set(
     labels: np.ndarray,
     *,
-    attack: AttackKind | str,
     source: int | None,
     target: int | None,
-    mapping: np.ndarray | None,
     injection_rate: float,
     rng: np.random.Generator,
     size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The one entry point a malicious client calls: what to train on, with which labels.
+    """What a targeted flipper trains on: ``(indices, new_labels)`` into its local data.
 
-    Returns ``(indices, new_labels)``: train on ``features[indices]`` with
-    ``new_labels`` (``len(new_labels) == len(indices)``).
-
-    * ``label-flip``: with ``injection_rate < 0`` (off) all local data is kept
-      and source labels become ``target`` (Tolpegin / LFighter convention);
-      with ``injection_rate`` in (0, 1] the set comes from
-      :func:`injection_indices` (ADA; ``size`` = the local set size) and is
-      empty when the candidates hold no source example — the caller then
-      trains honestly.
-    * ``untargeted-flip``: all local data, every label through ``mapping``
-      (from :func:`flip_map`). ``injection_rate`` must be off (< 0): dilution
-      is defined relative to a source class, which this attack has none of.
+    With ``injection_rate < 0`` (off) all local data is kept and source labels
+    become ``target`` (Tolpegin / LFighter convention); with ``injection_rate``
+    in (0, 1] the set comes from :func:`injection_indices` (ADA; ``size`` = the
+    local set size) and is empty when the candidates hold no source example --
+    the caller then trains honestly.
     """
     labels = np.asarray(labels)
-    if attack == "label-flip":
-        if source is None or target is None:
-            raise ValueError(
-                "attack=label-flip needs source-class and target-class to be set"
-            )
-        if injection_rate < 0:
-            indices = np.arange(labels.size, dtype=np.int64)
-        else:
-            indices = injection_indices(labels, source, injection_rate, rng, size)
-        return indices, flip_targeted(labels[indices], source, target)
-    if attack == "untargeted-flip":
-        if mapping is None:
-            raise ValueError("attack=untargeted-flip needs a flip-map (reverse | random)")
-        if injection_rate >= 0:
-            raise ValueError(
-                f"injection-rate={injection_rate} applies only to attack=label-flip; "
-                "set it < 0 (off) for attack=untargeted-flip"
-            )
+    if source is None or target is None:
+        raise ValueError("attack=label-flip needs source-class and target-class to be set")
+    if injection_rate < 0:
         indices = np.arange(labels.size, dtype=np.int64)
-        return indices, flip_untargeted(labels, mapping)
-    raise ValueError(f"attack must be one of {list(ATTACKS)}, got {attack!r}")
+    else:
+        indices = injection_indices(labels, source, injection_rate, rng, size)
+    return indices, flip_targeted(labels[indices], source, target)
+
+
+def untargeted_flip_set(labels: np.ndarray, *, mapping: np.ndarray | None,
+                        injection_rate: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
+    """What an untargeted flipper trains on: all local data, every label through ``mapping`` (:func:`flip_map`).
+
+    ``injection_rate`` must be off (< 0): dilution is defined relative to a
+    source class, which this attack has none of.
+    """
+    labels = np.asarray(labels)
+    if mapping is None:
+        raise ValueError("attack=untargeted-flip needs a flip-map (reverse | random)")
+    if injection_rate >= 0:
+        raise ValueError(
+            f"injection-rate={injection_rate} applies only to attack=label-flip; "
+            "set it < 0 (off) for attack=untargeted-flip"
+        )
+    return np.arange(labels.size, dtype=np.int64), flip_untargeted(labels, mapping)

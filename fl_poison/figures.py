@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fl_poison import plugins  # noqa: E402
+
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
@@ -39,8 +41,9 @@ def _line_figure(path: Path, rows, title: str, ylabel: str, lines) -> Path:
 
 
 def run_figures(run_dir: Path, rows: Sequence[dict[str, Any]], cfg) -> list[Path]:
-    """accuracy_loss.png always; attack.png with source accuracy / ASR when a source class is set;
-    train_accuracy.png with honest vs malicious client-side accuracy when there are attackers."""
+    """accuracy_loss.png always; attack.png with source accuracy / ASR (and the attack's ``figure_lines``)
+    when a source class is set; train_accuracy.png with honest vs malicious client-side accuracy when there
+    are attackers."""
     out = []
     title = f"{cfg['dataset']} · {cfg['partition']} · attack={cfg['attack']} · defense={cfg['defense']}"
     fig, ax1 = plt.subplots(figsize=(7, 4))
@@ -62,8 +65,7 @@ def run_figures(run_dir: Path, rows: Sequence[dict[str, Any]], cfg) -> list[Path
         out.append(_line_figure(run_dir / "attack.png", rows, title, "", [
             ("source_accuracy", f"source accuracy (class {src})", "o-", None),
             ("attack_success_rate", f"attack success ({src}→{tgt})", "s-", None),
-            *([("gan_recognised", f"global model: generated images recognised as {src}", "^--", None)]
-              if cfg["attack"] == "gan" else [])]))
+            *plugins.get("attack", cfg["attack"]).figure_lines(cfg)]))
     if cfg["attack"] != "none":
         out.append(_line_figure(run_dir / "train_accuracy.png", rows, title, "client-side training accuracy", [
             ("honest_train_accuracy", "honest: during local training", "o-", "tab:blue"),

@@ -44,16 +44,17 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from fl_poison.config import ConfigError
+from fl_poison.measurement import final_columns, owner_of, section_metrics
 
 #: summary.json top-level numbers (the final round's value, or run-wide).
 FINAL_METRICS = ("accuracy", "loss", "source_accuracy", "attack_success_rate", "ata", "max_ata", "mta",
-                 "backdoor_accuracy", "source_accuracy_cv", "wall_seconds")
-#: summary.json blocks holding one number per per-round column (fl_poison.results.LAST10_KEYS).
+                 "source_accuracy_cv", "wall_seconds")
+#: summary.json blocks holding one number per per-round column (fl_poison.results.last10_keys).
 ROUND_AGGREGATES = ("last10", "mean_over_rounds", "max_over_rounds", "min_over_rounds")
 #: other nested numbers of summary.json.
 NESTED_METRICS = ("detection.precision", "detection.recall", "detection.f1", "detection.last10.precision",
                   "detection.last10.recall", "detection.last10.f1", "detection.mean_weight_honest",
-                  "detection.mean_weight_malicious", "gan.recognised_mean", "gan.recognised_final")
+                  "detection.mean_weight_malicious")
 #: keys of one cell; ``id`` and ``metric`` are required, ``tolerance`` whenever ``paper`` is a number.
 CELL_KEYS = ("id", "label", "paper", "metric", "sweep", "where", "average-over", "tolerance", "rounds")
 #: [paper] keys that hold data rather than prose.
@@ -78,10 +79,11 @@ class PaperError(ConfigError):
 
 
 def metric_names() -> tuple[str, ...]:
-    """Every metric a cell may name: summary.json paths, dots between nested keys."""
-    from fl_poison.results import LAST10_KEYS
+    """Every metric a cell may name: summary.json paths, dots between nested keys (plug-ins' included)."""
+    from fl_poison.results import last10_keys
 
-    return FINAL_METRICS + tuple(f"{a}.{k}" for a in ROUND_AGGREGATES for k in LAST10_KEYS) + NESTED_METRICS
+    return (FINAL_METRICS + final_columns() + tuple(f"{a}.{k}" for a in ROUND_AGGREGATES for k in last10_keys())
+            + NESTED_METRICS + section_metrics())
 
 
 def read_metric(summary: Mapping[str, Any], metric: str) -> float | None:
@@ -101,10 +103,9 @@ def metric_requirement(metric: str) -> tuple[str, Any] | None:
         return "a source-class (runs with source-class = -1 write no value)", lambda c: c.get("source-class", -1) >= 0
     if base == "attack_success_rate":
         return "a source-class and a target-class", lambda c: min(c.get("source-class", -1), c.get("target-class", -1)) >= 0
-    if base == "backdoor_accuracy":
-        return "attack = backdoor", lambda c: c.get("attack") == "backdoor"
-    if base == "gan_recognised" or metric.startswith("gan."):
-        return "attack = gan", lambda c: c.get("attack") == "gan"
+    if (owner := owner_of(metric)) is not None:  # a plug-in's output: written by runs of that plug-in only
+        kind, name = owner
+        return f"{kind} = {name}", lambda c: c.get(kind) == name
     if metric.startswith("detection."):
         return "an attack (attack = none writes no detection)", lambda c: c.get("attack", "none") != "none"
     return None
@@ -214,8 +215,8 @@ def _parse_cell(source: str, raw: Any, defaults: Mapping[str, Any], index: int, 
     if not isinstance(metric, str) or metric not in names:
         hint = _closest(str(metric), names)
         raise PaperError(source, where, f"metric '{metric}' is not a metric any run writes{hint}; allowed: "
-                         f"{', '.join(FINAL_METRICS)}, {'/'.join(ROUND_AGGREGATES)}.<per-round column>, "
-                         f"{', '.join(NESTED_METRICS)}")
+                         f"{', '.join(FINAL_METRICS + final_columns())}, {'/'.join(ROUND_AGGREGATES)}"
+                         f".<per-round column>, {', '.join(NESTED_METRICS + section_metrics())}")
     paper = d.get("paper")
     if paper is not None and not _number(paper):
         raise PaperError(source, where, f"paper = {paper!r}: a number (nan or absent for a reference row)")

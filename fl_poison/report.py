@@ -414,6 +414,15 @@ def make_report(folder: str | Path, by: Sequence[str] | None = None, metrics: Se
     return {"runs": len(runs), "by": by, "metrics": names, "rows": rows, "files": files, "skipped": bad}
 
 
+def plugin_report_files(runs: Sequence[dict[str, Any]], out: Path, figures: bool) -> list[Path]:
+    """What each attack with runs in the report adds (its ``report_files``: e.g. the GAN's (G, T) matrix)."""
+    from fl_poison import plugins
+
+    attacks = plugins.plugins("attack")
+    names = sorted({r["config"].get("attack") for r in runs} & set(attacks))
+    return [f for name in names for f in attacks[name].report_files(runs, out, figures)]
+
+
 def _write_report(runs, by, names, rows, chosen, paper, out: Path, figures: bool) -> list[Path]:
     files = list(write_tables(by, names, rows, out))
     if (cv := cv_table(by, rows, out)) is not None:
@@ -424,10 +433,7 @@ def _write_report(runs, by, names, rows, chosen, paper, out: Path, figures: bool
         chosen = chosen if chosen is not None else choose_round_runs(runs, by)
         if chosen and (p := rounds_figure(chosen, by, out)):
             files.append(p)
-    if any(r["config"].get("attack") == "gan" for r in runs):  # the (G, T) vulnerability matrix
-        from fl_poison.gan_report import write_gan_report
-
-        files += write_gan_report(runs, out, figures)
+    files += plugin_report_files(runs, out, figures)
     if paper is not None:
         files += paper.write(out, figures)
     return files

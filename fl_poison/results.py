@@ -33,21 +33,29 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from fl_poison import plugins
 from fl_poison.config import Config, ConfigError
+from fl_poison.measurement import final_columns, series_columns
 from fl_poison.metrics.classification import coefficient_of_variation, last_k_mean
 from fl_poison.metrics.detection import Detection
-from fl_poison.metrics.model_poisoning import ata, most_common_target
+from fl_poison.metrics.model_poisoning import ata
 from fl_poison.tracking import open_tracker, scalars
 
-#: Columns averaged over the last 10 rounds in summary["last10"].
-LAST10_KEYS = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
+#: The core's columns summarised over rounds in summary.json (``last10``, means, max, min).
+CORE_SERIES = ("accuracy", "loss", "source_accuracy", "attack_success_rate",
                "honest_train_accuracy", "malicious_train_accuracy",
                "honest_received_model_accuracy", "malicious_received_model_accuracy",
                # the model-poisoning family's metrics (absent columns summarise to null)
-               "ata", "max_ata", "mta", "backdoor_accuracy", "honest_update_norm_mean", "honest_update_norm_max",
-               "malicious_update_norm_mean", "malicious_update_norm_max",
-               # the GAN attack's recognition of its generated images by the global model
-               "gan_recognised")
+               "ata", "max_ata", "mta", "honest_update_norm_mean", "honest_update_norm_max",
+               "malicious_update_norm_mean", "malicious_update_norm_max")
+
+
+def last10_keys() -> tuple[str, ...]:
+    """Columns summarised over rounds: the core's, then every registered plug-in's (null where absent).
+
+    Every run lists every plug-in's columns, so summaries of different attacks share one shape.
+    """
+    return CORE_SERIES + tuple(c for c in series_columns() if c not in CORE_SERIES)
 
 
 def run_dir_for(cfg: Config, out: str | Path | None = None) -> Path:
@@ -233,7 +241,7 @@ class RunRecorder:
     def summary(self, confusion: np.ndarray | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         trained = [r for r in self.rows if r["round"] >= 1]
         final = self.rows[-1] if self.rows else {}
-        ata_target = _ata_target(self.cfg, trained)
+        ata_target = plugins.get("attack", self.cfg["attack"]).ata_target(self.cfg, trained)
         for r in self.rows:
             if r.get("source_row") is not None and ata_target >= 0:
                 r["ata"] = ata(r["source_row"], ata_target)
@@ -241,7 +249,7 @@ class RunRecorder:
             self._write_csv()  # rounds.csv gains the ata column once the target is known
             for r in self.rows:  # and so does the tracker
                 self.tracker.log_round(int(r["round"]), scalars({"ata": r.get("ata")}))
-        series = {k: [r.get(k) for r in trained] for k in LAST10_KEYS}
+        series = {k: [r.get(k) for r in trained] for k in last10_keys()}
         src = series["source_accuracy"]
         det = self.detection.as_dict() if self.cfg.has_attack else None
         if det is not None:
@@ -264,7 +272,7 @@ class RunRecorder:
             "ata_target": ata_target,
             "max_ata": final.get("max_ata"),
             "mta": final.get("mta"),
-            "backdoor_accuracy": final.get("backdoor_accuracy"),
+            **{k: final.get(k) for k in final_columns()},  # plug-ins' top-level columns
             "last10": {k: last_k_mean(v, 10) for k, v in series.items()},
             "mean_over_rounds": {k: _agg(v, np.mean) for k, v in series.items()},
             "max_over_rounds": {k: _agg(v, np.max) for k, v in series.items()},
@@ -298,13 +306,6 @@ class RunRecorder:
 def _agg(values: list, fn) -> float | None:
     ok = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return float(fn(ok)) if ok else None
-
-
-def _ata_target(cfg: Config, rows: list[dict[str, Any]]) -> int:
-    """The target ATA is measured for: the configured one, or the one ADA's attackers chose most often."""
-    if cfg["attack"] == "ada":
-        return most_common_target(r.get("ada_target") for r in rows)
-    return cfg.target if cfg.target is not None and cfg.source is not None else -1
 
 
 def _mean(pair: list) -> float | None:

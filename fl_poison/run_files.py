@@ -19,8 +19,8 @@ METRIC_SECTIONS = ("last10", "mean_over_rounds", "max_over_rounds")
 #: Top-level summary fields that are numbers or null when present.
 NUMERIC_FIELDS = ("accuracy", "loss", "source_accuracy", "attack_success_rate", "source_accuracy_cv",
                   "wall_seconds", "ata", "mta", "ATA", "MTA")
-#: Sections that are a JSON object (or null) when present.
-OBJECT_FIELDS = ("detection", "paper_metrics", "gan")
+#: The core's sections that are a JSON object (or null) when present; plug-ins declare theirs (``outputs.sections``).
+OBJECT_FIELDS = ("detection", "paper_metrics")
 
 
 class BadRunFiles(ValueError):
@@ -78,7 +78,9 @@ def check_summary(run_dir: Path, summary: Any) -> dict[str, Any]:
     for k in NUMERIC_FIELDS:
         if not _is_number(summary.get(k)):
             raise BadRunFiles(run_dir, "summary.json", f"field '{k}' must be a number or null, got {summary[k]!r}")
-    for k in OBJECT_FIELDS:
+    from fl_poison.measurement import section_names
+
+    for k in OBJECT_FIELDS + section_names():
         if summary.get(k) is not None and not isinstance(summary[k], dict):
             raise BadRunFiles(run_dir, "summary.json", f"field '{k}' must be an object or null")
     if "config" in summary:

@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fl_poison import plugins
 from fl_poison.config import Key
+from fl_poison.measurement import NO_OUTPUTS, Measurement, Outputs
 from fl_poison.updates import (
     Layout, buffer_mask, column_mask, flatten, infer_layout, unflatten, weighted_buffer_mean,
 )
@@ -99,6 +100,11 @@ def _stack_updates(rows: list[list[np.ndarray]], g: np.ndarray,
     return params, buffers
 
 
+def byzantine_budget(largest: Callable[[int], int], k: int, f: int) -> int:
+    """The f a rule uses with k updates: the configured ``f``, or for -1 ``largest(k)`` (at least 0)."""
+    return f if f >= 0 else max(0, largest(k))
+
+
 class DefenseStrategy(FedAvg):
     """FedAvg's sampling and messaging, with a pluggable robust aggregation.
 
@@ -133,6 +139,8 @@ class DefenseStrategy(FedAvg):
     #: fewest valid updates the rule can filter (the config refuses a smaller clients-per-round; a round left
     #: with fewer valid replies is logged, and the rule keeps everyone)
     min_clients: ClassVar[int] = 1
+    #: the names this defense's :meth:`measurement` writes (see :class:`fl_poison.measurement.Outputs`)
+    outputs: ClassVar[Outputs] = NO_OUTPUTS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -142,6 +150,20 @@ class DefenseStrategy(FedAvg):
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
         """Relations between run keys this defense needs (raise ConfigError); run before any data loads."""
+
+    @classmethod
+    def measurement(cls, config: Any, fed: Any) -> Measurement | None:
+        """Server-side measurements this defense adds to a run (None: the core's alone)."""
+        return None
+
+    @staticmethod
+    def largest_f(k: int) -> int:
+        """The Byzantine budget f that ``num-byzantine=-1`` stands for with k updates (may be < 0 for tiny k).
+
+        The default is Krum's bound K >= 2f + 3 (Blanchard et al.), also NNM's f under a rule without
+        one of its own; a rule with another bound (Bulyan) overrides it, so no caller names a rule.
+        """
+        return (k - 3) // 2
 
     @classmethod
     def params_from_config(cls, config: Any) -> dict[str, Any]:
@@ -192,10 +214,9 @@ class DefenseStrategy(FedAvg):
         if self.pre_aggregation == "none":
             return self.aggregate_updates(updates, weights, layout, clients, server_round)
         if self.pre_aggregation == "nnm":
-            from strategies.defenses.krum import byzantine_budget
             from strategies.robust import pairwise_sq_distances
 
-            f = byzantine_budget(self.name, len(updates), self.pre_aggregation_f)
+            f = byzantine_budget(self.largest_f, len(updates), self.pre_aggregation_f)
             mixed = pre_aggregation.nnm(updates, weights, f, pairwise_sq_distances(updates))
             about: dict[str, Any] = {"rule": "nnm", "num_byzantine": f, "neighbours": len(updates) - f}
         else:

@@ -62,7 +62,7 @@ def test_backdoor_accuracy_of_a_run_is_measured_on_non_target_test_samples(monke
     """digits: 360 test samples, 37 of class 3; the triggered set is the other 323, stamped."""
     from types import SimpleNamespace
 
-    import fl_poison.app.experiment as E
+    import clients.attacks.backdoor as B
     from clients.attacks.backdoor import trigger_args
     from fl_poison.data.datasets import load_dataset
 
@@ -74,9 +74,9 @@ def test_backdoor_accuracy_of_a_run_is_measured_on_non_target_test_samples(monke
         seen.append(x)
         return np.full(int(x.shape[0]), 3)  # every triggered sample lands on the target
 
-    monkeypatch.setattr(E, "predict", predict)
-    stub = SimpleNamespace(cfg=cfg, fed=SimpleNamespace(dataset=ds), model=None)
-    assert E.Experiment._backdoor_accuracy(stub) == 1.0
+    monkeypatch.setattr(B, "predict", predict)
+    measured = B.Backdoor.measurement(cfg, SimpleNamespace(dataset=ds))
+    assert measured.test_metrics(0, None) == {"backdoor_accuracy": 1.0}
     (x,) = seen
     assert len(ds.y_test) == 360 and int((ds.y_test == 3).sum()) == 37 and x.shape[0] == 323
     assert torch.equal(x, stamp(ds.x_test[ds.y_test != 3], *trigger_args(cfg)))

@@ -256,7 +256,7 @@ def _fake_run(root, name, cfg, summary):
 
 
 def test_gan_report_pairs_attack_accuracy_with_the_no_attack_rate(tmp_path):
-    from fl_poison.gan_report import write_gan_report
+    from clients.gan_report import write_gan_report
     from fl_poison.report import load_runs, make_report
 
     base = dict(resolve({"dataset": "digits"}))

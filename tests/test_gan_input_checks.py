@@ -61,12 +61,12 @@ def test_the_cli_refuses_an_oversized_gan_before_loading_data(sixteen_gib, monke
 # --- previews read by the server -----------------------------------------------------------------------
 
 def _tracker():
-    from fl_poison.app.experiment import GanTracker
+    from clients.gan_measurement import GanMeasurement
     from fl_poison.federation import new_model
 
     cfg = resolve({**GAN, "figures": False})
     fed = SimpleNamespace(dataset=SimpleNamespace(spec=get_spec("digits")))
-    return GanTracker(cfg, fed), new_model(cfg)
+    return GanMeasurement(cfg, fed), new_model(cfg)
 
 
 def _reply(node: int, preview: dict):
@@ -104,14 +104,14 @@ def test_a_malformed_preview_is_logged_and_skipped_for_the_next_good_one(server_
     tracker, model = _tracker()
     ex = SimpleNamespace(replies=[_reply(7, _bad(kind)), _reply(8, _good(2))])
     with caplog.at_level(logging.WARNING, "fl_poison.experiment"):
-        out = tracker.round(2, model, ex)
+        out = tracker.round_metrics(2, model, ex.replies)
     assert "gan-preview of node 7" in caplog.text
     assert out["gan_recognised"] is not None and tracker.snapshots.keys() == {2}
-    assert tracker.summary()["invalid_previews"] == 1
+    assert tracker.summary_entries()["gan"]["invalid_previews"] == 1
 
 
 def test_only_malformed_previews_leave_the_round_without_a_measurement(server_identity):
     tracker, model = _tracker()
-    out = tracker.round(1, model, SimpleNamespace(replies=[_reply(7, _bad("short-bytes"))]))
+    out = tracker.round_metrics(1, model, [_reply(7, _bad("short-bytes"))])
     assert out == {"gan_recognised": None} and not tracker.snapshots
 

@@ -74,7 +74,7 @@ def test_a_good_model_file_starts_the_run_from_its_weights(tmp_path):
 
 
 def test_integer_counters_must_stay_integers():
-    from fl_poison.config import initial_model_problem
+    from fl_poison.relations import initial_model_problem
 
     fresh = {"bn.num_batches_tracked": np.array(3, dtype=np.int64), "w": np.zeros(2, np.float32)}
     assert initial_model_problem({"bn.num_batches_tracked": np.array(4), "w": np.arange(2)}, fresh) is None

@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 from torch import nn
 
 from clients.behaviour import received_model_accuracy
-from clients.poisoning import poison_labels
+from clients.poisoning import targeted_flip_set
 from fl_poison.app import client_app as real
 from fl_poison.app.experiment import Experiment
 from fl_poison.config import resolve
@@ -86,10 +86,9 @@ def test_source_holder_attackers_in_a_real_federation():
 
 
 # --- 2. a label flipper flips EVERY source sample -----------------------------------------------------
-def test_poison_labels_flips_every_source_label_and_nothing_else():
+def test_label_flip_flips_every_source_label_and_nothing_else():
     y = np.array([7, 1, 7, 7, 3, 7, 7, 0, 7])
-    idx, new = poison_labels(y, attack="label-flip", source=7, target=1, mapping=None, injection_rate=-1.0,
-                             rng=np.random.default_rng(0))
+    idx, new = targeted_flip_set(y, source=7, target=1, injection_rate=-1.0, rng=np.random.default_rng(0))
     assert idx.tolist() == list(range(9))
     assert new.tolist() == [1, 1, 1, 1, 3, 1, 1, 0, 1]
 

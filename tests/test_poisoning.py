@@ -11,7 +11,8 @@ from clients.poisoning import (
     flip_targeted,
     flip_untargeted,
     injection_indices,
-    poison_labels,
+    targeted_flip_set,
+    untargeted_flip_set,
 )
 
 
@@ -149,57 +150,44 @@ def test_attack_window_errors() -> None:
         attack_active(1, -1, 5)
 
 
-def test_poison_labels_label_flip_all_data() -> None:
+def test_flip_set_label_flip_all_data() -> None:
     y = np.array([0, 1, 2, 1, 3])
-    idx, new = poison_labels(
-        y, attack="label-flip", source=1, target=3, mapping=None,
-        injection_rate=-1.0, rng=np.random.default_rng(0),
+    idx, new = targeted_flip_set(
+        y, source=1, target=3, injection_rate=-1.0, rng=np.random.default_rng(0),
     )
     assert idx.tolist() == [0, 1, 2, 3, 4]
     assert new.tolist() == [0, 3, 2, 3, 3]
 
 
-def test_poison_labels_label_flip_injection() -> None:
+def test_flip_set_label_flip_injection() -> None:
     y = _labels(10, 90)
-    idx, new = poison_labels(
-        y, attack="label-flip", source=7, target=2, mapping=None,
-        injection_rate=0.5, rng=np.random.default_rng(0),
+    idx, new = targeted_flip_set(
+        y, source=7, target=2, injection_rate=0.5, rng=np.random.default_rng(0),
     )
     assert idx.size == 100 and new.size == 100  # the local set size is kept
     assert not np.any(new == 7) and np.sum(new == 2) >= 50
     assert np.array_equal(new, np.where(y[idx] == 7, 2, y[idx]))
-    empty, labels = poison_labels(
-        np.array([0, 1]), attack="label-flip", source=7, target=2, mapping=None,
-        injection_rate=0.5, rng=np.random.default_rng(0),
+    empty, labels = targeted_flip_set(
+        np.array([0, 1]), source=7, target=2, injection_rate=0.5, rng=np.random.default_rng(0),
     )
     assert empty.size == 0 and labels.size == 0
 
 
-def test_poison_labels_untargeted() -> None:
+def test_flip_set_untargeted() -> None:
     y = np.array([0, 1, 2, 3])
-    idx, new = poison_labels(
-        y, attack="untargeted-flip", source=None, target=None,
-        mapping=flip_map("reverse", 4, seed=0), injection_rate=-1.0,
-        rng=np.random.default_rng(0),
-    )
+    idx, new = untargeted_flip_set(
+        y, mapping=flip_map("reverse", 4, seed=0), injection_rate=-1.0)
     assert idx.tolist() == [0, 1, 2, 3] and new.tolist() == [3, 2, 1, 0]
 
 
-def test_poison_labels_errors() -> None:
+def test_flip_set_errors() -> None:
     y = np.array([0, 1])
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="attack"):
-        poison_labels(y, attack="backdoor", source=0, target=1, mapping=None,
-                      injection_rate=-1, rng=rng)
     with pytest.raises(ValueError, match="injection-rate"):
-        poison_labels(y, attack="untargeted-flip", source=None, target=None,
-                      mapping=flip_map("reverse", 2, seed=0), injection_rate=0.5, rng=rng)
+        untargeted_flip_set(y, mapping=flip_map("reverse", 2, seed=0), injection_rate=0.5)
     with pytest.raises(ValueError, match="flip-map"):
-        poison_labels(y, attack="untargeted-flip", source=None, target=None,
-                      mapping=None, injection_rate=-1, rng=rng)
+        untargeted_flip_set(y, mapping=None, injection_rate=-1)
     with pytest.raises(ValueError, match="source-class"):
-        poison_labels(y, attack="label-flip", source=None, target=1, mapping=None,
-                      injection_rate=-1, rng=rng)
+        targeted_flip_set(y, source=None, target=1, injection_rate=-1, rng=rng)
     with pytest.raises(ValueError, match="injection-rate"):
-        poison_labels(y, attack="label-flip", source=0, target=1, mapping=None,
-                      injection_rate=0.0, rng=rng)
+        targeted_flip_set(y, source=0, target=1, injection_rate=0.0, rng=rng)

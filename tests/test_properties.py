@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from clients.poisoning import flip_map, injection_indices, poison_labels
+from clients.poisoning import flip_map, injection_indices, targeted_flip_set, untargeted_flip_set
 from fl_poison.data.partition import partition
 from fl_poison.metrics.classification import confusion_matrix
 from fl_poison.metrics.detection import detect
@@ -172,8 +172,7 @@ labels_st = st.lists(st.integers(0, 9), min_size=0, max_size=60).map(lambda xs: 
 @given(y=labels_st, source=st.integers(0, 9), delta=st.integers(1, 9))
 def test_targeted_flip_touches_exactly_the_source_labels(y, source, delta):
     target = (source + delta) % 10
-    idx, new = poison_labels(y, attack="label-flip", source=source, target=target, mapping=None,
-                             injection_rate=-1.0, rng=np.random.default_rng(0))
+    idx, new = targeted_flip_set(y, source=source, target=target, injection_rate=-1.0, rng=np.random.default_rng(0))
     assert np.array_equal(idx, np.arange(y.size))
     assert np.array_equal(new[y != source], y[y != source])
     assert np.all(new[y == source] == target)
@@ -186,8 +185,7 @@ def test_untargeted_flip_follows_the_map_and_random_maps_are_derangements(y, see
     assert sorted(mapping.tolist()) == list(range(10))
     if kind == "random":
         assert not np.any(mapping == np.arange(10))
-    idx, new = poison_labels(y, attack="untargeted-flip", source=None, target=None, mapping=mapping,
-                             injection_rate=-1.0, rng=np.random.default_rng(0))
+    idx, new = untargeted_flip_set(y, mapping=mapping, injection_rate=-1.0)
     assert np.array_equal(idx, np.arange(y.size)) and np.array_equal(new, mapping[y])
 
 
@@ -195,8 +193,7 @@ def test_untargeted_flip_follows_the_map_and_random_maps_are_derangements(y, see
 @given(y=labels_st, source=st.integers(0, 9), rate=st.floats(0.01, 1.0), seed=st.integers(0, 2**31))
 def test_injection_keeps_the_size_and_the_share_and_flips_only_source_examples(y, source, rate, seed):
     target = (source + 1) % 10
-    idx, new = poison_labels(y, attack="label-flip", source=source, target=target, mapping=None,
-                             injection_rate=rate, rng=np.random.default_rng(seed))
+    idx, new = targeted_flip_set(y, source=source, target=target, injection_rate=rate, rng=np.random.default_rng(seed))
     n_src, n_other = int((y == source).sum()), int((y != source).sum())
     if n_src == 0:
         assert idx.size == 0

@@ -16,7 +16,9 @@ from torch import nn
 from clients.attacks.label_flip import LabelFlip
 from clients.attacks.untargeted_flip import UntargetedFlip
 from clients.behaviour import RoundInput
-from clients.poisoning import attack_active, flip_map, flip_untargeted, injection_indices, poison_labels
+from clients.poisoning import (
+    attack_active, flip_map, flip_untargeted, injection_indices, targeted_flip_set, untargeted_flip_set,
+)
 from clients.store import NodeStore
 from clients.target_choice import choose_target, flame_gradient_norms, nearest_target
 from fl_poison.config import ConfigError, resolve
@@ -189,8 +191,10 @@ def test_attack_window_errors_name_the_keys_and_what_is_allowed(start, end, mess
 
 
 def _poison(attack: str, *, source=None, target=None, mapping=None, rate=-1.0):
-    return poison_labels(np.array([0, 1, 2]), attack=attack, source=source, target=target, mapping=mapping,
-                         injection_rate=rate, rng=np.random.default_rng(0))
+    y = np.array([0, 1, 2])
+    if attack == "label-flip":
+        return targeted_flip_set(y, source=source, target=target, injection_rate=rate, rng=np.random.default_rng(0))
+    return untargeted_flip_set(y, mapping=mapping, injection_rate=rate)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -200,7 +204,7 @@ def _poison(attack: str, *, source=None, target=None, mapping=None, rate=-1.0):
     (dict(attack="untargeted-flip", mapping=np.arange(3)[::-1], rate=0.0),
      "injection-rate=0.0 applies only to attack=label-flip; set it < 0 (off) for attack=untargeted-flip"),
 ])
-def test_poison_labels_refusals_name_the_keys_and_what_is_allowed(kwargs, message):
+def test_flip_set_refusals_name_the_keys_and_what_is_allowed(kwargs, message):
     with pytest.raises(ValueError) as e:
         _poison(**kwargs)
     assert str(e.value) == message

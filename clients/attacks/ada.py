@@ -8,7 +8,10 @@ distance of penultimate-layer class means over its local samples,
 ``ada-knowledge=partial`` by FLAME's last-layer gradient norms over its source
 samples. Then it runs train-and-scale (injection-rate flipping to that target,
 update shrunk to ``scale-bound``). The chosen target is the reply metric
-``ada-target`` (rounds.csv column ``ada_target``).
+``ada-target``; the server side (:class:`AdaMeasurement`) writes the round's most
+common choice of the attackers as rounds.csv column ``ada_target`` and their
+choices to defense.jsonl, and the run's ATA is measured for the class the
+attackers chose most often (:meth:`ADA.ata_target`).
 
 The target is chosen on the samples the attacker trains on this round (its
 local data, or its drawn set under ``honest-holds-source=false``, true labels).
@@ -21,7 +24,7 @@ its node store and reused.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -29,7 +32,9 @@ from clients.attacks.label_flip import INJECTION_RATE
 from clients.attacks.train_and_scale import SCALE_BOUND, TrainAndScale
 from clients.behaviour import RoundInput
 from clients.target_choice import choose_target
-from fl_poison.config import ConfigError, Key
+from fl_poison.config import Config, ConfigError, Key
+from fl_poison.measurement import Measurement, Outputs
+from fl_poison.metrics.model_poisoning import most_common_target
 
 ADA_KNOWLEDGE = Key("ada-knowledge", str, "full",
                     "ADA's target choice: full = attacking distance of penultimate features; partial = FLAME",
@@ -43,6 +48,15 @@ ADA_TARGET = Key("ada-target", str, "per-round",
                  "first = at the attacker's first active round, then kept (the authors' code)", ("per-round", "first"))
 
 
+class AdaMeasurement(Measurement):
+    """Each round: the attackers' chosen targets (defense.jsonl) and the most common one (``ada_target``)."""
+
+    def report_entries(self, report: Any, malicious: set[int]) -> tuple[dict[str, Any], dict[str, Any]]:
+        choices = {str(c): int(m["ada-target"]) for c, m in zip(report.clients, report.client_metrics)
+                   if c in malicious and "ada-target" in m}
+        return {"ada_target": most_common_target(choices.values())}, ({"ada_targets": choices} if choices else {})
+
+
 class ADA(TrainAndScale):
     """Choose the target from the received model, then train-and-scale."""
 
@@ -51,6 +65,17 @@ class ADA(TrainAndScale):
     help = "Attacking-Distance-aware Attack: target nearest to source-class in the global model, then train-and-scale"
     #: ADA sets only source-class; the core "both or neither" rule does not apply.
     needs_class_pair = False
+    #: ``ada-target`` names a class: summarised per round by the most common value, never a mean
+    outputs = Outputs(class_metrics=("ada-target",))
+
+    @classmethod
+    def measurement(cls, config: Config, fed: Any) -> AdaMeasurement:
+        return AdaMeasurement()
+
+    @classmethod
+    def ata_target(cls, config: Config, rows: Sequence[dict[str, Any]]) -> int:
+        """The target the attackers chose most often over the trained rounds (-1: none chose)."""
+        return most_common_target(r.get("ada_target") for r in rows)
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:

@@ -7,7 +7,7 @@ the trigger on a ``poison-fraction`` of its samples and labels them
 replacement: boost ~ clients-per-round lets the backdoored model survive
 averaging). Backdoor accuracy (share of triggered test samples whose true
 class is not the target that the global model predicts as the target) is
-measured centrally each round next to clean accuracy.
+measured centrally each round next to clean accuracy (:class:`BackdoorMeasurement`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import torch
 
 from clients.behaviour import Behaviour, RoundInput
 from clients.model_poisoning import scale_update
-from clients.trigger import backdoor_set, poison_indices, trigger_position
+from clients.trigger import backdoor_set, poison_indices, stamp, trigger_position
 from fl_poison.config import ConfigError, Key
+from fl_poison.measurement import Measurement, Outputs
+from fl_poison.metrics.model_poisoning import backdoor_accuracy, backdoor_test_mask, predict
 
 TRIGGER_SIZE = Key("trigger-size", int, 3, "side of the square backdoor trigger in pixels",
                    check=lambda v: v >= 1, allowed="an integer >= 1 that fits the image")
@@ -48,6 +50,19 @@ def trigger_args(config: Any) -> tuple[int, int, int, torch.Tensor]:
             spec.pixel_value(config["trigger-value"]))
 
 
+class BackdoorMeasurement(Measurement):
+    """``backdoor_accuracy`` of every round's global model on the triggered non-target test samples."""
+
+    def __init__(self, cfg: Any, fed: Any) -> None:
+        ds = fed.dataset
+        self.target, self.batch = cfg["target-class"], cfg["eval-batch-size"]
+        self.x = stamp(ds.x_test[backdoor_test_mask(ds.y_test, self.target)], *trigger_args(cfg))
+
+    def test_metrics(self, server_round: int, model: Any) -> dict[str, Any]:
+        """Share of triggered test samples (true class != target) the model predicts as the target."""
+        return {"backdoor_accuracy": backdoor_accuracy(predict(model, self.x, self.batch), self.target)}
+
+
 class Backdoor(Behaviour):
     """Trigger + target label on a share of the local data; optional boosting."""
 
@@ -56,6 +71,11 @@ class Backdoor(Behaviour):
     help = "pixel-pattern backdoor to target-class on poison-fraction of the attacker's data (Bagdasaryan et al.)"
     malicious = True
     needs_class_pair = False
+    outputs = Outputs(series=("backdoor_accuracy",), final=("backdoor_accuracy",))
+
+    @classmethod
+    def measurement(cls, config: Any, fed: Any) -> BackdoorMeasurement:
+        return BackdoorMeasurement(config, fed)
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:

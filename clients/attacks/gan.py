@@ -38,13 +38,15 @@ model (``gan_recognised``) and draws (``gan_samples.png``).
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from clients import gan
 from clients.behaviour import Behaviour, LocalResult, RoundInput
+from clients.gan_measurement import GAN_OUTPUTS, GanMeasurement
 from fl_poison.config import Config, ConfigError, Key, check_class_pair
 from fl_poison.training import local_accuracy
 
@@ -89,6 +91,23 @@ class GAN(Behaviour):
             GAN_START_ACCURACY, GAN_EXCLUDE_SOURCE)
     help = "GAN reconstruction + poisoning: generate source-class (not held), label it target-class (Hitaj; Zhang)"
     malicious = True
+    outputs = GAN_OUTPUTS
+
+    # --- what the server measures: previews recognised, drawn, and the (G, T) matrix of a report -----------
+    @classmethod
+    def measurement(cls, config: Config, fed: Any) -> GanMeasurement:
+        return GanMeasurement(config, fed)
+
+    @classmethod
+    def figure_lines(cls, config: Config) -> list[tuple[str, str, str, str | None]]:
+        return [("gan_recognised", f"global model: generated images recognised as {config['source-class']}",
+                 "^--", None)]
+
+    @classmethod
+    def report_files(cls, runs: Sequence[dict[str, Any]], out: Path, figures: bool) -> list[Path]:
+        from clients.gan_report import write_gan_report
+
+        return write_gan_report(runs, out, figures)
 
     # --- label voting and the run plan ------------------------------------------------------
     @classmethod

@@ -25,13 +25,12 @@ from fl_poison.app.replies import CountingGrid, innermost
 from fl_poison.config import Config, ConfigError
 from fl_poison.devices import resolve_device
 from fl_poison.federation import Federation, federation_for, initial_state, new_model, server_trainer
+from fl_poison.measurement import class_metrics, measurements_for
 from fl_poison.metrics.classification import (
     accuracy, attack_success_rate, per_class_recall, source_accuracy,
 )
 from fl_poison.metrics.detection import detect
-from fl_poison.metrics.model_poisoning import (
-    attack_round_metrics, backdoor_accuracy, backdoor_test_mask, most_common_target, norm_columns, predict,
-)
+from fl_poison.metrics.model_poisoning import attack_round_metrics, most_common_target, norm_columns
 from fl_poison.results import RunRecorder, run_dir_for
 from fl_poison.tracking import check_installed
 from fl_poison.sampling import sample_clients, sample_with_availability
@@ -41,67 +40,6 @@ from strategies.registry import build_strategy
 log = logging.getLogger("fl_poison.experiment")
 
 
-class GanTracker:
-    """The GAN attack's measurements: generated previews, their recognition by the global model.
-
-    The adversary's reply carries a measurement-only ``gan-preview`` record
-    (images from a fixed latent batch; the defense never reads it). Each round
-    the *new* global model scores the latest previews: ``gan_recognised`` =
-    share classified as G; the previews of a few rounds become ``gan_samples.png``.
-    """
-
-    def __init__(self, cfg: Config, fed: Federation) -> None:
-        self.cfg, self.fed = cfg, fed
-        self.latest: np.ndarray | None = None
-        self.snapshots: dict[int, np.ndarray] = {}
-        self.recognised: list[float] = []
-        self.invalid_previews = 0  # malformed gan-preview records ignored
-
-    def round(self, server_round: int, model, ex) -> dict[str, Any]:
-        from clients.attacks.gan import read_preview
-        from clients.gan import recognition_rate
-        import torch
-
-        for reply in (ex.replies if ex is not None else []):
-            if reply.has_error() or "gan-preview" not in reply.content.config_records:
-                continue
-            try:  # a client's record: a malformed one is that reply's problem, never the server's
-                images, made = read_preview(reply.content.config_records["gan-preview"],
-                                            tuple(self.fed.dataset.spec.input_shape), server_round)
-            except (ValueError, TypeError, KeyError) as exc:
-                self.invalid_previews += 1
-                log.warning("round %d: ignoring the gan-preview of node %d: %s", server_round,
-                            reply.metadata.src_node_id, exc)
-                continue
-            self.latest = images
-            self.snapshots[made] = images
-            break  # one adversary's generator (the first reply that carries one) is enough to look at
-        if self.latest is None:
-            return {"gan_recognised": None}
-        rate = recognition_rate(model, torch.from_numpy(self.latest), self.cfg["source-class"])
-        self.recognised.append(rate)
-        return {"gan_recognised": rate}
-
-    def summary(self) -> dict[str, Any]:
-        vals = [v for v in self.recognised if v is not None and math.isfinite(v)]
-        return {"recognised_mean": float(np.mean(vals)) if vals else None,
-                "recognised_final": vals[-1] if vals else None,
-                "preview_rounds": sorted(self.snapshots), "invalid_previews": self.invalid_previews}
-
-    def figure(self, run_dir: Path, bands: int = 6) -> Path | None:
-        """``gan_samples.png``: one row of generated images per round band (the last row: the final round)."""
-        if not self.snapshots:
-            return None
-        from clients.gan import to_pixels
-        from fl_poison.figures import sample_grid_figure
-
-        rounds = sorted(self.snapshots)
-        picks = sorted({rounds[int(round(i * (len(rounds) - 1) / max(bands - 1, 1)))] for i in range(bands)})
-        spec = self.fed.dataset.spec
-        rows = [(f"round {r}", to_pixels(self.snapshots[r][:16], spec.mean, spec.std)) for r in picks]
-        title = (f"generator of class G={self.cfg['source-class']} (poisoned as T={self.cfg['target-class']}); "
-                 f"fixed latents")
-        return sample_grid_figure(run_dir / "gan_samples.png", rows, title)
 Progress = Callable[[dict[str, Any], Config, float], None]
 
 
@@ -210,23 +148,21 @@ def _mean(xs: list[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-#: Reply metrics that name a class: summarised per round by the most common value (ties: the lowest), not a mean.
-CLASS_METRICS = ("ada-target",)
-
-
 def _extra_metrics(clients: list[int], metrics: list[dict[str, float]], mal: set[int]) -> dict[str, Any]:
     """Plug-in metrics of the replies, as ``honest_<name>`` / ``malicious_<name>`` means (``-`` -> ``_``).
 
-    A class-valued metric (:data:`CLASS_METRICS`) is the group's most common class, -1 when none.
+    A class-valued metric (a plug-in's ``outputs.class_metrics``) is the group's most common class
+    (ties: the lowest), -1 when none.
     """
     out: dict[str, Any] = {}
+    by_class = class_metrics()
     names = sorted({k for m in metrics for k in m})
     for name in names:
         col = name.replace("-", "_")
         for group, members in (("honest", [m for c, m in zip(clients, metrics) if c not in mal]),
                                ("malicious", [m for c, m in zip(clients, metrics) if c in mal])):
             values = [m[name] for m in members if name in m]
-            if name in CLASS_METRICS:
+            if name in by_class:
                 out[f"{group}_{col}"] = most_common_target(values) if values else None
             else:
                 out[f"{group}_{col}"] = _mean(values)
@@ -253,7 +189,7 @@ class Experiment:
         self.non_finite: str | None = None  # why the run stopped early, when the model became non-finite
         self.rate_sum: np.ndarray | None = None  # row-normalised confusion summed over rounds >= 1
         self.rate_rounds = 0
-        self.gan = GanTracker(cfg, fed) if cfg["attack"] == "gan" else None
+        self.measured = measurements_for(cfg, fed)  # the configured attack's and defense's own measurements
 
     def evaluate_fn(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         """Score the round's global model and record its row; raise NonFiniteModel once it is not finite."""
@@ -273,15 +209,13 @@ class Experiment:
         row["attack_success_rate"] = (attack_success_rate(cm, src, tgt)
                                      if src is not None and tgt is not None else None)
         row.update(attack_round_metrics(cm, src))  # mta, max_ata, source row for ata
-        if cfg["attack"] == "backdoor":
-            row["backdoor_accuracy"] = self._backdoor_accuracy()
+        row.update(self.measured.test_metrics(server_round, self.model))
         if server_round >= 1:
             self._add_rates(cm)
             row.update(self._round_report(server_round))
             row["updated"] = self._count_update(values)
             ex = self.grid.last_train if self.grid is not None else None
-            if self.gan is not None:
-                row.update(self.gan.round(server_round, self.model, ex))
+            row.update(self.measured.round_metrics(server_round, self.model, ex.replies if ex is not None else []))
             if ex is not None:
                 row.update({"num_sent": ex.sent, "replies_missing": ex.missing, "replies_error": ex.errors})
                 self.grid.last_train = None
@@ -337,16 +271,6 @@ class Experiment:
                   "(%s)", reason)
         return {"status": "no_update", "reason": reason, "rounds_updated": 0}
 
-    def _backdoor_accuracy(self) -> float:
-        """Share of triggered test samples (true class != target) the global model predicts as the target."""
-        from clients.attacks.backdoor import trigger_args
-        from clients.trigger import stamp
-
-        cfg, ds = self.cfg, self.fed.dataset
-        keep = backdoor_test_mask(ds.y_test, cfg["target-class"])
-        x = stamp(ds.x_test[keep], *trigger_args(cfg))
-        return backdoor_accuracy(predict(self.model, x, cfg["eval-batch-size"]), cfg["target-class"])
-
     def _round_report(self, server_round: int) -> dict[str, Any]:
         rep = self.strategy.last_report
         if rep is not None and rep.server_round == server_round:
@@ -378,11 +302,8 @@ class Experiment:
         }
         out.update(_extra_metrics(rep.clients, rep.client_metrics, mal))
         out.update(norm_columns(rep.clients, rep.update_norms, mal))  # update norms, honest vs malicious
-        choices: dict[str, int] = {}
-        if self.cfg["attack"] == "ada":
-            choices = {str(c): int(m["ada-target"]) for c, m in zip(rep.clients, rep.client_metrics)
-                       if c in mal and "ada-target" in m}
-            out["ada_target"] = most_common_target(choices.values())
+        columns, logged = self.measured.report_entries(rep, mal)
+        out.update(columns)
         # invalid replies never reached the defense: counted apart, never as its detections
         invalid_mal = sum(c in mal for c in rep.invalid) if self.malicious is not None else None
         out["invalid_malicious"] = invalid_mal
@@ -402,7 +323,7 @@ class Experiment:
         self.recorder.log_defense({"round": server_round, "clients": list(rep.clients), "kept": list(rep.kept),
                                    "flagged": rep.flagged, "weights": list(rep.weights), "invalid": {str(k): v for k, v in rep.invalid.items()},
                                    "malicious_selected": sorted(c for c in participants if c in mal),
-                                   **({"ada_targets": choices} if choices else {}),
+                                   **logged,
                                    "info": rep.info})
         if rep.output_rows is not None:
             self.captured.append({"round": server_round, "clients": list(rep.clients),
@@ -462,15 +383,13 @@ def _rounds(grid: "CountingGrid", cfg: Config, fed: Federation, strategy, record
     if exp.captured and cfg["figures"]:
         from fl_poison.update_figure import capture_figure
         capture_figure(recorder.dir, exp.captured, fed.malicious, cfg)
-    if exp.gan is not None and cfg["figures"]:
-        exp.gan.figure(recorder.dir)
+    if cfg["figures"]:
+        exp.measured.figures(recorder.dir)
     extra = {**exp.outcome(), "engine": type(innermost(grid)).__name__, "malicious_known": malicious is not None,
              **({} if malicious is not None else {"malicious_clients": None, "detection": None}),
              "model": type(exp.model).__name__,
              "num_parameters": int(sum(v.size for v in state.values())),
-             "mean_confusion_rates": exp.mean_confusion_rates()}
-    if exp.gan is not None:
-        extra["gan"] = exp.gan.summary()
+             "mean_confusion_rates": exp.mean_confusion_rates(), **exp.measured.summary_entries()}
     if cfg.source is not None and malicious and not any(i.get("self-described") for i in identities):
         labels = fed.dataset.y_train.numpy()
         extra["malicious_source_samples"] = {str(c): int((labels[fed.parts[c]] == cfg.source).sum())

@@ -29,9 +29,14 @@ class Bulyan(_ByzantineBudget):
         super().__init__(**kw)
         self.selection = selection
 
+    @staticmethod
+    def largest_f(k: int) -> int:
+        """Bulyan's f for ``num-byzantine=-1``: the largest with K >= 4f + 3."""
+        return (k - 3) // 4
+
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        check_budget(config, cls.name, lambda k, f: k >= 4 * f + 3, "Bulyan needs clients-per-round >= 4*f + 3",
+        check_budget(config, cls, lambda k, f: k >= 4 * f + 3, "Bulyan needs clients-per-round >= 4*f + 3",
                      lambda k: (k - 3) // 4)
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):

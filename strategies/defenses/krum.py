@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from fl_poison.config import ConfigError, Key
 from strategies import robust
-from strategies.base import DefenseStrategy
+from strategies.base import DefenseStrategy, byzantine_budget
 
 NUM_BYZANTINE = Key("num-byzantine", int, -1,
                     "f assumed by Krum / multi-Krum / Bulyan (-1 = the largest the rule tolerates)",
@@ -21,20 +21,14 @@ MULTI_KRUM_KEEP = Key("multi-krum-keep", int, -1, "updates multi-Krum averages (
                       check=lambda v: v >= 1 or v == -1, allowed="an integer >= 1, or -1", param="keep")
 
 
-def byzantine_budget(defense: str, k: int, f: int) -> int:
-    """The f a Krum-family rule uses: the given one, or the largest it tolerates for k clients."""
-    if f >= 0:
-        return f
-    if defense == "bulyan":
-        return max(0, (k - 3) // 4)
-    return max(0, (k - 3) // 2)
+def check_budget(config: dict[str, Any], rule_class: type[DefenseStrategy], fits: Callable[[int, int], bool],
+                 rule: str, largest: Callable[[int], int]) -> None:
+    """ConfigError unless the rule's f fits clients-per-round; the message says the largest f that does.
 
-
-def check_budget(config: dict[str, Any], defense: str, fits: Callable[[int, int], bool], rule: str,
-                 largest: Callable[[int], int]) -> None:
-    """ConfigError unless the rule's f fits clients-per-round; the message says the largest f that does."""
+    ``rule_class`` says which f ``num-byzantine=-1`` stands for (its ``largest_f``).
+    """
     k = config["clients-per-round"]
-    if not fits(k, byzantine_budget(defense, k, config["num-byzantine"])):
+    if not fits(k, byzantine_budget(rule_class.largest_f, k, config["num-byzantine"])):
         hint = f"f <= {largest(k)}" if fits(k, 0) else "no f works: at least 3 clients per round are needed"
         raise ConfigError("num-byzantine", config["num-byzantine"], f"{rule}; with {k} clients {hint}")
 
@@ -47,7 +41,7 @@ class _ByzantineBudget(DefenseStrategy):
         self.num_byzantine = num_byzantine
 
     def f_for(self, k: int) -> int:
-        return byzantine_budget(self.name, k, self.num_byzantine)
+        return byzantine_budget(self.largest_f, k, self.num_byzantine)
 
 
 class Krum(_ByzantineBudget):
@@ -68,7 +62,7 @@ class Krum(_ByzantineBudget):
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        check_budget(config, cls.name, lambda k, f: k - f - 2 >= 1,
+        check_budget(config, cls, lambda k, f: k - f - 2 >= 1,
                      "Krum needs clients-per-round - num-byzantine - 2 >= 1", lambda k: k - 3)
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
@@ -101,7 +95,7 @@ class MultiKrum(Krum):
         range, a sanity point in a sweep over m), so a warning rather than a refusal."""
         k = config["clients-per-round"]
         m = config["multi-krum-keep"]
-        m = m if m > 0 else k - byzantine_budget(cls.name, k, config["num-byzantine"])
+        m = m if m > 0 else k - byzantine_budget(cls.largest_f, k, config["num-byzantine"])
         if m < k:
             return []
         return [f"multi-krum keeps {m} of {k} updates (multi-krum-keep={config['multi-krum-keep']}, "
