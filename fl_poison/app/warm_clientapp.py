@@ -27,15 +27,28 @@ import time
 if __name__ == "__main__" and sys.path and os.path.dirname(os.path.abspath(__file__)) == os.path.abspath(sys.path[0]):
     del sys.path[0]  # this file's folder would shadow top-level modules with fl_poison/app's ones
 
+# Flower's own steps, imported at start so that a Flower without them stops this process at once (and
+# `deploy up` names it) rather than at a run's first message.
+from flwr.app import Message
+from flwr.app.error import Error
+from flwr.cli.install import install_from_fab
+from flwr.clientapp.client_app import LoadClientAppError
+from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore.app_utils import start_parent_process_monitor
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
 CLIENT_APP = "flwr-clientapp"
 _installed: set[str] = set()  # FAB hashes this process has installed (and verified) already
 
 
 def _client(address: str, insecure: bool, certificates: bytes | None, token: str | None = None):
     """A Runtime API client (with the task's token when given) that retries as Flower's processes do."""
-    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-    from flwr.supercore.runtime import RuntimeHttpClient
 
     interceptors = [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp" if token else "SuperExec")]
     if token:
@@ -47,14 +60,6 @@ def _client(address: str, insecure: bool, certificates: bytes | None, token: str
 
 def run_task(address: str, token: str, insecure: bool, certificates: bytes | None) -> dict[str, float]:
     """One ClientApp task in this process (``flwr-clientapp``'s steps); returns seconds per step."""
-    from flwr.app import Message
-    from flwr.app.error import Error
-    from flwr.cli.install import install_from_fab
-    from flwr.clientapp.client_app import LoadClientAppError
-    from flwr.clientapp.utils import get_load_client_app_fn
-    from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-    from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
     client = _client(address, insecure, certificates, token)
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
@@ -128,8 +133,6 @@ def _exec_afresh(token: str, fab_hash: str) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     """Poll the Runtime API for ClientApp tasks and run them here, one at a time, until the SuperNode exits."""
-    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-    from flwr.supercore.app_utils import start_parent_process_monitor
 
     if args.parent_pid is not None:
         start_parent_process_monitor(args.parent_pid)
