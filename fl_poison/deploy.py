@@ -13,7 +13,9 @@ Runtime APIs); SuperNode keys are NIST-curve EC keys in OpenSSH format,
 registered with ``flwr supernode register KEY.pub CONNECTION``; a SuperNode
 verifies the SuperLink with ``--root-certificates`` and signs with
 ``--auth-supernode-private-key``; ``flwr`` reads named SuperLink connections
-from ``$FLWR_HOME/config.toml`` (``[superlink.NAME] address, root-certificates``).
+from ``$FLWR_HOME/config.toml`` (``[superlink.NAME] address, root-certificates``);
+``flower-supernode --isolation process`` starts no SuperExec and leaves its Runtime API (``--port``) to a
+ClientApp process started beside it (here ``fl_poison/app/warm_clientapp.py``).
 """
 
 from __future__ import annotations
