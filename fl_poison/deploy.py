@@ -13,7 +13,9 @@ Runtime APIs); SuperNode keys are NIST-curve EC keys in OpenSSH format,
 registered with ``flwr supernode register KEY.pub CONNECTION``; a SuperNode
 verifies the SuperLink with ``--root-certificates`` and signs with
 ``--auth-supernode-private-key``; ``flwr`` reads named SuperLink connections
-from ``$FLWR_HOME/config.toml`` (``[superlink.NAME] address, root-certificates``).
+from ``$FLWR_HOME/config.toml`` (``[superlink.NAME] address, root-certificates``);
+``flower-supernode --isolation process`` starts no SuperExec and leaves its Runtime API (``--port``) to a
+ClientApp process started beside it (here ``fl_poison/app/warm_clientapp.py``).
 """
 
 from __future__ import annotations
@@ -33,10 +35,30 @@ from pathlib import Path
 
 from fl_poison.deploy_checks import (DeployError, busy_ports, check_node_keys, check_server_certificates,
                                      host_problem, node_key_count, port_problem)
-from fl_poison.deploy_procs import SUPERLINK, SUPERNODE, flower_processes_with_home, not_ours, proc_info, start_time
+from fl_poison.deploy_procs import (SUPERLINK, SUPERNODE, WARM, flower_processes_with_home, not_ours, proc_info,
+                                    start_time)
 
 PID_FILE = "federation.json"
 CONNECTION = "fl-poison-local"
+#: ``process``: one long-lived ClientApp process per SuperNode (fast rounds); ``subprocess``: Flower's default,
+#: a fresh ``flwr-clientapp`` per message (see docs/deployment.md for when to use which)
+ISOLATION_MODES = ("process", "subprocess")
+WARM_CLIENTAPP = Path(__file__).resolve().parent / "app" / WARM
+CLIENTAPP_SUFFIX = "-clientapp"
+
+
+def clientapp_name(node: str) -> str:
+    """The record name of ``node``'s long-lived ClientApp process."""
+    return node + CLIENTAPP_SUFFIX
+
+
+def _what(name: str) -> str:
+    """A recorded process as error messages name it."""
+    if name == "superlink":
+        return "flower-superlink"
+    if name.endswith(CLIENTAPP_SUFFIX):
+        return f"the ClientApp process of SuperNode {name[:-len(CLIENTAPP_SUFFIX)]}"
+    return f"SuperNode {name}"
 
 
 # ----------------------------------------------------------------------------- keys
@@ -349,10 +371,13 @@ class LocalFederation:
     """
 
     def __init__(self, directory: str | Path, port: int = 19093, secure: bool = True,
-                 pythonpath: str | Path | None = None) -> None:
+                 pythonpath: str | Path | None = None, isolation: str = "process") -> None:
+        if isolation not in ISOLATION_MODES:
+            raise ValueError(f"isolation must be one of {ISOLATION_MODES}, not {isolation!r}")
         self.dir = Path(directory).resolve()
         self.port = port
         self.secure = secure
+        self.isolation = isolation
         self.certs = self.dir / "certs"
         self.home = self.dir / "flwr-home"
         self.logs = self.dir / "logs"
@@ -434,12 +459,13 @@ class LocalFederation:
         return sum(1 for n in nodes if n.get("status") == "online")
 
     def wait_nodes_online(self, names: list[str], timeout: float = 90.0) -> None:
-        """Every SuperNode in ``names`` keeps running and the SuperLink lists as many online."""
+        """Every SuperNode in ``names`` (and its ClientApp process) keeps running and the SuperLink lists as many online."""
         end, online = time.time() + timeout, None
+        watched = ["superlink", *names, *(clientapp_name(n) for n in names if clientapp_name(n) in self.pids)]
         while time.time() < end:
-            for name in ["superlink", *names]:
+            for name in watched:
                 if not alive(self.pids[name]):
-                    raise self._exited(name, "flower-superlink" if name == "superlink" else f"SuperNode {name}")
+                    raise self._exited(name, _what(name))
             online = self.online_nodes()
             if online is not None and online >= len(names):
                 return
@@ -457,16 +483,26 @@ class LocalFederation:
 
     def start_supernode(self, spec: NodeSpec, index: int, secure: bool | None = None,
                         max_wait: float | None = None) -> int:
-        """Start one SuperNode; ``secure=False`` starts it without TLS even if the SuperLink has TLS."""
+        """Start one SuperNode; ``secure=False`` starts it without TLS even if the SuperLink has TLS.
+
+        With ``isolation="process"`` the SuperNode starts no SuperExec; its long-lived
+        ClientApp process (``warm_clientapp``) is started beside it, recorded as ``NAME-clientapp``.
+        """
         secure = self.secure if secure is None else secure
-        cmd = [_bin("flower-supernode"), "--superlink", self.address, "--port", str(self.port + 100 + index),
-               "--node-config", spec.node_config]
+        runtime_port = self.port + 100 + index
+        cmd = [_bin("flower-supernode"), "--superlink", self.address, "--port", str(runtime_port),
+               "--node-config", spec.node_config, "--isolation", self.isolation]
         cmd += (["--root-certificates", str(self.certs / "ca.crt")] if secure else ["--insecure"])
         if spec.key is not None:
             cmd += ["--auth-supernode-private-key", str(spec.key)]
         if max_wait is not None:
             cmd += ["--max-wait-time", str(max_wait)]
-        return self._spawn(spec.name, cmd)
+        pid = self._spawn(spec.name, cmd)
+        if self.isolation == "process":
+            self._spawn(clientapp_name(spec.name), [
+                sys.executable, str(WARM_CLIENTAPP), "--runtime-api-address", f"127.0.0.1:{runtime_port}",
+                "--insecure", "--parent-pid", str(pid), "--federation", f"{self.dir}/"])
+        return pid
 
     def up(self, nodes: list[NodeSpec], register: bool = True, wait_online: bool = True) -> None:
         """SuperLink, then (with auth) register every node's key, then the SuperNodes, then wait for them online."""
@@ -482,7 +518,8 @@ class LocalFederation:
 
     def why_not_ours(self, name: str) -> str | None:
         """Why the process recorded as ``name`` is not (or no longer) this federation's; None: it is."""
-        return not_ours(proc_info(self.pids[name]), SUPERLINK if name == "superlink" else SUPERNODE,
+        expected = SUPERLINK if name == "superlink" else WARM if name.endswith(CLIENTAPP_SUFFIX) else SUPERNODE
+        return not_ours(proc_info(self.pids[name]), expected,
                         self.started.get(name), self.env["FLWR_HOME"], str(self.dir), self.address_recorded)
 
     def running(self) -> list[str]:
@@ -567,6 +604,9 @@ def add_parser(sub) -> None:
     p.add_argument("--host", action="append", default=[],
                    help="certificate SAN besides 127.0.0.1 and localhost (repeatable)")
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: local testing only")
+    p.add_argument("--isolation", choices=ISOLATION_MODES, default="process",
+                   help="process (default): one long-lived ClientApp process per SuperNode; "
+                        "subprocess: Flower's fresh flwr-clientapp per message")
     p.add_argument("--force", action="store_true", help="certs: replace an existing CA and node keys")
 
 
@@ -644,7 +684,8 @@ def _preflight(args, fed: LocalFederation) -> None:
 
 
 def _up(args, d: Path) -> int:
-    fed = LocalFederation(d, port=args.port, secure=not args.insecure, pythonpath=Path.cwd())
+    fed = LocalFederation(d, port=args.port, secure=not args.insecure, pythonpath=Path.cwd(),
+                          isolation=args.isolation)
     _preflight(args, fed)
     nodes = [NodeSpec(f"node{i}", node_config_for(i, args.nodes, i in args.malicious, args.dataset, args.data_dir,
                                                   args.attack),

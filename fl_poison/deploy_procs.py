@@ -18,6 +18,8 @@ from pathlib import Path
 
 PROC = Path("/proc")
 SUPERLINK, SUPERNODE = "flower-superlink", "flower-supernode"
+#: the long-lived ClientApp process ``up`` starts beside a SuperNode run with ``--isolation process``
+WARM = "warm_clientapp.py"
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,9 @@ def program(argv: tuple[str, ...]) -> str:
 
 
 def is_flower_program(argv: tuple[str, ...]) -> bool:
-    """flower-superlink / -supernode / -superexec, flwr-serverapp / -clientapp, flwr itself."""
+    """flower-superlink / -supernode / -superexec, flwr-serverapp / -clientapp, flwr itself, our warm ClientApp."""
     name = program(argv)
-    return name.startswith("flower-") or name == "flwr" or name.startswith("flwr-")
+    return name.startswith("flower-") or name in ("flwr", WARM) or name.startswith("flwr-")
 
 
 def not_ours(info: ProcInfo | None, expected_program: str, recorded_start: int | None, flwr_home: str,

@@ -82,6 +82,14 @@ def test_secured_deployment_label_flip_against_lfighter(federation, tmp_path):
     defense = [json.loads(line) for line in (run / "defense.jsonl").read_text().splitlines()]
     assert sorted(defense[0]["clients"]) == [0, 1, 2] and defense[0]["malicious_selected"] == [2]
     assert (run / "model.npz").exists() and (run / "config.json").exists()
+    # --isolation process (the default): each node's one long-lived ClientApp process served all its messages,
+    # importing the app once (later tasks load nothing)
+    for i in range(3):
+        tasks = [ln for ln in (fed.logs / f"node{i}-clientapp.log").read_text().splitlines()
+                 if ln.startswith("warm-clientapp: task")]
+        assert len(tasks) >= 3, tasks  # identify + 2 training rounds
+        assert all(float(t.split(" load ")[1].split()[0]) < 0.5 for t in tasks[1:]), tasks
+        assert alive(fed.pids[f"node{i}-clientapp"])
     # the unregistered and the plain-text SuperNodes were refused and gave up (3 nodes served the run)
     for name in ("unregistered", "plaintext"):
         end = time.time() + 90
@@ -107,6 +115,7 @@ def test_secured_deployment_label_flip_against_lfighter(federation, tmp_path):
 
 def test_supernode_killed_mid_run_and_late_joiner(federation, tmp_path):
     fed = federation
+    fed.isolation = "subprocess"  # Flower's default: a fresh flwr-clientapp per message (still selectable)
     make_certificates(fed.certs, 3)
     nodes = [NodeSpec(f"node{i}", node_config_for(i, 3, False, "digits", None), fed.certs / f"node{i}.key")
              for i in range(3)]
@@ -165,7 +174,8 @@ def test_cli_up_waits_for_every_supernode_online_and_down_stops_them(tmp_path):
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"SuperLink 127.0.0.1:{port} (TLS + SuperNode auth), 2 SuperNodes online")
         fed = LocalFederation(d)
-        assert fed.running() == ["superlink", "node0", "node1"] and fed.online_nodes() == 2
+        assert fed.running() == ["superlink", "node0", "node0-clientapp", "node1", "node1-clientapp"]
+        assert fed.online_nodes() == 2
         again = subprocess.run([*cli, "up", str(d), "-n", "2", "--port", str(port)], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "lists running processes" in again.stderr

@@ -8,6 +8,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl_poison.app.experiment import run_experiment
+from fl_poison.app.polling import fast_polling
 from fl_poison.config import ConfigError, resolve
 
 app = ServerApp()
@@ -23,7 +24,7 @@ def _log_progress(row, cfg, elapsed) -> None:
 def main(grid: Grid, context: Context) -> None:
     try:
         cfg = resolve(context.run_config)
-        summary = run_experiment(grid, cfg, progress=_log_progress)
+        summary = run_experiment(fast_polling(grid), cfg, progress=_log_progress)
     except ConfigError as exc:  # one clear line, not a traceback
         log.error("fl-poison: error: %s", exc)
         return
