@@ -89,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in attack_warnings(cfg) + config_warnings(cfg, {k for layer in layers for k in layer}):
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
     from fl_poison.app.experiment import run_experiment
-    from fl_poison.engine.parallel import close_grid, make_grid
+    from fl_poison.engine.choose import grid_for
+    from fl_poison.engine.parallel import close_grid
     from fl_poison.federation import federation_for
     from fl_poison.results import run_dir_for
 
@@ -110,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     grid = None
     try:
-        grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
+        grid, engine = grid_for(cfg)  # refuses an engine that cannot reproduce the ClientApp, before training
+        print(f"fl-poison: {engine}", file=sys.stderr)
         summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress(), overwrite=args.overwrite)
     except KeyboardInterrupt as exc:
         from fl_poison.results import STATUS_NAME
