@@ -20,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from clients.behaviour import behaviour_class
 from fl_poison.app.client_app import app as client_app
 from fl_poison.app.experiment import run_experiment
-from fl_poison.config import ConfigError, resolve
+from fl_poison.config import DEFAULTS, ConfigError, resolve
 from fl_poison.engine import choose, memory
 from fl_poison.engine.batched import BatchedGrid
 from fl_poison.engine.choose import batch_refusal, choose_engine, grid_for
@@ -111,7 +111,7 @@ def test_batched_replies_equal_the_client_apps(attack, optimizer, partition):
         assert len(sizes) > 1
 
 
-def test_a_cnn_equals_the_client_app(tmp_path):
+def test_a_cnn_equals_the_client_app(tmp_path, capsys):
     from test_bn_models import _patterns  # the tiny synthetic 28x28 data set of the zoo test
 
     from fl_poison.data.datasets import clear_cache
@@ -134,9 +134,19 @@ def test_a_cnn_equals_the_client_app(tmp_path):
     assert batch_refusal(bn)[0] == "model"
     with pytest.raises(ConfigError, match="'model'.*BatchNorm"):
         choose_engine(bn)
-    # a budget below one client's measured cost
+    # a budget below one client's measured cost: one line naming the key, exit 2, nothing trained
     with pytest.raises(ConfigError, match="'engine-memory-mb'.*at least"):
         choose_engine(cfg.replace(engine="batched", engine_memory_mb=1))
+    from fl_poison.cli import main
+
+    for key, value in (("engine-memory-mb", 1), ("model", "tolpegin-fmnist-cnn")):
+        given = {k: v for k, v in cfg.to_dict().items() if v != DEFAULTS[k] and k not in ("out-dir", "run-name")}
+        args = [a for k, v in {**given, "engine": "batched", key: value}.items() for a in ("--set", f"{k}={v}")]
+        capsys.readouterr()
+        assert main(["run", *args, "--out", str(tmp_path / "out")]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"fl-poison: error: invalid value for '{key}'"), lines
+        assert not list((tmp_path / "out").rglob("rounds.csv"))
 
 
 def test_dispatch_a_behaviour_with_its_own_local_work_goes_through_the_client_app():

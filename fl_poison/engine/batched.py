@@ -32,9 +32,8 @@ from uuid import uuid4
 import torch
 from flwr.app import Message
 
-from clients.behaviour import Behaviour, RoundInput, behaviour_class
-from fl_poison.app.client_app import config_of, reply_message, round_input
-from fl_poison.app.node import local_node
+from clients.behaviour import Behaviour, RoundInput
+from fl_poison.app.client_app import reply_message, round_input
 from fl_poison.batched_training import train_many
 from fl_poison.engine import memory
 from fl_poison.engine.inprocess import InProcessGrid, error_reply
@@ -66,6 +65,8 @@ def _model_key(r: RoundInput) -> str:
 class BatchedGrid(InProcessGrid):
     """:class:`InProcessGrid` whose ``push_messages`` trains the batchable clients of a batch together.
 
+    ``client_app`` receives the messages that are not batched; the batched ones reproduce fl-poison's
+    own ClientApp (:mod:`fl_poison.app.client_app`), whose code builds their inputs and replies.
     ``memory_mb`` is the ``engine-memory-mb`` budget (-1 = automatic).
     After each batch, ``last_dispatch`` maps node id -> ``"batched"`` or
     ``"clientapp"`` and ``last_chunks`` lists the chunk sizes trained.
@@ -78,33 +79,23 @@ class BatchedGrid(InProcessGrid):
         self.last_chunks: list[int] = []
         self._fixed: dict[tuple[int, ...], int] = {}
 
-    def _batchable(self, msg: Message) -> bool:
-        context = self._contexts.get(msg.metadata.dst_node_id)
-        if context is None or msg.metadata.message_type != TRAIN:
-            return False
-        node = local_node(config_of(context), context.node_config)
-        return node.augment is None and behaviour_class(node.config, node.malicious).batchable()
-
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids, jobs = [], []
         self.last_dispatch, self.last_chunks = {}, []
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = str(uuid4())
             ids.append(msg.metadata.message_id)
-            node_id = msg.metadata.dst_node_id
             try:
-                batchable = self._batchable(msg)
-            except Exception:  # the node's own data or config failed: the ClientApp reports it as it always does
-                batchable = False
-            if not batchable:
-                self.last_dispatch[node_id] = "clientapp"
-                self._replies[msg.metadata.message_id] = self._deliver(msg)
-                continue
-            self.last_dispatch[node_id] = "batched"
-            try:
-                jobs.append(self._prepare(msg))
+                job = self._prepare(msg)
             except Exception as exc:  # a crashing client must never crash the server
+                self.last_dispatch[msg.metadata.dst_node_id] = "batched"
                 self._reply(msg, error_reply(msg, exc))
+                continue
+            self.last_dispatch[msg.metadata.dst_node_id] = "clientapp" if job is None else "batched"
+            if job is None:
+                self._replies[msg.metadata.message_id] = self._deliver(msg)
+            else:
+                jobs.append(job)
         groups: dict[str, list[_Job]] = {}
         for job in jobs:
             groups.setdefault(_model_key(job.r), []).append(job)
@@ -116,9 +107,16 @@ class BatchedGrid(InProcessGrid):
         reply.metadata.__dict__["_message_id"] = str(uuid4())
         self._replies[msg.metadata.message_id] = reply
 
-    def _prepare(self, msg: Message) -> _Job:
-        """The ClientApp's round up to training: round input, training set, the received model's score."""
-        behaviour, r = round_input(msg, self._contexts[msg.metadata.dst_node_id])
+    def _prepare(self, msg: Message) -> _Job | None:
+        """The ClientApp's round up to training (round input, training set, received-model score), or
+        ``None`` for a message the ClientApp must handle itself (not a train message, an unknown node, a
+        behaviour that is not batchable, augmentation)."""
+        context = self._contexts.get(msg.metadata.dst_node_id)
+        if context is None or msg.metadata.message_type != TRAIN:
+            return None
+        behaviour, r = round_input(msg, context)
+        if r.augment is not None or not type(behaviour).batchable():
+            return None
         x, y = behaviour.round_data(r)
         return _Job(msg, behaviour, r, x, y, Behaviour.score_received(r, x, y))
 
