@@ -80,14 +80,20 @@ class LocalResult:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def received_model_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> float:
-    """The received model's accuracy on up to ``n`` seeded local samples (a cheap, unbiased estimate)."""
+def received_sample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The up to ``n`` seeded local samples the received model is scored on (``None``: scoring off)."""
     if n == 0:
-        return float("nan")
+        return None
     if 0 < n < int(y.shape[0]):
         idx = torch.randperm(int(y.shape[0]), generator=torch.Generator().manual_seed(seed))[:n]
         x, y = x[idx], y[idx]
-    return local_accuracy(model, x, y)
+    return x, y
+
+
+def received_model_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> float:
+    """The received model's accuracy on up to ``n`` seeded local samples (a cheap, unbiased estimate)."""
+    sample = received_sample(x, y, n, seed)
+    return float("nan") if sample is None else local_accuracy(model, *sample)
 
 
 class Behaviour:

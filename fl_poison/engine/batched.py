@@ -32,25 +32,40 @@ from uuid import uuid4
 import torch
 from flwr.app import Message
 
-from clients.behaviour import Behaviour, RoundInput
+from clients.behaviour import Behaviour, RoundInput, received_sample
 from fl_poison.app.client_app import reply_message, round_input
 from fl_poison.batched_training import train_many
 from fl_poison.engine import memory
 from fl_poison.engine.inprocess import InProcessGrid, error_reply
+from fl_poison.training import correct_predictions
 
 TRAIN = "train"
 
 
 @dataclass
 class _Job:
-    """One batched client: its message, behaviour, round input, training set and received-model score."""
+    """One batched client: its message, behaviour, round input and training set."""
 
     msg: Message
     behaviour: Behaviour
     r: RoundInput
     x: torch.Tensor
     y: torch.Tensor
-    received: float
+
+
+def _received_scores(model: torch.nn.Module, group: list[_Job]) -> list[float]:
+    """Each client's received-model accuracy (:meth:`Behaviour.score_received`'s numbers) from one pass of the
+    shared global model over all the clients' scored samples, instead of one small pass per client."""
+    samples = [received_sample(j.x, j.y, j.r.config["received-eval-samples"], j.r.seed) for j in group]
+    kept = [s for s in samples if s is not None]
+    correct = correct_predictions(model, torch.cat([s[0] for s in kept]), torch.cat([s[1] for s in kept])) \
+        if kept else None
+    scores, start = [], 0
+    for s in samples:
+        n = 0 if s is None else int(s[1].shape[0])
+        scores.append(int(correct[start:start + n].sum()) / n if n else float("nan"))
+        start += n
+    return scores
 
 
 def _model_key(r: RoundInput) -> str:
@@ -108,7 +123,7 @@ class BatchedGrid(InProcessGrid):
         self._replies[msg.metadata.message_id] = reply
 
     def _prepare(self, msg: Message) -> _Job | None:
-        """The ClientApp's round up to training (round input, training set, received-model score), or
+        """The ClientApp's round up to training (round input and training set), or
         ``None`` for a message the ClientApp must handle itself (not a train message, an unknown node, a
         behaviour that is not batchable, augmentation)."""
         context = self._contexts.get(msg.metadata.dst_node_id)
@@ -118,7 +133,7 @@ class BatchedGrid(InProcessGrid):
         if r.augment is not None or not type(behaviour).batchable():
             return None
         x, y = behaviour.round_data(r)
-        return _Job(msg, behaviour, r, x, y, Behaviour.score_received(r, x, y))
+        return _Job(msg, behaviour, r, x, y)
 
     def _train(self, group: list[_Job]) -> None:
         """Train one group (same global model) chunk by chunk, then finish each client as the ClientApp does."""
@@ -127,10 +142,12 @@ class BatchedGrid(InProcessGrid):
         if sample_shape not in self._fixed:  # measured once per run: the model and settings do not change
             self._fixed[sample_shape] = memory.client_fixed_bytes(model, settings, sample_shape)
         fixed = self._fixed[sample_shape]
+        received = _received_scores(model, group)
         budget = memory.budget_bytes(self.memory_mb, next(model.parameters()).device)
         sizes = [int(j.y.shape[0]) for j in group]
         for chunk in memory.chunks(sizes, fixed, memory.sample_bytes(sample_shape), budget):
             part = [group[i] for i in chunk]
+            scores = [received[i] for i in chunk]
             self.last_chunks.append(len(part))
             try:
                 params, metrics = train_many(model, [(j.x, j.y) for j in part], settings, [j.r.seed for j in part])
@@ -138,15 +155,16 @@ class BatchedGrid(InProcessGrid):
                 for j in part:
                     self._reply(j.msg, error_reply(j.msg, exc))
                 continue
-            for j, p, (loss, acc) in zip(part, params, metrics):
+            for j, p, (loss, acc), score in zip(part, params, metrics, scores):
                 try:
-                    self._finish(j, p, loss, acc)
+                    self._finish(j, p, loss, acc, score)
                 except Exception as exc:
                     self._reply(j.msg, error_reply(j.msg, exc))
 
-    def _finish(self, job: _Job, params: dict[str, torch.Tensor], loss: float, acc: float) -> None:
+    def _finish(self, job: _Job, params: dict[str, torch.Tensor], loss: float, acc: float, received: float) -> None:
+        """The client's model takes its trained weights; the behaviour and the ClientApp's code build the reply."""
         with torch.no_grad():
             for name, p in job.r.model.named_parameters():
                 p.copy_(params[name])
-        result = Behaviour.trained_reply(job.r, int(job.y.shape[0]), loss, acc, job.received)
+        result = Behaviour.trained_reply(job.r, int(job.y.shape[0]), loss, acc, received)
         self._reply(job.msg, reply_message(job.msg, job.behaviour.finish(job.r, result)))
