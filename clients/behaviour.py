@@ -164,7 +164,7 @@ class Behaviour:
 
     @property
     def data_only(self) -> bool:
-        """True when only :meth:`training_set` differs from honest training (engines may batch such clients)."""
+        """True when only :meth:`training_set` differs from honest training (a narrower case of :meth:`batchable`)."""
         cls = type(self)
         return cls.local_work is Behaviour.local_work and cls.craft is Behaviour.craft
 

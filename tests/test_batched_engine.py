@@ -125,7 +125,8 @@ def test_a_cnn_equals_the_client_app(tmp_path, capsys):
         write_idx(fm / f"{prefix}-labels-idx1-ubyte.gz", y)
     clear_cache()
     cfg = _cfg("label-flip", **{"dataset": "fashion-mnist", "data-dir": str(tmp_path), "model": "lfighter-cnn",
-                                "num-clients": 3, "clients-per-round": 3, "num-malicious": 1, "local-epochs": 1, "train-samples": 60,
+                                "num-clients": 3, "clients-per-round": 3, "num-malicious": 1, "local-epochs": 1,
+                                "train-samples": 60,
                                 **OPTIMIZERS["momentum+wd"]})
     batched, serial = _grids(cfg)
     _assert_same_replies(_round(batched, cfg), _round(serial, cfg))

@@ -50,7 +50,8 @@ def batch_refusal(cfg: Config) -> tuple[str, str] | None:
     model = model.to(device)
     shape = tuple(fed.dataset.x_train.shape[1:])
     largest = max((len(p) for p in fed.parts), default=0)
-    need = memory.client_fixed_bytes(model, TrainSettings.from_config(cfg), shape) + largest * memory.sample_bytes(shape)
+    need = (memory.client_fixed_bytes(model, TrainSettings.from_config(cfg), shape)
+            + largest * memory.sample_bytes(shape))
     budget = memory.budget_bytes(cfg["engine-memory-mb"], device)
     if need > budget:
         return "engine-memory-mb", (f"at least {-(-need // memory.MIB)} MiB: one client of {largest} samples needs "
