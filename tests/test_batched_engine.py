@@ -213,6 +213,7 @@ def test_a_whole_run_equals_engine_serial(tmp_path, attack, over):
 def test_auto_and_bad_input(monkeypatch, capsys):
     cfg = _cfg()
     assert choose_engine(cfg)[0] == "parallel"  # auto on the CPU
+    assert choose_engine(cfg.replace(engine_workers=1))[0] == "serial"  # as engine-workers=1 always meant
     assert choose_engine(cfg.replace(engine="serial"))[0] == "serial"
     monkeypatch.setattr(choose, "BATCHED_OPTIMIZERS", ("sgd",))
     with pytest.raises(ConfigError, match="'optimizer'"):

@@ -75,6 +75,8 @@ def choose_engine(cfg: Config) -> tuple[str, str]:
         if refusal is None:
             return "batched", "engine=auto on CUDA"
         return "serial", f"engine=auto on CUDA, not batched because {refusal[0]}: {refusal[1]}"
+    if cfg["engine-workers"] == 1:
+        return "serial", "engine=auto on the CPU with engine-workers=1"
     return "parallel", "engine=auto on the CPU: forked workers are fastest here"
 
 
