@@ -17,7 +17,8 @@ from fl_poison.results import read_summary, run_dir_for
 def run_one(cfg, out: Path) -> dict:
     """One run in this process into ``run_dir_for(cfg, out)``, read back when already finished."""
     from fl_poison.app.experiment import run_experiment
-    from fl_poison.engine.parallel import close_grid, make_grid
+    from fl_poison.engine.choose import grid_for
+    from fl_poison.engine.parallel import close_grid
     from fl_poison.federation import federation_for
 
     d = run_dir_for(cfg, out)
@@ -25,7 +26,7 @@ def run_one(cfg, out: Path) -> dict:
         return read_summary(d)
     # no summary = unfinished or never run: this sweep re-runs it from scratch
     federation_for(cfg)  # load data before the workers fork, so they share it
-    grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
+    grid, _ = grid_for(cfg)
     try:
         return run_experiment(grid, cfg, out_dir=out, overwrite=True)
     finally:

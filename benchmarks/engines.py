@@ -2,16 +2,19 @@
 
     python benchmarks/engines.py                      # 20 MNIST clients, 5 rounds, 1 epoch
     python benchmarks/engines.py --set num-rounds=3   # any run key
-    python benchmarks/engines.py --device cuda        # model, data and training on a GPU
+    python benchmarks/engines.py --clients 10,100 --samples-per-client 60 --skip-simulation --skip plain,ceiling
+    python benchmarks/engines.py --device cuda --clients 10,100,1000 --samples-per-client 600   # on a GPU
 
 Engines: a plain PyTorch loop; fl-poison's in-process grid serial
-(``engine-workers=1``) and parallel (``engine-workers=-1``, one forked worker
-per core); the vectorised trainer ``train_many`` (all of a round's clients as
-one vmap'd computation; training plus central evaluation, no Flower
-messaging: it is not wired into an engine, so it measures the ceiling of batching); and
-Flower's simulation (``flwr run .``, local SuperLink, Ray backend, 1 CPU per
-client, offline, which also pays Flower's start-up; its per-round figure comes
-from the run's own rounds.csv, like the in-process ones).
+(``engine=serial``), parallel (``engine=parallel``, one forked worker per
+core) and batched (``engine=batched``: the round's clients as one vmap'd
+computation, replies built by the ClientApp's own code); the vectorised
+trainer ``train_many`` alone (training plus FedAvg and central evaluation, no
+Flower messaging: the ceiling of batching); and Flower's simulation
+(``flwr run .``, local SuperLink, Ray backend, 1 CPU per client, offline,
+which also pays Flower's start-up; its per-round figure comes from the run's
+own rounds.csv, like the in-process ones). On a CUDA device each row also
+reports the allocator's peak memory.
 
 The ceiling is measured by the same script, on the same model: the best of one
 process at batch 1,280 (all torch threads) and one single-threaded process per
@@ -176,32 +179,39 @@ def batched(cfg) -> tuple[list[float], float]:
     return times, time.perf_counter() - t_all
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (the device run key)")
-    ap.add_argument("--skip-simulation", action="store_true")
-    ap.add_argument("--skip", default="", help="comma list of: plain,serial,parallel,batched,ceiling")
-    args = ap.parse_args()
-    skip = set(filter(None, args.skip.split(",")))
-    logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    cfg = config_from_args(None, DEFAULT + [f"device={args.device}"] + args.set)
-    out = Path(tempfile.mkdtemp(prefix="fl-poison-bench-"))
-    print(f"load before: {os.getloadavg()}", flush=True)
+def _peak_mib(cfg) -> float:
+    """The CUDA allocator's peak since the last call (NaN on the CPU), then reset."""
+    import torch
+
+    from fl_poison.devices import resolve_device
+
+    if resolve_device(cfg["device"]).type != "cuda":
+        return float("nan")
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+def bench(cfg, out: Path, skip: set[str], simulation: bool) -> None:
+    """Every engine on ``cfg``; one table."""
+    rows = {
+        "plain": ("plain PyTorch loop", lambda: plain_fedavg(cfg)),
+        "serial": ("in-process, engine=serial", lambda: inprocess(cfg.replace(engine="serial"), out, "serial")),
+        "parallel": ("in-process, engine=parallel", lambda: inprocess(cfg.replace(engine="parallel"), out,
+                                                                      "parallel")),
+        "batched": ("in-process, engine=batched", lambda: inprocess(cfg.replace(engine="batched"), out, "batched")),
+        "train_many": ("train_many (vmap), no Flower", lambda: batched(cfg)),
+    }
     results = {}
-    if "plain" not in skip:
+    _peak_mib(cfg)
+    for key, (name, fn) in rows.items():
+        if key in skip:
+            continue
         t0 = time.perf_counter()
-        times, _ = plain_fedavg(cfg)
-        results["plain PyTorch loop"] = (times, time.perf_counter() - t0)
-    if "serial" not in skip:
-        results["in-process, serial (workers=1)"] = inprocess(cfg.replace(engine_workers=1), out, "serial")
-    if "parallel" not in skip:
-        results["in-process, parallel (workers=-1)"] = inprocess(cfg.replace(engine_workers=-1), out, "parallel")
-    if "batched" not in skip:
-        results["train_many (vmap), no Flower"] = batched(cfg)
-    if not args.skip_simulation:
-        results["Flower simulation (flwr run)"] = flower_simulation(cfg, out)
+        times, _ = fn()
+        results[name] = (times, time.perf_counter() - t0, _peak_mib(cfg))
+    if simulation:
+        results["Flower simulation (flwr run)"] = (*flower_simulation(cfg, out), float("nan"))
     ceil = {} if "ceiling" in skip else ceiling(cfg)
     best = max(ceil.values()) if ceil else float("nan")
     samples = sum(len(p) for p in federation_for(cfg).parts[: cfg["clients-per-round"]]) * cfg["local-epochs"]
@@ -213,11 +223,34 @@ def main() -> int:
     base_name = next(iter(results), None)
     base = float(np.median(results[base_name][0])) if base_name else float("nan")
     print(f"{'engine':36s} {'median s/round':>15s} {'vs first':>9s} {'samples/s':>10s} {'vs ceiling':>11s} "
-          f"{'total wall s':>13s}")
-    for name, (t, wall) in results.items():
+          f"{'total wall s':>13s} {'peak MiB':>9s}")
+    for name, (t, wall, peak) in results.items():
         med = float(np.median(t))
         print(f"{name:36s} {med:15.2f} {med / base:9.2f} {samples / med:10,.0f} {samples / med / best:11.2f} "
-              f"{wall:13.1f}")
+              f"{wall:13.1f} {peak:9.0f}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (the device run key)")
+    ap.add_argument("--skip-simulation", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list of: plain,serial,parallel,batched,train_many,ceiling")
+    ap.add_argument("--clients", default="", help="comma list of client counts, each a table (all train per round)")
+    ap.add_argument("--samples-per-client", type=int, default=0,
+                    help="train-samples = clients x this (small local sets; 0 = the config's train-samples)")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    base = config_from_args(None, DEFAULT + [f"device={args.device}"] + args.set)
+    print(f"load before: {os.getloadavg()}", flush=True)
+    for n in [int(c) for c in args.clients.split(",") if c] or [base["num-clients"]]:
+        over = {"num_clients": n, "clients_per_round": n}
+        if args.samples_per_client:
+            over["train_samples"] = n * args.samples_per_client
+        bench(base.replace(**over), Path(tempfile.mkdtemp(prefix="fl-poison-bench-")), skip,
+              not args.skip_simulation)
     print(f"load after: {os.getloadavg()}")
     return 0
 

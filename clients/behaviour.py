@@ -82,14 +82,20 @@ class LocalResult:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def received_model_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> float:
-    """The received model's accuracy on up to ``n`` seeded local samples (a cheap, unbiased estimate)."""
+def received_sample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The up to ``n`` seeded local samples the received model is scored on (``None``: scoring off)."""
     if n == 0:
-        return float("nan")
+        return None
     if 0 < n < int(y.shape[0]):
         idx = torch.randperm(int(y.shape[0]), generator=torch.Generator().manual_seed(seed))[:n]
         x, y = x[idx], y[idx]
-    return local_accuracy(model, x, y)
+    return x, y
+
+
+def received_model_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> float:
+    """The received model's accuracy on up to ``n`` seeded local samples (a cheap, unbiased estimate)."""
+    sample = received_sample(x, y, n, seed)
+    return float("nan") if sample is None else local_accuracy(model, *sample)
 
 
 class Behaviour:
@@ -102,6 +108,8 @@ class Behaviour:
     malicious: ClassVar[bool] = False
     #: the names this attack's :meth:`measurement` writes (see :class:`fl_poison.measurement.Outputs`)
     outputs: ClassVar[Outputs] = NO_OUTPUTS
+    #: False where the behaviour's training must not be batched even with the default local work.
+    batch: ClassVar[bool] = True
 
     def __init__(self, cid: int, config: Config) -> None:
         self.cid, self.config = cid, config
@@ -168,9 +176,20 @@ class Behaviour:
         c = self.config
         return attack_active(server_round, c["attack-start-round"], c["attack-end-round"])
 
+    @classmethod
+    def batchable(cls) -> bool:
+        """True when an engine may run this behaviour's training batched with other clients'.
+
+        Such a behaviour's round is :meth:`round_data`, honest training on it and :meth:`finish`
+        (its :meth:`local_work` is the default one), so an engine that trains many clients at once
+        and calls those two hooks sends the replies the ClientApp would. A plug-in that overrides
+        :meth:`local_work` is never batched; one may also opt out by setting ``batch = False``.
+        """
+        return cls.batch and cls.local_work is Behaviour.local_work
+
     @property
     def data_only(self) -> bool:
-        """True when only :meth:`training_set` differs from honest training (engines may batch such clients)."""
+        """True when only :meth:`training_set` differs from honest training (a narrower case of :meth:`batchable`)."""
         cls = type(self)
         return cls.local_work is Behaviour.local_work and cls.craft is Behaviour.craft
 
@@ -182,14 +201,20 @@ class Behaviour:
         """What to send after training (called inside the attack window only)."""
         return state
 
-    def local_work(self, r: RoundInput) -> LocalResult:
-        """Train on (possibly poisoned) local data, then send the (possibly crafted) weights."""
-        active = self.active(r.server_round)
-        x, y = self.training_set(r) if active else (r.x, r.y)
-        result = self.train_and_reply(r, x, y)
-        if active:
+    def round_data(self, r: RoundInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """What this round trains on: :meth:`training_set` inside the attack window, the local data outside."""
+        return self.training_set(r) if self.active(r.server_round) else (r.x, r.y)
+
+    def finish(self, r: RoundInput, result: LocalResult) -> LocalResult:
+        """The reply after training: :meth:`craft` applied inside the attack window."""
+        if self.active(r.server_round):
             result.state = self.craft(r, result.state)
         return result
+
+    def local_work(self, r: RoundInput) -> LocalResult:
+        """Train on (possibly poisoned) local data, then send the (possibly crafted) weights."""
+        x, y = self.round_data(r)
+        return self.finish(r, self.train_and_reply(r, x, y))
 
     @staticmethod
     def train_and_reply(r: RoundInput, x: torch.Tensor, y: torch.Tensor,
@@ -200,10 +225,19 @@ class Behaviour:
         trains on, possibly relabelled -- FEDn's "training accuracy"). Every attack that trains goes
         through here, so the client-side signals mean the same for all of them.
         """
-        sx, sy = scored if scored is not None else (x, y)
-        received = received_model_accuracy(r.model, sx, sy, r.config["received-eval-samples"], r.seed)
+        received = Behaviour.score_received(r, *(scored if scored is not None else (x, y)))
         loss, acc = train_local(r.model, x, y, r.settings, seed=r.seed, augment=r.augment)
-        return LocalResult(get_state(r.model), int(y.shape[0]), {
+        return Behaviour.trained_reply(r, int(y.shape[0]), loss, acc, received)
+
+    @staticmethod
+    def score_received(r: RoundInput, x: torch.Tensor, y: torch.Tensor) -> float:
+        """The received model's accuracy on ``(x, y)`` (before training): the client signal every trainer sends."""
+        return received_model_accuracy(r.model, x, y, r.config["received-eval-samples"], r.seed)
+
+    @staticmethod
+    def trained_reply(r: RoundInput, num_examples: int, loss: float, acc: float, received: float) -> LocalResult:
+        """The reply of a client whose ``r.model`` now holds its trained weights (shared by every engine)."""
+        return LocalResult(get_state(r.model), num_examples, {
             "train-loss": float(loss), "train-accuracy": float(acc), "received-model-accuracy": received,
         })
 

@@ -89,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in attack_warnings(cfg) + config_warnings(cfg, {k for layer in layers for k in layer}):
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
     from fl_poison.app.experiment import run_experiment
-    from fl_poison.engine.parallel import close_grid, make_grid
+    from fl_poison.engine.choose import grid_for
+    from fl_poison.engine.parallel import close_grid
     from fl_poison.federation import federation_for
     from fl_poison.results import run_dir_for
 
@@ -105,12 +106,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = run_dir_for(cfg, args.out)
     check_run_dir(out, args.overwrite)  # before loading data: a clash or a bad --out fails in no time
     federation_for(cfg)  # load data and plan attackers first: bad data or plans fail before training
-    print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
-          f"defense={cfg['defense']} · {cfg['num-rounds']} rounds -> {out}", file=sys.stderr)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     grid = None
     try:
-        grid = make_grid(cfg.to_dict(), cfg["num-clients"], cfg["engine-workers"], device=cfg["device"])
+        grid, engine = grid_for(cfg)  # refuses an engine that cannot reproduce the ClientApp, before training
+        print(f"fl-poison: {cfg['dataset']} · {cfg['num-clients']} clients · attack={cfg['attack']} · "
+              f"defense={cfg['defense']} · {cfg['num-rounds']} rounds · {engine} -> {out}", file=sys.stderr)
+        logging.getLogger("flwr").setLevel(logging.WARNING)
         summary = run_experiment(grid, cfg, out_dir=args.out, progress=Progress(), overwrite=args.overwrite)
     except KeyboardInterrupt as exc:
         from fl_poison.results import STATUS_NAME

@@ -159,6 +159,13 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("wait-for-nodes", float, 600.0, "seconds the ServerApp waits for num-clients SuperNodes to connect",
         check=lambda v: v > 0, allowed="a number of seconds > 0"),
     # --- speed and scale -----------------------------------------------------
+    Key("engine", str, "auto", "how fl-poison run executes a round's clients: serial (one after another in this "
+        "process), parallel (engine-workers forked processes), batched (every client whose round is training on "
+        "its possibly modified data as one vectorised computation, the others through the ClientApp); auto = "
+        "batched on CUDA where the model allows, else parallel", ("auto", "serial", "parallel", "batched")),
+    Key("engine-memory-mb", int, -1, "memory budget of one batched chunk of clients in MiB (model copies, "
+        "optimiser state, activations; -1 = 80% of the device's free memory)",
+        **_int_at_least_or_off(1, " for 80% of the free memory")),
     Key("engine-workers", int, -1, "worker processes of fl-poison's in-process engine (-1 = one per core, "
         "1 = serial in this process)", **_int_at_least_or_off(1, " for one per core")),
     Key("device", str, "auto", "torch device of local training and central evaluation (auto = cuda when present)",

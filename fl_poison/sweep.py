@@ -35,8 +35,9 @@ from fl_poison.run_files import BadRunFiles, load_finished
 from fl_poison.interrupts import StopOnSignals
 from fl_poison.tracking import check_installed
 
-#: Keys that name where or how a run is written, not what it computes: left out of the run id.
-NOT_IN_RUN_ID = ("run-name", "out-dir", "tracking")
+#: Keys that name where or how a run is written, not what it computes, and the engine keys (a sweep task always
+#: runs the serial in-process engine): left out of the run id.
+NOT_IN_RUN_ID = ("run-name", "out-dir", "tracking", "engine", "engine-memory-mb")
 
 
 class GridErrors(ConfigError):

@@ -101,11 +101,16 @@ def local_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     """
     if int(y.shape[0]) == 0:
         return float("nan")
+    return int(correct_predictions(model, x, y, batch_size).sum()) / int(y.shape[0])
+
+
+@torch.no_grad()
+def correct_predictions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Per sample, whether ``model`` (in eval mode) predicts its label: many clients' scores in one pass."""
     model.eval()
     device = model_device(model)
-    correct = sum(int((model(x[i:i + batch_size].to(device)).argmax(1) == y[i:i + batch_size].to(device)).sum())
-                  for i in range(0, int(y.shape[0]), batch_size))
-    return correct / int(y.shape[0])
+    return torch.cat([(model(x[i:i + batch_size].to(device)).argmax(1) == y[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, int(y.shape[0]), batch_size)] or [torch.zeros(0, dtype=torch.bool)])
 
 
 @torch.no_grad()

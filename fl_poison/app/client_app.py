@@ -9,7 +9,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.behaviour import RoundInput, behaviour_class
+from clients.behaviour import Behaviour, LocalResult, RoundInput, behaviour_class
 from clients.store import NodeStore
 from fl_poison.app.node import identity, local_node
 from fl_poison.config import Config, resolve
@@ -57,8 +57,8 @@ def to_array_record(state: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.ascontiguousarray(v).reshape(np.shape(v))) for k, v in state.items()})
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def round_input(msg: Message, context: Context) -> tuple[Behaviour, RoundInput]:
+    """The behaviour of this node and everything its round offers (shared with the batched engine)."""
     cfg = config_of(context)
     node = local_node(cfg, context.node_config)  # own data and role from the node config
     cid = node.cid
@@ -74,8 +74,18 @@ def train(msg: Message, context: Context) -> Message:
                    x=node.x, y=node.y, settings=TrainSettings.from_config(cfg), num_classes=node.num_classes,
                    seed=seed, rng=np.random.default_rng(seed), store=NodeStore(context.state, prefix=cls.name),
                    augment=node.augment, pool=node.pool)
-    result = cls(cid, node.config).local_work(r)
+    return cls(cid, node.config), r
+
+
+def reply_message(msg: Message, result: LocalResult) -> Message:
+    """The train reply carrying ``result``: arrays, metrics (example count first) and records."""
     metrics = {"num-examples": int(result.num_examples), **{k: float(v) for k, v in result.metrics.items()}}
     reply = RecordDict({"arrays": to_array_record(result.state), "metrics": MetricRecord(metrics),
                         **{name: ConfigRecord(rec) for name, rec in result.records.items()}})
     return Message(reply, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    behaviour, r = round_input(msg, context)
+    return reply_message(msg, behaviour.local_work(r))

@@ -27,6 +27,13 @@ CLIENT_APP_RAISED_EXCEPTION = 2
 FIRST_NODE_ID = 1001
 
 
+def error_reply(msg: Message, exc: Exception) -> Message:
+    """The reply Flower's runtimes send for a ClientApp that raised (code 2), logged once."""
+    log.warning("client node %d raised: %s", msg.metadata.dst_node_id, exc)
+    log.debug("%s", traceback.format_exc())
+    return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+
+
 class InProcessGrid(Grid):
     """Nodes ``FIRST_NODE_ID + i`` with ``node_config = {partition-id: i, num-partitions: N}``.
 
@@ -71,10 +78,7 @@ class InProcessGrid(Grid):
         try:
             reply = self._client_app(msg, context)
         except Exception as exc:  # a crashing client must never crash the server
-            log.warning("client node %d raised: %s", msg.metadata.dst_node_id, exc)
-            log.debug("%s", traceback.format_exc())
-            reply = Message(Error(code=CLIENT_APP_RAISED_EXCEPTION,
-                                  reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+            reply = error_reply(msg, exc)
         reply.metadata.__dict__["_message_id"] = str(uuid4())
         return reply
 

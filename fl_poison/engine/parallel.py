@@ -28,15 +28,14 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import traceback
 import weakref
 from typing import Iterable
 from uuid import uuid4
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fl_poison.engine.inprocess import CLIENT_APP_RAISED_EXCEPTION, InProcessGrid, inprocess_grid
+from fl_poison.engine.inprocess import InProcessGrid, error_reply, inprocess_grid
 
 log = logging.getLogger("fl_poison.engine")
 
@@ -76,10 +75,7 @@ def _run_client(job: tuple[Message, Context]) -> tuple[Message, RecordDict]:
     try:
         reply = _WORKER_APP(msg, context)
     except Exception as exc:  # a crashing client must never crash the server
-        log.warning("client node %d raised: %s", msg.metadata.dst_node_id, exc)
-        log.debug("%s", traceback.format_exc())
-        reply = Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}"),
-                        reply_to=msg)
+        reply = error_reply(msg, exc)
     return reply, context.state
 
 
