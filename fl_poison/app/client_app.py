@@ -9,13 +9,16 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.behaviour import Behaviour, LocalResult, RoundInput, behaviour_class
+from clients.behaviour import Behaviour, LocalResult, RoundInput, behaviour_class, received_sample
 from clients.store import NodeStore
 from fl_poison.app.node import identity, local_node
 from fl_poison.config import Config, resolve
 from fl_poison.devices import resolve_device
 from fl_poison.federation import new_model
 from fl_poison.training import TrainSettings, set_state
+
+# An engine that runs the ClientApp's steps itself (fl_poison/engine/batched.py) imports Behaviour, RoundInput,
+# received_sample, round_input and reply_message from here: only the app layer imports `clients`.
 
 app = ClientApp()
 

@@ -32,8 +32,7 @@ from uuid import uuid4
 import torch
 from flwr.app import Message
 
-from clients.behaviour import Behaviour, RoundInput, received_sample
-from fl_poison.app.client_app import reply_message, round_input
+from fl_poison.app.client_app import Behaviour, RoundInput, received_sample, reply_message, round_input
 from fl_poison.batched_training import train_many
 from fl_poison.engine import memory
 from fl_poison.engine.inprocess import InProcessGrid, error_reply
