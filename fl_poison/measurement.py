@@ -144,10 +144,17 @@ def section_metrics() -> tuple[str, ...]:
     return _union(f"{s}.{k}" for _, _, o in declared() for s, keys in o.sections for k in keys)
 
 
-def owner_of(metric: str) -> tuple[str, str] | None:
-    """``(kind, name)`` of the plug-in whose outputs hold ``metric`` (a column, or a section's path)."""
+def owners_of(metric: str) -> tuple[tuple[str, str], ...]:
+    """``(kind, name)`` of every plug-in whose outputs hold ``metric`` (a column, or a section's path).
+
+    Several when a plug-in inherits another's outputs (``model-replacement`` writes the backdoor's).
+    """
     base = metric.rsplit(".", 1)[-1]
-    for kind, name, o in declared():
-        if base in o.series or base in o.final or any(metric.startswith(f"{s}.") for s, _ in o.sections):
-            return kind, name
-    return None
+    return tuple((kind, name) for kind, name, o in declared()
+                 if base in o.series or base in o.final or any(metric.startswith(f"{s}.") for s, _ in o.sections))
+
+
+def owner_of(metric: str) -> tuple[str, str] | None:
+    """The first of :func:`owners_of`, or None for a core metric."""
+    owners = owners_of(metric)
+    return owners[0] if owners else None

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from fl_poison.config import ConfigError
-from fl_poison.measurement import final_columns, owner_of, section_metrics
+from fl_poison.measurement import final_columns, owners_of, section_metrics
 
 #: summary.json top-level numbers (the final round's value, or run-wide).
 FINAL_METRICS = ("accuracy", "loss", "source_accuracy", "attack_success_rate", "ata", "max_ata", "mta",
@@ -103,9 +103,9 @@ def metric_requirement(metric: str) -> tuple[str, Any] | None:
         return "a source-class (runs with source-class = -1 write no value)", lambda c: c.get("source-class", -1) >= 0
     if base == "attack_success_rate":
         return "a source-class and a target-class", lambda c: min(c.get("source-class", -1), c.get("target-class", -1)) >= 0
-    if (owner := owner_of(metric)) is not None:  # a plug-in's output: written by runs of that plug-in only
-        kind, name = owner
-        return f"{kind} = {name}", lambda c: c.get(kind) == name
+    if owners := owners_of(metric):  # a plug-in's output: written by runs of those plug-ins only
+        text = " or ".join(f"{kind} = {name}" for kind, name in owners)
+        return text, lambda c: any(c.get(kind) == name for kind, name in owners)
     if metric.startswith("detection."):
         return "an attack (attack = none writes no detection)", lambda c: c.get("attack", "none") != "none"
     return None

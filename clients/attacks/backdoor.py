@@ -81,10 +81,10 @@ class Backdoor(Behaviour):
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
         if config["target-class"] < 0:
             raise ConfigError("target-class", config["target-class"],
-                              f"attack=backdoor needs a class 0..{spec.num_classes - 1}")
+                              f"attack={cls.name} needs a class 0..{spec.num_classes - 1}")
         if config["source-class"] >= 0:
             raise ConfigError("source-class", config["source-class"],
-                              "-1 for attack=backdoor (the trigger applies to every class)")
+                              f"-1 for attack={cls.name} (the trigger applies to every class)")
         try:
             trigger_position(spec.input_shape, config["trigger-size"], config["trigger-row"], config["trigger-col"])
         except ValueError as exc:
