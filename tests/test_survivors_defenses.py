@@ -20,8 +20,8 @@ from strategies.base import DefenseStrategy
 from strategies.lfighter import code_dissimilarity, inverse_density, lfighter
 from strategies.registry import build_strategy
 from test_lfighter import extreme_updates, layout_of, with_output_rows
-from test_pca_filter import SRC
-from test_pca_filter import planted as pca_planted
+from test_pca import SRC
+from test_pca import planted as pca_planted
 
 BUILTIN = {"bulyan", "fedavg", "foolsgold", "krum", "lfighter", "median", "multi-krum", "ndc", "pca",
            "repeated-median", "trimmed-mean"}
@@ -440,7 +440,7 @@ from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
 
 from strategies.pca_filter import standardise  # noqa: E402
-from test_pca_filter import layout_of as pca_layout_of  # noqa: E402
+from test_pca import layout_of as pca_layout_of  # noqa: E402
 
 
 def with_source_rows(rows: np.ndarray, classes: tuple[int, ...] = (SRC,)):

@@ -12,7 +12,7 @@ from fl_poison.cli import main
 def test_defaults_resolve_and_match_pyproject():
     cfg = C.resolve()
     assert cfg["dataset"] == "digits" and cfg.source is None
-    flwr_cfg = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    flwr_cfg = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert flwr_cfg == C.DEFAULTS  # one configuration everywhere: no key missing, no default drifted
 
 

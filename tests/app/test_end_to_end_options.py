@@ -25,7 +25,7 @@ from strategies.registry import STRATEGIES, build_strategy
 
 TINY = {"dataset": "digits", "num-clients": 5, "clients-per-round": 5, "num-rounds": 2, "seed": 1, "figures": False}
 FLIP = {"attack": "label-flip", "source-class": 7, "target-class": 1, "num-malicious": 2}
-EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
+EXPERIMENTS = sorted((Path(__file__).parents[2] / "experiments").glob("*.toml"))
 
 
 def _run(tmp_path, **over):

@@ -13,7 +13,7 @@ from fl_poison.config import ConfigError, resolve
 from fl_poison.grid import expand, load_experiment
 from fl_poison.sweep import GridErrors, parse_resources, plan, run_id, run_state, run_sweep, write_manifest
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 TINY = """[config]
 dataset = "digits"
 num-clients = 3

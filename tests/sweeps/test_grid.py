@@ -7,7 +7,7 @@ import pytest
 from fl_poison.config import ConfigError, resolve
 from fl_poison.grid import expand, load_experiment
 
-EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.toml"))
+EXPERIMENTS = sorted((Path(__file__).parents[2] / "experiments").glob("*.toml"))
 
 
 def test_cartesian_and_zipped_axes():

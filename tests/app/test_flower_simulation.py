@@ -13,7 +13,7 @@ import pytest
 
 from fl_poison.results import read_rounds, read_summary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLWR = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
 KEYS = {"dataset": "digits", "num-clients": 3, "clients-per-round": 3, "num-rounds": 2, "seed": 5,
         "attack": "label-flip", "source-class": 7, "target-class": 1, "num-malicious": 1, "defense": "median"}

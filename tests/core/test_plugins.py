@@ -14,7 +14,7 @@ from clients.store import NodeStore
 from fl_poison import config as C
 from fl_poison import plugins
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _recipe(tag: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 #: A reference to the tracker: "issue" or "issues", then a number ("#" and a space or hyphen allowed between).
 TRACKER = re.compile(r"(?<![a-z])issues?[\s_-]*#?\d+", re.IGNORECASE)
 

@@ -13,7 +13,7 @@ from fl_poison.paper_comparison import (CONTRADICTED, NOT_MEASURED, REFERENCE, R
                                         read_metric, rounds_note, verdict)
 from fl_poison.report import make_report
 
-EXPERIMENTS = Path(__file__).parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).parents[2] / "experiments"
 
 TINY = """[config]  # never runs: every test here stops before training or only plans
 dataset = "digits"

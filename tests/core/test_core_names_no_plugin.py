@@ -16,7 +16,7 @@ import pytest
 
 from fl_poison import plugins
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: The core may spell ``none`` (the honest behaviour, the base class itself) anywhere, and the default of the
 #: ``defense`` key in one place (``config.DEFAULT_DEFENSE``).
 DEFAULT_SITE = ("config.py", "fedavg")

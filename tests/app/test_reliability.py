@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 from flower_replies import StubGrid as _Grid, make_reply
 from strategies import defenses as D
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ import pytest
 from fl_poison.deploy import (CONNECTION, LocalFederation, NodeSpec, alive, make_certificates, node_config_for,
                               write_connection)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLWR = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
 pytestmark = [pytest.mark.deployment,
               pytest.mark.skipif(not (shutil.which("flower-superlink") or
