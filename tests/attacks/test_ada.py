@@ -18,6 +18,11 @@ from fl_poison.config import ConfigError, resolve
 from fl_poison.engine.inprocess import inprocess_grid
 from fl_poison.metrics.model_poisoning import ata, max_ata, most_common_target, mta
 from fl_poison.results import read_rounds
+import copy
+from clients.attacks.ada import ADA
+from clients.behaviour import RoundInput
+from clients.store import NodeStore
+from fl_poison.training import TrainSettings, get_state, train_local
 
 
 class Toy(nn.Module):
@@ -177,3 +182,72 @@ def test_initial_model_starts_the_run_from_saved_weights(tmp_path):
     cfg = resolve({**SMALL, "num-rounds": 1, "run-name": "b", "initial-model": str(tmp_path / "a" / "model.npz")})
     run_experiment(inprocess_grid(cfg.to_dict(), 6, app), cfg, out_dir=tmp_path)
     assert read_rounds(tmp_path / "b")[0]["accuracy"] == pytest.approx(read_rounds(tmp_path / "a")[-1]["accuracy"])
+
+
+def _round(cfg, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cid: int = 0, server_round: int = 1,
+           seed: int = 1, num_classes: int = 10, global_state: dict | None = None) -> RoundInput:
+    """One client's round the way the ClientApp builds it (a seeded generator from ``seed``)."""
+    return RoundInput(cid=cid, server_round=server_round, config=cfg, model=model,
+                      global_state=global_state if global_state is not None else get_state(model), x=x, y=y,
+                      settings=TrainSettings.from_config(cfg), num_classes=num_classes, seed=seed,
+                      rng=np.random.default_rng(seed), store=NodeStore())
+
+
+# --- ADA: the target it picks from the received model ---------------------------------------------
+class _Head(nn.Module):
+    """penultimate features = the 2-D input; a seeded random linear output layer over 4 classes."""
+
+    output_layer = "fc"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.fc = nn.Linear(2, 4)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(4, 2, generator=gen))
+            self.fc.bias.copy_(torch.randn(4, generator=gen))
+
+    def penultimate(self, x):
+        return torch.flatten(x, 1)
+
+    def forward(self, x):
+        return self.fc(self.penultimate(x))
+
+
+def _clusters() -> tuple[torch.Tensor, torch.Tensor]:
+    """10 points per class around (0,0), (1,0), (5,0), (0,-3): class 1's mean is nearest to class 0's."""
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0], [0.0, -3.0]])
+    y = torch.arange(4).repeat_interleave(10)
+    return centres[y] + 0.05 * torch.randn(40, 2, generator=torch.Generator().manual_seed(0)), y
+
+
+def _trained(r: RoundInput, y: torch.Tensor, augment=None) -> dict[str, np.ndarray]:
+    """The state of a fresh copy of the received model trained on (r.x, y) with the round's seed."""
+    model = copy.deepcopy(r.model)
+    train_local(model, r.x, y, r.settings, seed=r.seed, augment=augment)
+    return get_state(model)
+
+
+@pytest.mark.parametrize("knowledge,rule", [("full", "paper"), ("partial", "paper"), ("partial", "code")])
+def test_ada_target_follows_the_configured_knowledge_and_flame_rule(knowledge, rule):
+    """Head(17) makes the three choices disagree (full -> 1, FLAME paper -> 2, FLAME code -> 3)."""
+    x, y = _clusters()
+    cfg = resolve({"dataset": "digits", "attack": "ada", "source-class": 0, "ada-knowledge": knowledge,
+                   "ada-flame-rule": rule})
+    r = _round(cfg, _Head(17), x, y, num_classes=4)
+    target, extra = ADA(0, cfg).target_for(r, x, y)
+    want = {("full", "paper"): 1, ("partial", "paper"): 2, ("partial", "code"): 3}[(knowledge, rule)]
+    assert target == want == choose_target(_Head(17), x, y, 0, 4, knowledge, rule)[0]
+    assert extra == {"ada-target": float(want)}
+
+
+def test_ada_without_source_samples_trains_honestly_and_reports_no_target():
+    """No sample of the source class: no attacking distance, target -1, the honest update, ada-target -1."""
+    x, y = _clusters()
+    keep = y != 0
+    cfg = resolve({"dataset": "digits", "attack": "ada", "source-class": 0, "scale-bound": "0.01", "seed": 2})
+    r = _round(cfg, _Head(17), x[keep], y[keep], num_classes=4)
+    want = _trained(r, r.y)
+    res = ADA(0, cfg).local_work(r)
+    assert res.metrics["ada-target"] == -1.0 and "shrink-factor" not in res.metrics
+    assert all(np.allclose(res.state[k], want[k]) for k in want)

@@ -14,6 +14,9 @@ from clients.poisoning import (
     targeted_flip_set,
     untargeted_flip_set,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from fl_poison.config import ConfigError, resolve
 
 
 def test_flip_targeted_exact_and_copy() -> None:
@@ -191,3 +194,136 @@ def test_flip_set_errors() -> None:
         targeted_flip_set(y, source=None, target=1, injection_rate=-1, rng=rng)
     with pytest.raises(ValueError, match="injection-rate"):
         targeted_flip_set(y, source=0, target=1, injection_rate=0.0, rng=rng)
+
+
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+
+
+# --- flips ----------------------------------------------------------------------------------------------
+labels_st = st.lists(st.integers(0, 9), min_size=0, max_size=60).map(lambda xs: np.asarray(xs, dtype=np.int64))
+
+
+@SETTINGS
+@given(y=labels_st, source=st.integers(0, 9), delta=st.integers(1, 9))
+def test_targeted_flip_touches_exactly_the_source_labels(y, source, delta):
+    target = (source + delta) % 10
+    idx, new = targeted_flip_set(y, source=source, target=target, injection_rate=-1.0, rng=np.random.default_rng(0))
+    assert np.array_equal(idx, np.arange(y.size))
+    assert np.array_equal(new[y != source], y[y != source])
+    assert np.all(new[y == source] == target)
+
+
+@SETTINGS
+@given(y=labels_st, seed=st.integers(0, 2**31), kind=st.sampled_from(["reverse", "random"]))
+def test_untargeted_flip_follows_the_map_and_random_maps_are_derangements(y, seed, kind):
+    mapping = flip_map(kind, 10, seed)
+    assert sorted(mapping.tolist()) == list(range(10))
+    if kind == "random":
+        assert not np.any(mapping == np.arange(10))
+    idx, new = untargeted_flip_set(y, mapping=mapping, injection_rate=-1.0)
+    assert np.array_equal(idx, np.arange(y.size)) and np.array_equal(new, mapping[y])
+
+
+@SETTINGS
+@given(y=labels_st, source=st.integers(0, 9), rate=st.floats(0.01, 1.0), seed=st.integers(0, 2**31))
+def test_injection_keeps_the_size_and_the_share_and_flips_only_source_examples(y, source, rate, seed):
+    target = (source + 1) % 10
+    idx, new = targeted_flip_set(y, source=source, target=target, injection_rate=rate, rng=np.random.default_rng(seed))
+    n_src, n_other = int((y == source).sum()), int((y != source).sum())
+    if n_src == 0:
+        assert idx.size == 0
+        return
+    assert np.array_equal(idx, np.sort(idx)) and idx.size == new.size
+    chosen = y[idx]
+    assert np.array_equal(new[chosen != source], chosen[chosen != source])
+    assert np.all(new[chosen == source] == target)
+    want_src = min(y.size, max(1, int(np.floor(rate * y.size + 0.5 + 1e-9))))
+    assert int((chosen == source).sum()) == want_src  # the share, repeated when too few source examples exist
+    assert idx.size == (y.size if n_other or want_src == y.size else want_src)  # the local set size
+    for pool, k in ((np.flatnonzero(y == source), want_src), (np.flatnonzero(y != source), y.size - want_src)):
+        picked = idx[np.isin(idx, pool)]
+        assert len(np.unique(picked)) == min(k, pool.size)  # distinct until the pool is used up
+    again = injection_indices(y, source, rate, np.random.default_rng(seed))
+    assert np.array_equal(again, idx)  # a function of the generator's seed
+
+
+def _poison(attack: str, *, source=None, target=None, mapping=None, rate=-1.0):
+    y = np.array([0, 1, 2])
+    if attack == "label-flip":
+        return targeted_flip_set(y, source=source, target=target, injection_rate=rate, rng=np.random.default_rng(0))
+    return untargeted_flip_set(y, mapping=mapping, injection_rate=rate)
+
+
+def _refusal(**over) -> ConfigError:
+    """The ConfigError a digits run with these keys raises (before any data loads)."""
+    with pytest.raises(ConfigError) as e:
+        resolve({"dataset": "digits", **over})
+    return e.value
+
+
+def test_random_flip_map_refuses_a_negative_seed_naming_it():
+    with pytest.raises(ValueError, match=r"seed must be >= 0, got -3"):
+        flip_map("random", 10, -3)
+
+
+@pytest.mark.parametrize("bad", [[0, 10], [-1, 2]])
+def test_out_of_range_labels_are_refused_with_the_valid_range(bad):
+    """A 10-class map accepts labels 0..9: the error states that range and the offending one."""
+    with pytest.raises(ValueError) as e:
+        flip_untargeted(np.array(bad), flip_map("reverse", 10, 0))
+    msg = str(e.value)
+    assert "0..9 " in msg and "10 classes" in msg and f"{min(bad)}..{max(bad)}" in msg
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_injection_draws_the_source_without_replacement_when_enough(seed):
+    """15 source + 5 clean at rate 0.4 of 20: round(8) = 8 *distinct* source examples (a draw with replacement
+    would almost surely repeat one of 15 in 8 draws) and 12 clean slots from 5 (all 5, twice, plus 2)."""
+    y = np.array([3] * 15 + [1] * 5)
+    idx = injection_indices(y, 3, 0.4, np.random.default_rng(seed))
+    src = idx[y[idx] == 3]
+    assert len(idx) == 20 and len(np.unique(src)) == len(src) == 8
+    assert np.array_equal(np.bincount(idx[y[idx] == 1], minlength=20)[15:] >= 2, np.ones(5, bool))
+
+
+def test_attack_window_from_round_zero_and_ending_at_round_zero():
+    """start=0 is a valid start ("from the beginning"); end=0 is a real end (only round 0, so never in a
+    run whose rounds start at 1), not "no end" - only end < 0 means that."""
+    assert attack_active(1, 0, -1) and attack_active(0, 0, 0)
+    assert not attack_active(1, 0, 0)
+
+
+@pytest.mark.parametrize("start,end,message", [
+    (-1, 5, "attack-start-round must be >= 0, got -1"),
+    (1, 0, "attack-end-round=0 is before attack-start-round=1; "
+           "allowed: attack-end-round >= attack-start-round, or < 0 for no end"),
+])
+def test_attack_window_errors_name_the_keys_and_what_is_allowed(start, end, message):
+    with pytest.raises(ValueError) as e:
+        attack_active(1, start, end)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(attack="label-flip", source=1), "attack=label-flip needs source-class and target-class to be set"),
+    (dict(attack="untargeted-flip"), "attack=untargeted-flip needs a flip-map (reverse | random)"),
+    # injection-rate 0 is not "off" (off is < 0): refused like any other rate
+    (dict(attack="untargeted-flip", mapping=np.arange(3)[::-1], rate=0.0),
+     "injection-rate=0.0 applies only to attack=label-flip; set it < 0 (off) for attack=untargeted-flip"),
+])
+def test_flip_set_refusals_name_the_keys_and_what_is_allowed(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        _poison(**kwargs)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("over,key,value,allowed", [
+    # label-flip needs its classes: the message names the attack and the data set's class range
+    ({"attack": "label-flip"}, "source-class", -1, "attack=label-flip needs a class 0..9"),
+    # untargeted flipping has no source class to dilute: injection-rate must stay off, and -1 leads the message
+    ({"attack": "untargeted-flip", "injection-rate": 0.5}, "injection-rate", 0.5,
+     "-1 with attack=untargeted-flip (dilution needs a source class)"),
+])
+def test_bad_flip_config_names_key_value_and_allowed(over, key, value, allowed):
+    e = _refusal(**over)
+    assert (e.key, e.value, e.allowed) == (key, value, allowed)

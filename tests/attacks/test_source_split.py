@@ -17,6 +17,7 @@ from fl_poison.config import ConfigError, resolve
 from fl_poison.engine.inprocess import inprocess_grid
 from fl_poison.federation import federation_for
 from fl_poison.training import TrainSettings
+from fl_poison.federation import plan_attackers
 
 AUTHORS = {"dataset": "digits", "num-clients": 10, "clients-per-round": 5, "attack": "label-flip",
            "source-class": 3, "target-class": 8, "num-malicious": 3, "honest-holds-source": False,
@@ -132,3 +133,27 @@ def test_the_split_works_with_attackers_drawn_among_the_source_holders_of_a_diri
     assert fed.malicious == drawn.malicious and all((labels[drawn.parts[c]] == 3).any() for c in fed.malicious)
     assert not any((labels[p] == 3).any() for p in fed.parts)
     assert local_node(cfg, {"partition-id": fed.malicious[0], "num-partitions": 10}).pool[1].shape[0] == fed.spare.size
+
+
+SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
+         "figures": False}
+
+
+# --- 1. attackers drawn among holders of the SOURCE class -------------------------------------------
+def test_source_holder_attackers_hold_the_source_not_the_target():
+    cfg = resolve({**SMALL, "attack": "label-flip", "source-class": 7, "target-class": 1, "num-malicious": 2,
+                   "malicious-from-source-holders": True})
+    labels = np.array([7] * 5 + [7] * 5 + [1] * 5 + [1] * 5)
+    parts = [np.arange(0, 5), np.arange(5, 10), np.arange(10, 15), np.arange(15, 20)]
+    assert plan_attackers(cfg, parts, labels) == (0, 1)  # only 0 and 1 hold class 7
+
+
+def test_source_holder_attackers_in_a_real_federation():
+    cfg = resolve({**SMALL, "num-clients": 10, "partition": "dirichlet", "dirichlet-alpha": 0.1, "attack": "label-flip",
+                   "source-class": 7,
+                   "target-class": 1, "num-malicious": 2, "malicious-from-source-holders": True})
+    fed = federation_for(cfg)
+    labels = fed.dataset.y_train.numpy()
+    holders = {c for c, p in enumerate(fed.parts) if (labels[p] == 7).any()}
+    assert len(holders) < 10  # the extreme split leaves clients without class 7: the test can fail
+    assert set(fed.malicious) <= holders

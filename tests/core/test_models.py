@@ -15,6 +15,10 @@ from fl_poison.models import (
     count_params,
     model_input_shapes,
 )
+import numpy as np
+from fl_poison.metrics import model_poisoning as MP
+from fl_poison import federation as FED  # noqa: E402
+from fl_poison.config import resolve  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -248,3 +252,47 @@ def test_lfighter_dropout_switch_paper_vs_authors_code():
     assert not torch.equal(code(x), code(x))
     with pytest.raises(ValueError, match="no dropout"):
         bm("mlp", 10, (1, 8, 8), dropout=0.3)
+
+
+SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "seed": 3}
+
+
+def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_predict_in_eval_mode_and_in_batches():
+    """Batches of 3 over 7 rows give the argmax of one full eval-mode forward pass; dropout is off."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Dropout(0.9), torch.nn.Linear(5, 3))
+    x = torch.randn(7, 4)
+    model.train()
+    got = MP.predict(model, x, batch_size=3)
+    assert not model.training
+    with torch.no_grad():
+        want = model(x).argmax(1).numpy()
+    assert np.array_equal(got, want) and got.shape == (7,)
+    empty = MP.predict(model, x[:0])
+    assert empty.shape == (0,) and empty.dtype == np.int64
+
+
+def test_new_model_is_seeded_and_takes_the_dropout_key():
+    """Same seed -> same weights; an explicit dropout reaches the model, -1 keeps the model's default."""
+    cfg = resolve({"dataset": "mnist", "dropout": 0.3})
+    a, b = _state(FED.new_model(cfg)), _state(FED.new_model(cfg))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    other = _state(FED.new_model(cfg.replace(seed=cfg["seed"] + 1)))
+    assert not all(np.array_equal(a[k], other[k]) for k in a)
+    rates = [m.p for m in FED.new_model(cfg).modules() if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d))]
+    assert rates and all(p == 0.3 for p in rates)
+    from fl_poison.models import build_model
+
+    default = [m.p for m in build_model("lfighter-cnn", 10, (1, 28, 28)).modules()
+               if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d))]
+    got = [m.p for m in FED.new_model(cfg.replace(dropout=-1.0)).modules()
+           if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d))]
+    assert got == default
+
+
+def test_model_outputs_is_a_python_int():
+    assert FED.model_outputs(resolve(SMALL)) == 10 and type(FED.model_outputs(resolve(SMALL))) is int

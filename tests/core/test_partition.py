@@ -7,6 +7,10 @@ import pytest
 import torch
 
 from fl_poison.data.partition import SCHEMES, partition, partition_stats
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from fl_poison.config import resolve
+from fl_poison.federation import federation_for, training_pool
 
 torch.set_num_threads(1)
 
@@ -144,3 +148,43 @@ def test_partition_stats_contents():
     assert stats["classes_held"] == [[0, 1], [1, 2]]
     assert stats["clients_per_class"] == [1, 2, 1, 0]
     assert stats["min_size"] == 2 and stats["max_size"] == 4 and stats["mean_size"] == 3.0
+
+
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+
+
+# --- partitions -----------------------------------------------------------------------------------------
+@SETTINGS
+@given(seed=st.integers(0, 2**31), n_per_class=st.integers(10, 40), clients=st.integers(2, 10),
+       scheme=st.sampled_from(["iid", "dirichlet", "extreme"]), alpha=st.floats(0.05, 10.0))
+def test_partitions_cover_every_sample_exactly_once(seed, n_per_class, clients, scheme, alpha):
+    classes = 5
+    if scheme == "extreme":
+        clients = max(clients, classes)
+    labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(classes), n_per_class))
+    try:
+        parts = partition(labels, clients, scheme, seed=seed, alpha=alpha, num_classes=classes)
+    except ValueError:
+        assume(False)  # a documented refusal (e.g. a Dirichlet split that cannot give every client data)
+    assert len(parts) == clients
+    allidx = np.concatenate(parts)
+    assert np.array_equal(np.sort(allidx), np.arange(labels.size))
+    assert all(np.array_equal(p, np.sort(p)) for p in parts)
+    if scheme == "extreme":
+        assert all(len(np.unique(labels[p])) <= 1 for p in parts)
+
+
+SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
+         "figures": False}
+
+
+# --- 5. dirichlet-alpha reaches the partitioner ---------------------------------------------------------
+def test_dirichlet_alpha_reaches_the_partitioner():
+    cfg = resolve({**SMALL, "num-clients": 5, "partition": "dirichlet", "dirichlet-alpha": 0.05})
+    fed = federation_for(cfg)
+    labels = fed.dataset.y_train.numpy()
+    pool = training_pool(len(labels), -1, cfg["seed"])
+    want = partition(labels[pool], 5, "dirichlet", seed=cfg["seed"], alpha=0.05, num_classes=10)
+    default = partition(labels[pool], 5, "dirichlet", seed=cfg["seed"], alpha=1.0, num_classes=10)
+    assert [p.tolist() for p in fed.parts] == [pool[p].tolist() for p in want]
+    assert [p.tolist() for p in want] != [p.tolist() for p in default]

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from fl_poison.sampling import sample_clients, sample_with_availability
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 HONEST = list(range(25, 50))
 MALICIOUS = list(range(25))
@@ -102,3 +104,40 @@ def test_bad_pools() -> None:
         sample_with_availability(rng, [0, 1], [2], 4, 0.5)
     with pytest.raises(ValueError, match="both honest and malicious"):
         sample_with_availability(rng, [0, 1], [1], 1, 0.5)
+
+
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31), n_h=st.integers(0, 20), n_m=st.integers(0, 20), alpha=st.floats(0, 1),
+       data=st.data())
+def test_availability_sampling_picks_distinct_known_clients(seed, n_h, n_m, alpha, data):
+    honest, mal = list(range(n_h)), list(range(100, 100 + n_m))
+    k = data.draw(st.integers(0, n_h + n_m))
+    chosen = sample_with_availability(np.random.default_rng(seed), honest, mal, k, alpha)
+    assert len(chosen) == k == len(set(chosen)) and chosen == sorted(chosen)
+    assert set(chosen) <= set(honest) | set(mal)
+    if alpha == 0.0:
+        assert sum(c >= 100 for c in chosen) == max(0, k - n_h)
+    if alpha == 1.0:
+        assert sum(c >= 100 for c in chosen) == min(k, n_m)
+    plain = sample_clients(np.random.default_rng(seed), n_h + n_m, k)
+    assert len(set(plain)) == k and all(0 <= c < n_h + n_m for c in plain)
+
+
+def test_sample_clients_message():
+    with pytest.raises(ValueError, match=r"num-clients must be >= 0, got -3"):
+        sample_clients(np.random.default_rng(0), -3, 0)
+
+
+@pytest.mark.parametrize("honest,malicious", [([1, 1, 2], [5]), ([1, 2], [5, 5])])
+def test_availability_rejects_repeated_ids_in_either_pool(honest, malicious):
+    with pytest.raises(ValueError, match="honest and malicious client ids must not repeat"):
+        sample_with_availability(np.random.default_rng(0), honest, malicious, 1, 0.5)
+
+
+def test_availability_names_only_the_clients_in_both_pools():
+    with pytest.raises(ValueError) as err:
+        sample_with_availability(np.random.default_rng(0), [1, 2], [2, 3], 1, 0.5)
+    assert str(err.value) == "a client cannot be both honest and malicious: [2]"

@@ -9,6 +9,12 @@ import pytest
 
 from fl_poison.updates import make_layout
 from strategies.foolsgold import foolsgold, foolsgold_features, foolsgold_weights, pardoned_similarity
+from strategies import defenses as D
+from test_lfighter import layout_of
+from fl_poison.config import resolve
+from fl_poison.updates import infer_layout
+from strategies import foolsgold as fg
+from strategies.registry import build_strategy
 
 LOGIT_099 = math.log(0.99 / 0.01) + 0.5  # ≈ 5.095 -> clipped to 1
 
@@ -187,3 +193,184 @@ def test_bad_scope_rejected():
 
     with pytest.raises(ValueError, match="scope"):
         FoolsGold(clients_per_round=2, scope="everyone")
+
+
+def _fg_layout(c: int = 3, h: int = 2):
+    """A two-layer MLP layout whose output layer ``fc2`` has ``c`` neurons of ``h`` inputs."""
+    arrays = [np.zeros((h, 2)), np.zeros(h), np.zeros((c, h)), np.zeros(c)]
+    return make_layout(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"], arrays, "fc2")
+
+
+def test_foolsgold_features_default_is_the_output_layer():
+    layout = _fg_layout()
+    upd = np.arange(2.0 * layout.num_params).reshape(2, -1)
+    np.testing.assert_array_equal(foolsgold_features(upd, layout), layout.output_layer(upd))
+    # the base hands defenses float32 updates; the features (summed into the history) are float64
+    for features in ("output-layer", "all"):
+        assert foolsgold_features(upd.astype(np.float32), layout, features).dtype == np.float64
+
+
+def test_foolsgold_weights_of_no_and_one_client():
+    assert foolsgold_weights(np.zeros((0, 3))).shape == (0,)
+    np.testing.assert_array_equal(foolsgold_weights(np.array([[2.0, 1.0]])), [1.0])
+
+
+def test_foolsgold_weights_clip_a_negative_logit_to_zero():
+    """A client whose rescaled alpha is below 1 / (1 + e^0.5) ~ 0.38 gets a negative logit + 0.5: weight 0."""
+    # cos(a, b) = 0.8 (b is a's near twin); c orthogonal to both: alpha_a = alpha_b = 0.2, alpha_c = 1
+    hist = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]])
+    wv = foolsgold_weights(hist)
+    assert np.log(0.2 / 0.8) + 0.5 < 0
+    np.testing.assert_array_equal(wv, [0.0, 0.0, 1.0])
+
+
+def test_foolsgold_single_client_is_its_own_update():
+    """K = 1: weight 1, total 1 -- the update itself, not the all-zero fallback."""
+    layout = _fg_layout()
+    row = np.linspace(-1, 1, layout.num_params)
+    agg = foolsgold(row[None], np.ones(1), layout)
+    np.testing.assert_allclose(agg.update, row)
+    assert agg.kept.tolist() == [True] and "fallback" not in agg.info
+
+
+def test_foolsgold_report_fields_and_kept():
+    layout = _fg_layout()
+    upd = np.random.default_rng(3).normal(size=(3, layout.num_params))
+    hist = np.array([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])  # 0, 1 sybils; 2 honest
+    agg = foolsgold(upd, np.ones(3), layout, history=hist, features="all")
+    assert agg.info == {"wv": [0.0, 0.0, 1.0], "features": "all", "history_rows": 3}  # rows, not the 4 features
+    np.testing.assert_array_equal(agg.kept, [False, False, True])
+    np.testing.assert_allclose(agg.update, upd[2])
+
+
+def test_foolsgold_all_zero_fallback_report():
+    layout = _fg_layout()
+    upd = np.tile(np.arange(layout.num_params, dtype=float), (2, 1))
+    agg = foolsgold(upd, np.ones(2), layout)
+    assert agg.info["fallback"] == "all FoolsGold weights are 0: zero update"
+    assert agg.kept.dtype == bool and agg.kept.tolist() == [False, False]
+    np.testing.assert_array_equal(agg.weights, [0.0, 0.0])
+    np.testing.assert_array_equal(agg.update, np.zeros(layout.num_params))
+
+
+def test_foolsgold_history_row_count_message():
+    layout = _fg_layout()
+    with pytest.raises(ValueError) as err:
+        foolsgold(np.zeros((2, layout.num_params)), np.ones(2), layout, history=np.ones((3, 5)))
+    assert str(err.value) == "history has 3 rows for 2 updates"
+
+
+@pytest.mark.parametrize(
+    "sampled",
+    [
+        [0, -1],  # negative index (even though the largest is in range)
+        [0, 3],  # one past the last history row
+        [0, 1, 2],  # three indices for two updates (all in range)
+    ],
+)
+def test_foolsgold_rejects_bad_sampled_rows(sampled):
+    layout = _fg_layout()
+    hist = np.eye(3, 5)  # 3 history rows of 5 features
+    with pytest.raises(ValueError) as err:
+        foolsgold(np.zeros((2, layout.num_params)), np.ones(2), layout, history=hist, sampled=np.array(sampled))
+    assert str(err.value) == "sampled must hold 2 row indices into a history of 3 rows"
+
+
+def test_foolsgold_sampled_accepts_row_zero_and_a_one_row_history():
+    layout = _fg_layout()
+    row = np.linspace(-1, 1, layout.num_params)
+    agg = foolsgold(row[None], np.ones(1), layout, history=np.array([[1.0, 2.0]]), sampled=np.array([0]))
+    np.testing.assert_allclose(agg.update, row)
+
+
+def test_foolsgold_without_history_uses_the_features_asked_for():
+    """No memory: this round's features are the history -- of the whole update when ``features="all"``.
+
+    Clients 0 and 1 share their output layer but point opposite ways elsewhere: sybils for the
+    output-layer features, not for the whole update.
+    """
+    layout = _fg_layout()
+    rng = np.random.default_rng(5)
+    upd = rng.normal(size=(3, layout.num_params))
+    out = layout.slice_of(2).start
+    upd[1, out:] = upd[0, out:]
+    upd[0, :out] *= 10.0  # the rest of the update dominates, and points opposite ways for 0 and 1
+    upd[1, :out] = -upd[0, :out]
+    for features in ("output-layer", "all"):
+        agg = foolsgold(upd, np.ones(3), layout, features=features)
+        want = foolsgold_weights(foolsgold_features(upd, layout, features))
+        np.testing.assert_allclose(agg.info["wv"], want, atol=1e-12)
+    assert foolsgold(upd, np.ones(3), layout).info["wv"][:2] == [0.0, 0.0]
+    assert foolsgold(upd, np.ones(3), layout, features="all").info["wv"][:2] != [0.0, 0.0]
+
+
+def test_foolsgold_features_error_names_the_allowed_values():
+    with pytest.raises(ValueError, match=r"features must be 'output-layer' or 'all', got 'last'"):
+        foolsgold_features(np.zeros((2, _fg_layout().num_params)), _fg_layout(), "last")
+
+
+def test_foolsgold_weights_of_sybils_only_are_zero_without_a_numpy_warning():
+    """Every client a copy of another: all alphas 0; no 0/0 or log(0) on the way (they would flood a run's log)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(foolsgold_weights(np.array([[1.0, 2.0], [2.0, 4.0], [1.0, 2.0]])), 0.0)
+        # one honest client among sybils: the sybils' alpha is 0 (log(0) is never taken), the honest one 1
+        np.testing.assert_array_equal(foolsgold_weights(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])), [0, 0, 1])
+
+
+@pytest.mark.parametrize(("scope", "features"), [("all-seen", "output-layer"), ("all-seen", "all"),
+                                                ("round", "output-layer"), ("round", "all")])
+def test_foolsgold_strategy_history_per_scope(scope, features):
+    # round 1: clients 0-3, round 2: clients 2-5. History = per-client sum of feature rows;
+    # "all-seen" compares every client seen so far (first-seen order) and weighs the sampled,
+    # "round" only this round's clients.
+    from strategies import foolsgold as fg
+
+    layout = layout_of(4, 3)
+    rng = np.random.default_rng(8)
+    u1, u2 = rng.normal(size=(4, layout.num_params)), rng.normal(size=(4, layout.num_params))
+    u2[2:] = u2[2] + 0.01 * rng.normal(size=(2, layout.num_params))  # 4 and 5: near-sybils
+    n = np.array([10.0, 20.0, 30.0, 40.0])
+    s = D.FoolsGold(scope=scope, features=features)
+    s.aggregate_updates(u1, n, layout, [0, 1, 2, 3], 1)
+    got = s.aggregate_updates(u2, n, layout, [2, 3, 4, 5], 2)
+    f1, f2 = fg.foolsgold_features(u1, layout, features), fg.foolsgold_features(u2, layout, features)
+    seen = np.stack([f1[0], f1[1], f1[2] + f2[0], f1[3] + f2[1], f2[2], f2[3]])
+    if scope == "round":
+        ref = fg.foolsgold(u2, n, layout, history=seen[2:], features=features)
+    else:
+        ref = fg.foolsgold(u2, n, layout, history=seen, sampled=np.array([2, 3, 4, 5]), features=features)
+    np.testing.assert_allclose(got.update, ref.update)
+    np.testing.assert_allclose(got.weights, ref.weights)
+    np.testing.assert_array_equal(got.kept, ref.kept)
+    assert got.info == ref.info and got.info["features"] == features
+    assert sorted(s.history) == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(np.stack([s.history[c] for c in range(6)]), seen)
+
+
+SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
+         "figures": False}
+
+
+# --- 4. FoolsGold accumulates each client's history across rounds ---------------------------------------
+def test_foolsgold_strategy_weights_come_from_the_accumulated_history():
+    names = ["w", "b"]
+    arrays = [np.zeros((2, 3)), np.zeros(2)]
+    layout = infer_layout(names, arrays)
+    # this round's clients only: the accumulation is what is under test (the all-seen scope: tests/test_foolsgold.py)
+    strat = build_strategy(resolve({**SMALL, "defense": "foolsgold", "foolsgold-features": "all",
+                                    "foolsgold-scope": "round"}))
+    rng = np.random.default_rng(5)
+    r1 = rng.normal(size=(4, 8))
+    r2 = rng.normal(size=(4, 8))
+    r2[1] = r2[0]  # in round 2 alone, clients 0 and 1 look like sybils
+    strat.aggregate_updates(r1, np.ones(4), layout, [0, 1, 2, 3], 1)
+    agg = strat.aggregate_updates(r2, np.ones(4), layout, [0, 1, 2, 3], 2)
+    expected = fg.foolsgold_weights(r1 + r2)
+    assert np.allclose(agg.info["wv"], expected)
+    assert not np.allclose(expected, fg.foolsgold_weights(r2))  # history matters for this data
+    # a client absent in round 2 keeps its history for round 3
+    agg3 = strat.aggregate_updates(r1[[0, 2]], np.ones(2), layout, [0, 2], 3)
+    assert np.allclose(agg3.info["wv"], fg.foolsgold_weights((r1 + r2 + r1)[[0, 2]]))

@@ -9,6 +9,14 @@ import pytest
 
 from fl_poison.updates import make_layout
 from strategies.lfighter import inverse_density, lfighter, neuron_magnitudes, top_two
+from fl_poison.config import resolve
+from strategies import defenses as D
+from strategies.base import DefenseStrategy
+from strategies.lfighter import code_dissimilarity
+from strategies.registry import build_strategy
+from sklearn.cluster import KMeans  # noqa: E402
+from strategies.defaults import KMEANS_N_INIT  # noqa: E402
+from strategies.lfighter import _neuron_data  # noqa: E402
 
 
 def layout_of(c: int, h: int, bias: bool = True):
@@ -352,3 +360,194 @@ def test_bad_mode_rejected():
     layout = layout_of(3, 2)
     with pytest.raises(ValueError):
         lfighter(np.zeros((3, layout.num_params)), np.ones(3), layout, mode="iid")  # type: ignore[arg-type]
+
+
+def built(**over) -> DefenseStrategy:
+    """The Strategy a run config builds (11 clients, all sampled)."""
+    return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
+
+
+def same_partition(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return bool(np.array_equal(a, b) or np.array_equal(a, 1 - b))
+
+
+def noise_mild_case():
+    """12 clients of plain noise: k-means' start points decide the mild split (10 classes, 5 hidden)."""
+    layout = layout_of(10, 5)
+    return layout, np.random.default_rng(2).normal(size=(12, layout.num_params))
+
+
+def mild_data(layout, upd, neurons) -> np.ndarray:
+    """Procedure 1's input, built by hand: each client's weight rows of the two neurons, concatenated."""
+    rows = layout.output_rows(upd)[:, :, :-1]
+    return np.concatenate([rows[:, n] for n in neurons], axis=1)
+
+
+def test_lfighter_min_samples_minus_one_means_hdbscan_default():
+    assert built(defense="lfighter").min_samples is None  # -1: the paper's min_cluster_size=2 only
+    assert built(defense="lfighter", **{"lfighter-min-samples": 1}).min_samples == 1
+
+
+def test_lfighter_strategy_runs_extreme_mode_with_its_min_samples():
+    # two label flippers (7 -> 1) among one-class clients, a lone class-9 client: with HDBSCAN
+    # min_samples=1 the pair forms its own cluster (dropped: smaller than the honest class-1
+    # cluster with the same top neuron) and the loner is noise (dropped); see test_lfighter.py
+    spec = [(1, 1)] * 4 + [(1, 7, 7)] * 2 + [(7, 7)] * 3 + [(4, 4)] * 2 + [(5, 5)] * 2 + [(9, 9)]
+    layout, upd = extreme_updates(0, spec)
+    strat = D.LFighter(mode="extreme", min_samples=1, clients_per_round=len(spec))
+    agg = strat.aggregate_updates(upd, np.ones(len(spec)), layout, list(range(len(spec))), 1)
+    expected = np.ones(len(spec), bool)
+    expected[[4, 5, 13]] = False
+    np.testing.assert_array_equal(agg.kept, expected)
+    assert agg.info["mode"] == "extreme"
+
+
+def test_lfighter_extreme_reports_integer_labels_and_cluster_sizes():
+    spec = [(1, 1)] * 4 + [(1, 7, 7)] * 2 + [(7, 7)] * 3 + [(4, 4)] * 2 + [(5, 5)] * 2 + [(9, 9)]
+    layout, upd = extreme_updates(0, spec)
+    info = lfighter(upd, np.ones(len(spec)), layout, mode="extreme", min_samples=1).info
+    labels = info["cluster"]
+    assert all(type(x) is int for x in labels)  # JSON reports: 0, not 0.0
+    ids = sorted(set(labels) - {-1})
+    assert info["cluster_size"] == [labels.count(j) for j in ids]
+    assert sorted(info["cluster_size"]) == [2, 2, 2, 3, 4]  # classes 4, 5, the flippers; 7; 1
+
+
+@pytest.mark.parametrize("mode", ["mild", "extreme"])
+def test_lfighter_identical_output_rows_fall_back_before_clustering(mode):
+    # the same output rows for every client (their entries differ from each other): no clustering at all
+    layout = layout_of(3, 2)
+    upd = np.tile(np.random.default_rng(5).normal(size=layout.num_params), (5, 1))
+    info = lfighter(upd, np.ones(5), layout, mode=mode).info
+    assert info["fallback"].startswith("all extracted gradients identical")
+    assert "cluster" not in info
+
+
+def test_lfighter_bad_arguments_name_the_allowed_values():
+    layout = layout_of(3, 2)
+    upd = np.random.default_rng(0).normal(size=(4, layout.num_params))
+    for kw, msg in (({"mode": "iid"}, "mode must be 'mild' or 'extreme', got 'iid'"),
+                    ({"score": "x"}, "score must be one of ('paper', 'code'), got 'x'"),
+                    ({"n_init": 0}, "n_init must be >= 1, got 0")):
+        with pytest.raises(ValueError) as e:
+            lfighter(upd, np.ones(4), layout, **kw)
+        assert str(e.value) == msg
+    assert "cluster" in lfighter(upd, np.ones(4), layout, n_init=1).info  # one initialisation is enough
+
+
+def test_lfighter_needs_three_clients_to_cluster():
+    layout = layout_of(3, 2)
+    upd = np.random.default_rng(1).normal(size=(3, layout.num_params))
+    assert lfighter(upd[:2], np.ones(2), layout).info["fallback"].startswith("fewer than 3 clients")
+    info = lfighter(upd, np.ones(3), layout).info
+    assert "fallback" not in info and len(info["cluster"]) == 3
+
+
+def test_lfighter_without_output_bias_keeps_every_weight_column():
+    # no bias array: the rows are the weights alone, nothing to strip. Honest clients and two identical
+    # attackers differ only in the LAST weight column of the two top neurons (+1 vs -1)
+    layout = layout_of(3, 2, bias=False)
+    upd = np.zeros((5, layout.num_params))
+    w = upd[:, layout.slice_of(layout.output_weight)].reshape(5, 3, 2)
+    w[:, :2, 0] = 1.0
+    w[:3, :2, 1] = np.array([[1.0, 1.0], [1.1, 1.0], [1.0, 1.1]])
+    w[3:, :2, 1] = -1.0
+    upd[:, layout.slice_of(layout.output_weight)] = w.reshape(5, -1)
+    agg = lfighter(upd, np.ones(5), layout)
+    np.testing.assert_array_equal(agg.kept, [True, True, True, False, False])
+    assert agg.info["score"] == "paper" and agg.info["include_bias"] is False
+    assert lfighter(upd, np.ones(5), layout, score="code").info["score"] == "code"
+    # no bias to add: include_bias changes nothing but is reported as asked
+    with_bias = lfighter(upd, np.ones(5), layout, include_bias=True)
+    np.testing.assert_array_equal(with_bias.kept, agg.kept)
+    assert with_bias.info["include_bias"] is True
+
+
+def test_lfighter_all_noise_fallback_says_so():
+    layout, upd = extreme_updates(0, [(1, 1), (4, 4), (5, 5)])
+    info = lfighter(upd, np.ones(3), layout, mode="extreme").info
+    assert info["fallback"].startswith("HDBSCAN labelled every client noise")
+
+
+def test_code_dissimilarity_averages_each_rows_own_minimum():
+    # [1,0], [-1,0], [0,1]: cos − I rows [0,-1,0], [-1,0,0], [0,0,0] -> minima -1, -1, 0
+    # -> 1 − mean(-1, -1, 0) = 5/3 (the global minimum would give 2)
+    v = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    assert code_dissimilarity(v) == pytest.approx(5 / 3)
+
+
+def test_cluster_statistics_of_no_rows_are_zero():
+    empty = np.empty((0, 4))
+    assert code_dissimilarity(empty) == 0.0
+    assert inverse_density(empty) == 0.0
+    assert math.isfinite(code_dissimilarity(np.ones((1, 4))))
+
+
+def test_lfighter_mild_clusters_as_seeded_scikit_learn_kmeans_with_its_restarts():
+    layout, upd = noise_mild_case()
+    w = np.ones(len(upd))
+    infos = {s: lfighter(upd, w, layout, seed=s).info for s in (0, 1)}
+    data = mild_data(layout, upd, infos[0]["neurons"])
+    for s, info in infos.items():
+        ref = KMeans(n_clusters=2, n_init=KMEANS_N_INIT, random_state=s).fit(data).labels_
+        assert info["cluster"] == ref.tolist() and all(type(c) is int for c in info["cluster"])
+    assert lfighter(upd, w, layout).info["cluster"] == infos[0]["cluster"]  # the default seed is 0
+    # the data are chosen so that the seed and the number of restarts both change the partition
+    assert not same_partition(infos[0]["cluster"], infos[1]["cluster"])
+    assert not same_partition(infos[0]["cluster"], KMeans(n_clusters=2, n_init=1, random_state=0).fit(data).labels_)
+
+
+@pytest.mark.parametrize("score,dns_of", [("paper", inverse_density), ("code", code_dissimilarity)])
+def test_lfighter_mild_scores_each_cluster_by_its_own_members(score, dns_of):
+    layout, upd = noise_mild_case()
+    info = lfighter(upd, np.ones(len(upd)), layout, score=score).info
+    data = mild_data(layout, upd, info["neurons"])
+    labels = np.array(info["cluster"])
+    np.testing.assert_allclose(info["dns"], [dns_of(data[labels == j]) for j in (0, 1)], rtol=1e-12)
+
+
+def test_lfighter_mild_keeps_everyone_when_kmeans_finds_one_cluster():
+    """Rows that differ by 1e-200: not identical, but their squared distances underflow to 0, so k-means
+    puts every client in one cluster (scikit-learn warns) -- there is nothing to compare."""
+    layout = layout_of(10, 5)
+    upd = np.zeros((6, layout.num_params))
+    upd[2, layout.slice_of(2).start] = 1e-200
+    with pytest.warns(Warning, match="distinct clusters"):
+        agg = lfighter(upd, np.ones(6), layout)
+    assert agg.info["fallback"] == "k-means found one cluster" and agg.kept.all()
+    assert len(set(agg.info["cluster"])) == 1
+
+
+def test_neuron_data_concatenates_the_chosen_neurons_rows():
+    rows = np.random.default_rng(0).normal(size=(3, 4, 2))
+    np.testing.assert_array_equal(_neuron_data(rows, np.array([2, 0])), np.concatenate([rows[:, 2], rows[:, 0]], 1))
+    per_client = np.array([[1, 2], [0, 3], [3, 1]])  # extreme mode: each client its own two neurons
+    expected = np.stack([np.concatenate([rows[k, i], rows[k, j]]) for k, (i, j) in enumerate(per_client)])
+    np.testing.assert_array_equal(_neuron_data(rows, per_client), expected)
+
+
+def test_top_two_breaks_ties_by_the_lower_index_in_long_rows():
+    """Many ties in 50 neurons (beyond the sizes where numpy's default sort happens to keep order)."""
+    mags = np.random.default_rng(0).integers(0, 3, size=(4, 50)).astype(float)
+    expected = [sorted(range(50), key=lambda i: -row[i])[:2] for row in mags]  # Python's sort is stable
+    np.testing.assert_array_equal(top_two(mags), expected)
+
+
+def test_neuron_magnitudes_are_computed_in_double_precision_whatever_the_input():
+    layout = layout_of(10, 5)
+    u32 = np.random.default_rng(9).normal(size=(4, layout.num_params)).astype(np.float32)
+    got = neuron_magnitudes(u32, layout)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, neuron_magnitudes(u32.astype(np.float64), layout), rtol=1e-13, atol=0)
+
+
+SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
+         "figures": False}
+
+
+# --- 8, 9. run keys reach the defense -------------------------------------------------------------------
+@pytest.mark.parametrize("partition_kind,mode", [("iid", "mild"), ("dirichlet", "mild"), ("extreme", "extreme")])
+def test_lfighter_auto_mode_follows_the_partition(partition_kind, mode):
+    cfg = resolve({**SMALL, "num-clients": 10, "clients-per-round": 10, "defense": "lfighter", "partition": partition_kind})
+    assert build_strategy(cfg).mode == mode

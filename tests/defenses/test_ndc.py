@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from strategies.norm_clipping import ndc
+from fl_poison.config import ConfigError, resolve
+from strategies import defenses as D
 
 
 def _on_a_line(norms) -> np.ndarray:
@@ -111,3 +113,49 @@ def test_degenerate_inputs(mode):
     fixed = ndc(np.zeros((4, 3)), np.ones(4), bound=1.0, mode=mode)
     np.testing.assert_array_equal(fixed.update, np.zeros(3))
     assert fixed.kept.all()
+
+
+@pytest.mark.parametrize(
+    ("mode", "flagged"),
+    [
+        # bound 3: clip flags r > 3 (4, 5); drop flags r >= 3 (3, 4, 5) -- strict r < M keeps 1, 2
+        ("clip", 2),
+        ("drop", 3),
+    ],
+)
+def test_ndc_info_reports_mode_and_flag_count(mode, flagged):
+    """The round report's ``mode`` and ``num_flagged`` say what the defense did (drop counts the dropped)."""
+    agg = ndc(_on_a_line([1, 2, 3, 4, 5]), np.ones(5), bound=3.0, mode=mode)
+    assert agg.info["mode"] == mode
+    assert agg.info["num_flagged"] == flagged == int((~agg.kept).sum())
+    assert agg.info["empty"] is False
+
+
+def config_error(**over) -> ConfigError:
+    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
+    with pytest.raises(ConfigError) as e:
+        resolve(over)
+    return e.value
+
+
+def test_ndc_bound_values():
+    from strategies.norm_clipping import check_bound
+
+    assert check_bound("median") == "median"
+    assert check_bound("0.5") == 0.5 and check_bound(2) == 2.0
+    for bad in ("0", "-1", "inf", "nan"):
+        with pytest.raises(ValueError, match=f"^bound must be a positive finite number or 'median', got '{bad}'$"):
+            check_bound(bad)
+        e = config_error(defense="ndc", **{"ndc-bound": bad})
+        assert e.key == "ndc-bound" and "a number > 0, or 'median'" in str(e)
+    assert D.NormDifferenceClipping(bound="0.5").bound == 0.5
+
+
+def test_ndc_strategy_uses_its_bound_and_mode():
+    # norms 0.5, 0.8, 3: with bound 1 "drop" keeps the first two (the median bound 0.8 would keep one,
+    # "clip" would keep the third, scaled to norm 1)
+    upd = np.array([[0.3, 0.4, 0.0], [0.0, 0.0, 0.8], [3.0, 0.0, 0.0]])
+    n = np.array([10.0, 30.0, 20.0])
+    agg = D.NormDifferenceClipping(bound=1.0, mode="drop").aggregate_updates(upd, n, None, [0, 1, 2], 1)
+    np.testing.assert_array_equal(agg.kept, [True, True, False])
+    np.testing.assert_allclose(agg.update, (10 * upd[0] + 30 * upd[1]) / 40)

@@ -15,6 +15,9 @@ from strategies import defenses as D
 from flower_replies import StubGrid
 from strategies.registry import STRATEGIES, build_strategy
 from fl_poison.config import resolve
+from flower_replies import StubGrid as _Grid, array_record
+from strategies import base as B
+from strategies import robust as R
 
 
 @pytest.fixture(autouse=True)
@@ -291,3 +294,176 @@ def test_defense_switch_bad_values_name_the_key(key, bad):
 
     with pytest.raises(ConfigError, match=key):
         resolve({key: bad})
+
+
+def _primed(strategy, global_arrays, nodes=range(4)):
+    strategy.configure_train(1, array_record(global_arrays), ConfigRecord(), _Grid(nodes))
+    return strategy
+
+
+_G = [np.zeros((2, 3), np.float32), np.zeros(2, np.float32)]  # a 2x3 output layer and its bias
+
+
+@pytest.mark.parametrize(
+    ("node", "signed"), [(5, 5), (2**63 - 1, 2**63 - 1), (2**63, -(2**63)), (2**64 - 1, -1)]
+)
+def test_node_ids_become_signed_int64(node, signed):
+    assert B._to_signed(node) == signed
+
+
+def test_invalid_reply_reasons_name_the_problem(server_identity):
+    s = _primed(D.FedAvgDefense(), _G)
+    ok = [np.ones((2, 3), np.float32), np.ones(2, np.float32)]
+    replies = [
+        make_reply(ok, 1, 1),  # one example is a valid count
+        make_reply([np.full((2, 3), np.nan, np.float32), ok[1]], 10, 2),
+        make_reply([np.zeros((3, 2), np.float32), ok[1]], 10, 3),
+        make_reply(ok, 0, 4),
+        Message(Error(code=2, reason="boom"), reply_to=Message(RecordDict(), 5, "train")),
+        make_reply(ok, 10, 6, {"num-examples": float("inf")}),
+        make_reply(ok + [np.ones(1, np.float32)], 10, 7),  # a third array: names "0", "1", "2"
+    ]
+    s.aggregate_train(1, replies)
+    assert s.last_report.clients == [1]
+    assert s.last_report.invalid == {
+        2: "non-finite values (NaN / Inf) in the arrays",
+        3: "array shapes differ from the global model's (0)",
+        4: "'num-examples' is 0, must be a positive number",
+        5: "error reply (code 2): boom",
+        6: "'num-examples' is inf, must be a positive number",
+        7: "array names differ from the global model's",
+    }
+    # a reply with every array mis-shaped names the first three
+    wide = _primed(D.FedAvgDefense(), [np.zeros(2, np.float32)] * 3 + [np.zeros((2, 3), np.float32)])
+    wide.aggregate_train(1, [make_reply([np.zeros(3, np.float32)] * 3 + [np.zeros((3, 3), np.float32)], 10, 8)])
+    assert wide.last_report.invalid == {8: "array shapes differ from the global model's (0, 1, 2)"}
+
+
+def test_round_metrics_and_report_of_a_mixed_round(server_identity):
+    """Counts, flags, NaN-free means of the client metrics, per-client norms and extra metrics."""
+    s = _primed(D.Krum(num_byzantine=0), _G)  # f = 0: Krum keeps the one best client
+    near = [np.full((2, 3), 0.1, np.float32), np.zeros(2, np.float32)]
+    far = [np.full((2, 3), 3.0, np.float32), np.full(2, 4.0, np.float32)]
+    replies = [
+        make_reply(near, 10, 1, {"train-loss": 1.0, "train-accuracy": 0.5, "received-model-accuracy": 0.25,
+                                 "chosen-target": 3}),
+        make_reply(near, 10, 2, {"train-loss": 3.0, "train-accuracy": float("nan"), "received-model-accuracy": 0.75,
+                                 "chosen-target": 4}),
+        make_reply(far, 10, 3, {"train-loss": 5.0, "train-accuracy": 0.7, "received-model-accuracy": 0.5,
+                                "chosen-target": 5}),
+        make_reply([np.zeros((3, 3), np.float32), near[1]], 10, 4, {"train-loss": 0.0, "train-accuracy": 0.0,
+                                                                     "received-model-accuracy": 0.0,
+                                                                     "chosen-target": 6}),
+    ]
+    arrays, m = s.aggregate_train(2, replies)
+    rep = s.last_report
+    assert rep.server_round == 2 and rep.updated and rep.clients == [1, 2, 3]
+    assert rep.kept == [True, False, False] and rep.flagged == [2, 3] and list(rep.invalid) == [4]
+    np.testing.assert_allclose(rep.update_norms, [np.sqrt(6 * 0.01), np.sqrt(6 * 0.01), np.sqrt(6 * 9 + 2 * 16)],
+                               rtol=1e-6)
+    assert rep.client_metrics == [{"chosen-target": 3.0}, {"chosen-target": 4.0}, {"chosen-target": 5.0}]
+    assert rep.train_loss == [1.0, 3.0, 5.0]
+    assert (m["num-clients"], m["num-valid"], m["num-invalid"], m["num-flagged"], m["updated"]) == (4, 3, 1, 2, 1)
+    assert m["train-loss"] == pytest.approx(3.0) and m["train-accuracy"] == pytest.approx(0.6)
+    assert m["received-model-accuracy"] == pytest.approx(0.5)
+    assert m["clients"] == [1, 2, 3] and m["kept"] == [1, 0, 0] and m["invalid-clients"] == [4]
+    assert m["weights"] == [1.0, 0.0, 0.0]
+    np.testing.assert_allclose(arrays_of(arrays)[0], near[0])
+
+
+def test_a_rule_that_cannot_aggregate_keeps_everyone_and_reports_why(server_identity):
+    s = _primed(D.Krum(num_byzantine=2), _G)
+    ok = [np.ones((2, 3), np.float32), np.ones(2, np.float32)]
+    arrays, m = s.aggregate_train(1, [make_reply(ok, 10, i) for i in range(3)])
+    assert arrays is None and m["updated"] == 0 and m["kept"] == [1, 1, 1]
+    assert s.last_report.info["error"].startswith("num-byzantine=2 is too large for K=3 clients")
+
+
+def test_capture_updates_keeps_the_output_rows(server_identity):
+    s = _primed(D.FedAvgDefense(capture_updates=True), _G)
+    local = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([7.0, 8.0], np.float32)]
+    s.aggregate_train(1, [make_reply(local, 10, 1)])
+    np.testing.assert_array_equal(s.last_report.output_rows, [[[0, 1, 2, 7], [3, 4, 5, 8]]])
+    plain = _primed(D.FedAvgDefense(), _G)
+    plain.aggregate_train(1, [make_reply(local, 10, 1)])
+    assert plain.last_report.output_rows is None
+
+
+def test_default_sampling_size_uses_fraction_and_minimum(server_identity):
+    """With a sampler: ``clients_per_round``, else ``max(int(n * fraction_train), min_train_nodes)``, at most n."""
+    seen = []
+
+    def sampler(rnd, nodes, k):
+        seen.append((rnd, list(nodes), k))
+        return nodes[:k]
+
+    kw = dict(sampler=sampler, fraction_train=0.5, min_train_nodes=2, min_available_nodes=1)
+    msgs = list(D.FedAvgDefense(**kw).configure_train(4, ArrayRecord(_G), ConfigRecord(), _Grid([9, 3, 7, 5, 1, 2])))
+    assert seen[-1] == (4, [1, 2, 3, 5, 7, 9], 3) and len(msgs) == 3
+    assert [m.metadata.dst_node_id for m in msgs] == [1, 2, 3] and msgs[0].content["config"]["server-round"] == 4
+    D.FedAvgDefense(**kw).configure_train(1, ArrayRecord(_G), ConfigRecord(), _Grid([4, 8]))
+    assert seen[-1][2] == 2  # int(2 * 0.5) = 1 < min_train_nodes = 2
+    D.FedAvgDefense(clients_per_round=5, **kw).configure_train(1, ArrayRecord(_G), ConfigRecord(), _Grid([4, 8]))
+    assert seen[-1][2] == 2  # never more than the connected nodes
+
+
+def test_aggregate_train_before_configure_train_says_so():
+    with pytest.raises(RuntimeError, match="^aggregate_train called before configure_train$"):
+        D.FedAvgDefense().aggregate_train(1, [make_reply(_G, 10, 1)])
+
+
+def test_the_log_names_each_dropped_client_and_a_round_left_unchanged(server_identity, caplog):
+    s = _primed(D.FedAvgDefense(), _G)
+    with caplog.at_level("WARNING", logger="fl_poison.strategy"):
+        arrays, _ = s.aggregate_train(3, [make_reply([np.full((2, 3), np.nan, np.float32), _G[1]], 10, 2)])
+    assert arrays is None
+    assert "round 3: dropping client 2: non-finite values (NaN / Inf) in the arrays" in caplog.messages
+    assert "round 3: no valid client update; the global model is unchanged" in caplog.messages
+
+
+def test_the_log_names_the_defense_that_cannot_aggregate(server_identity, caplog):
+    s = _primed(D.Krum(num_byzantine=2), _G)
+    with caplog.at_level("WARNING", logger="fl_poison.strategy"):
+        s.aggregate_train(1, [make_reply(_G, 10, i) for i in range(3)])
+    assert any(m.startswith("round 1: krum cannot aggregate 3 update(s): num-byzantine=2") for m in caplog.messages)
+
+
+def test_a_named_output_layer_is_the_one_the_defense_reads(server_identity):
+    """``output_layer="fc1"``: the captured rows are fc1's, although inference would pick fc2 (the last 2-D array)."""
+    names = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+    shapes = ((2, 3), (2,), (4, 2), (4,))
+    zero = {n: np.zeros(sh, np.float32) for n, sh in zip(names, shapes)}
+    local = {n: np.arange(np.prod(sh), dtype=np.float32).reshape(sh) + 10 * i for i, (n, sh) in
+             enumerate(zip(names, shapes))}
+    s = _primed(D.FedAvgDefense(capture_updates=True, output_layer="fc1"), zero)
+    s.aggregate_train(1, [make_reply(local, 10, 1)])
+    np.testing.assert_array_equal(s.last_report.output_rows, [[[0, 1, 2, 10], [3, 4, 5, 11]]])
+
+
+def test_the_report_carries_the_defense_info(server_identity):
+    s = _primed(D.Krum(num_byzantine=0), _G)
+    near = [np.full((2, 3), 0.1, np.float32), np.zeros(2, np.float32)]
+    s.aggregate_train(1, [make_reply(near, 10, 1), make_reply(near, 10, 2), make_reply(_G, 10, 3)])
+    u = np.stack([np.r_[np.full(6, 0.1, np.float32), np.zeros(2, np.float32)]] * 2 + [np.zeros(8, np.float32)])
+    assert s.last_report.info == R.krum(u, np.full(3, 10.0), num_byzantine=0).info
+
+
+def test_a_non_finite_aggregate_leaves_the_model_unchanged_and_says_so(server_identity, caplog):
+    """A rule (here a broken plug-in) that returns NaN must not reach the global model."""
+    from strategies.aggregation import Aggregation
+
+    class NaNRule(D.FedAvgDefense):
+        def aggregate_updates(self, updates, weights, layout, clients, server_round):
+            agg = super().aggregate_updates(updates, weights, layout, clients, server_round)
+            return Aggregation(np.full_like(agg.update, np.nan), agg.kept, agg.weights, {"rule": "nan"})
+
+    s = _primed(NaNRule(), _G)
+    with caplog.at_level("WARNING", logger="fl_poison.strategy"):
+        arrays, m = s.aggregate_train(2, [make_reply(_G, 10, 1)])
+    assert arrays is None and m["updated"] == 0 and m["kept"] == [1]
+    assert s.last_report.info == {"rule": "nan", "non_finite_aggregate": True}
+    assert "round 2: the aggregate is not finite; the global model is unchanged" in caplog.messages
+
+
+def test_a_new_strategy_has_no_report_yet():
+    assert D.FedAvgDefense().last_report is None
