@@ -90,3 +90,24 @@ def test_every_path_the_architecture_doc_cites_exists():
         if not ok:
             missing.append(path)
     assert not missing, f"docs/architecture.md cites paths that do not exist: {missing}"
+
+
+def test_every_test_file_sits_in_the_folder_of_its_layer():
+    """tests/ holds conftest.py and helper modules; each test file is in attacks/, defenses/, core/, app/, ... ."""
+    assert sorted(p.name for p in (REPO / "tests").glob("test_*.py")) == []
+    assert all(p.parent.parent == REPO / "tests" for p in (REPO / "tests").rglob("test_*.py"))
+
+
+def test_test_file_basenames_are_unique_across_folders():
+    """The folders have no __init__.py: pytest imports each test file by its basename."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
+
+
+def test_every_test_path_the_docs_cite_exists():
+    docs = [REPO / "README.md", REPO / "CHANGELOG.md", *(REPO / "docs").glob("*.md"), *(REPO / "examples").glob("*/README.md"),
+            REPO / "pyproject.toml", REPO / "tests" / "known_bugs_mutations.py"]
+    cited = {m for path in docs for m in re.findall(r"tests/[\w/]+\.py", path.read_text())}
+    assert len(cited) >= 10
+    missing = sorted(p for p in cited if not (REPO / p).exists())
+    assert not missing, f"test paths cited that do not exist: {missing}"
