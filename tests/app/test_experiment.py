@@ -10,6 +10,8 @@ from fl_poison.config import resolve
 from fl_poison.metrics.detection import Detection
 from fl_poison.results import RunRecorder
 from strategies.base import RoundReport
+import time
+from flwr.clientapp import ClientApp
 
 
 SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
@@ -76,3 +78,40 @@ def test_last10_metric_means_use_the_last_ten_rounds(tmp_path):
     s = rec.summary(None)
     assert s["last10"]["accuracy"] == pytest.approx(np.mean(range(3, 13)))
     assert s["rounds"] == 12 and s["accuracy"] == 12.0
+
+
+def test_a_run_where_every_client_is_dropped_says_no_update(tmp_path, caplog):
+    from fl_poison.app.experiment import run_experiment
+    from fl_poison.config import resolve
+    from fl_poison.engine.inprocess import inprocess_grid
+    from fl_poison.app import client_app as real
+
+    broken = ClientApp()
+
+    @broken.query("identify")
+    def identify(msg, context):
+        return real.identify(msg, context)
+
+    @broken.train()
+    def train(msg, context):
+        raise RuntimeError("boom")
+
+    cfg = resolve({"dataset": "digits", "num-clients": 3, "clients-per-round": 3, "num-rounds": 2,
+                   "figures": False, "run-name": "dead"})
+    summary = run_experiment(inprocess_grid(cfg.to_dict(), 3, broken), cfg, out_dir=tmp_path)
+    assert summary["status"] == "no_update" and "boom" in summary["reason"]
+    assert "NO ROUND UPDATED" in caplog.text
+
+
+@pytest.mark.slow
+def test_simulation_with_too_few_supernodes_fails_in_seconds():
+    from fl_poison.app.experiment import wait_for_nodes
+    from fl_poison.config import ConfigError, resolve
+    from fl_poison.engine.inprocess import inprocess_grid
+
+    cfg = resolve({"num-clients": 3, "clients-per-round": 3})
+    grid = inprocess_grid(cfg.to_dict(), 2)  # a simulation of 2 SuperNodes for num-clients=3
+    t = time.time()
+    with pytest.raises(ConfigError, match="num-supernodes=3"):
+        wait_for_nodes(grid, 3, timeout=600, settle=0.5)
+    assert time.time() - t < 30

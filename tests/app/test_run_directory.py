@@ -7,6 +7,8 @@ import os
 import pytest
 
 from fl_poison.cli import main
+import json
+from pathlib import Path
 
 FAST = ["--set", "num-clients=3", "--set", "clients-per-round=3", "--set", "num-rounds=1", "--set", "figures=false",
         "--set", "received-eval-samples=0"]
@@ -58,3 +60,67 @@ def test_a_nul_byte_in_a_text_key_is_one_line_naming_the_key(tmp_path, capsys, k
     line = _one_error_line(capsys.readouterr().err)
     assert f"'{key}'" in line and "NUL" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_a_used_run_directory_is_refused_unless_overwrite(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "model.npz").write_text("old")
+    assert main(["run", *FAST, "--set", "run-name=x", "--out", str(tmp_path)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (d / "model.npz").read_text() == "old"
+    assert main(["run", *FAST, "--set", "run-name=x", "--out", str(tmp_path), "--overwrite"]) == 0
+    assert json.loads((d / "status.json").read_text()) == {"status": "complete", "round": 1}
+    assert (d / "summary.json").exists() and not list(d.glob("*.tmp"))
+    # generated names hash the config: the same config again is the same directory -> refused
+    assert main(["run", *FAST, "--out", str(tmp_path / "gen")]) == 0
+    assert main(["run", *FAST, "--out", str(tmp_path / "gen")]) == 2
+
+
+def test_a_second_writer_is_locked_out(tmp_path):
+    import fcntl
+
+    from fl_poison.config import ConfigError
+    from fl_poison.results import claim_run_dir
+
+    lock = claim_run_dir(tmp_path / "r")
+    with pytest.raises(ConfigError, match="another process holds"):
+        claim_run_dir(tmp_path / "r", overwrite=True)
+    lock.close()
+    claim_run_dir(tmp_path / "r", overwrite=True).close()
+
+
+def test_summary_is_written_last(tmp_path, monkeypatch):
+    from fl_poison import results
+
+    order = []
+    real = results.write_json
+    monkeypatch.setattr(results, "write_json", lambda p, d: (order.append(p.name), real(p, d)))
+    monkeypatch.setattr(results.np, "savez", lambda p, **kw: order.append("model.npz"))
+    from fl_poison.cli import main
+
+    assert main(["run", *FAST, "--set", "run-name=o", "--out", str(tmp_path)]) == 0
+    assert order.index("summary.json") > order.index("model.npz") and order[-1] == "status.json"
+
+
+def test_out_that_is_a_file_fails_before_loading_data(tmp_path, capsys, monkeypatch):
+    from fl_poison import federation
+    from fl_poison.cli import main
+
+    monkeypatch.setattr(federation, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    f = tmp_path / "file"
+    f.write_text("")
+    assert main(["run", "--out", str(f)]) == 2
+    assert "this path is a file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_out_dir_that_cannot_be_created_is_a_config_error_even_for_root():
+    """os.access says "writable" to root for /proc; the probe must still refuse before any training."""
+    from fl_poison.config import ConfigError
+    from fl_poison.results import check_run_dir
+
+    with pytest.raises(ConfigError) as err:
+        check_run_dir(Path("/proc/fl-poison-test/run"))
+    assert err.value.key == "--out" and "can be created" in str(err.value)

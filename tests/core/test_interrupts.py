@@ -241,3 +241,24 @@ def test_address_auto_without_a_cluster_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "no Ray cluster at auto" in r.stderr and "Traceback" not in r.stderr
     assert time.time() - t0 < 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_partial_results_and_says_so(tmp_path, sig, code):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "fl_poison.cli", "run", "--set", "num-clients=3", "--set", "clients-per-round=3",
+           "--set", "num-rounds=500", "--set", "figures=false", "--set", "run-name=i", "--out", str(tmp_path)]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    d = tmp_path / "i"
+    deadline = time.time() + 240
+    while time.time() < deadline and not ((d / "rounds.csv").exists() and
+                                          len((d / "rounds.csv").read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == code, err
+    status = json.loads((d / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["round"] >= 1
+    assert f"interrupted after round {status['round']}; partial results in {d}" in err
+    assert "Traceback" not in err and not list(d.glob("*.tmp")) and not (d / "summary.json").exists()

@@ -1,5 +1,7 @@
 """Experiment files and grid expansion; every bundled experiment must resolve."""
 
+from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,26 @@ def test_keys_directly_under_sweep_are_refused(tmp_path, body):
     f.write_text(f'[config]\ndataset = "digits"\n[sweep]\n{body}\n')
     with pytest.raises(ConfigError, match=r"\[sweep.NAME\] header"):
         load_experiment(f)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('[confg]\nnum-rounds = 2\n', "[confg]"),
+    ('num-rounds = 2\n[config]\nseed = 1\n', "num-rounds"),
+])
+def test_experiment_file_with_unknown_section_or_stray_key_is_refused(tmp_path, capsys, text, needle):
+    from fl_poison.cli import main
+
+    f = tmp_path / "e.toml"
+    f.write_text(text)
+    assert main(["run", "--config", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(f) in err
+
+
+def test_non_utf8_experiment_file_is_refused(tmp_path, capsys):
+    from fl_poison.cli import main
+
+    f = tmp_path / "e.toml"
+    f.write_bytes(b"[config]\nrun-name = \"caf\xe9\"\n")
+    assert main(["run", "--config", str(f)]) == 2
+    assert "UTF-8" in capsys.readouterr().err
