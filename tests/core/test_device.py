@@ -72,7 +72,7 @@ def test_evaluation_moves_batches_to_the_model_device():
 def test_a_run_with_device_cpu_equals_device_auto_on_a_cpu_machine(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("auto is cuda here")
-    from tests.test_engine_parallel import _experiment
+    from test_engine_parallel import _experiment
 
     a, ma = _experiment(tmp_path, "cpu", 1, device="cpu")
     b, mb = _experiment(tmp_path, "auto", 1, device="auto")
