@@ -124,3 +124,13 @@ def test_pca_and_lfighter_strategies_built_without_a_seed_use_seed_zero():
                 clusters(D.LFighter, *mild_case())):
         default, zero, one = got
         assert default == zero and not same_partition(zero, one)
+
+
+@pytest.mark.parametrize("key,value", [("cc-tau", 0.0), ("cc-tau", -1.0), ("cc-iterations", 0),
+                                       ("geomed-eps", 0.0), ("geomed-iterations", 0), ("flame-noise", -0.1),
+                                       ("dnc-subsample", 0), ("dnc-filter-fraction", 0.0),
+                                       ("signguard-lower", 1.5), ("signguard-upper", 0.5)])
+def test_bad_values_name_the_key(key, value):
+    with pytest.raises(ConfigError) as err:
+        resolve({"defense": "centered-clipping", key: value})
+    assert err.value.key == key
