@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -12,6 +13,16 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 logging.getLogger("flwr").setLevel(logging.WARNING)
+
+# Test files live in one folder per layer (attacks/, defenses/, core/, app/, deploy/, sweeps/, repo/), with no
+# __init__.py: their basenames are unique across folders, and every folder is on sys.path so a test may import
+# a helper from another test file by its basename (``from test_report import fake_run``) wherever it lives.
+TESTS = Path(__file__).resolve().parent
+for _folder in sorted(p for p in TESTS.iterdir() if p.is_dir() and any(p.glob("test_*.py"))):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

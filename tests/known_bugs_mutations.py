@@ -1,6 +1,7 @@
 """Re-create the mutation probe's deliberately planted bugs one at a time in a scratch copy (/tmp/mut) and run tests on each.
 
-Usage (repo root): python tests/known_bugs_mutations.py [test paths]   (default tests/test_known_bugs.py);
+Usage (repo root): python tests/known_bugs_mutations.py [test paths]   (default KNOWN_BUG_TESTS: the tests, each in its
+unit's file, that were written for these bugs);
 ONLY=<substring> picks one bug. Prints the failing tests per bug; a bug with failing=0 is not caught.
 """
 import shutil, subprocess, sys, os, re
@@ -22,7 +23,30 @@ MUTS = {
  "13a-confusion-transposed-in-evaluate": ("fl_poison/training.py", "confusion_matrix(y.numpy(), pred, num_classes, outputs)", "confusion_matrix(pred, y.numpy(), num_classes, outputs)"),
  "13b-confusion-transposed-in-metric": ("fl_poison/metrics/classification.py", ".reshape(num_classes, outputs)", ".reshape(outputs, num_classes).T"),
 }
-tests = sys.argv[1:] or ["tests/test_known_bugs.py"]
+KNOWN_BUG_TESTS = [
+    "tests/attacks/test_source_split.py::test_source_holder_attackers_hold_the_source_not_the_target",
+    "tests/attacks/test_source_split.py::test_source_holder_attackers_in_a_real_federation",
+    "tests/attacks/test_label_flip.py::test_label_flip_flips_every_source_label_and_nothing_else",
+    "tests/attacks/test_label_flip.py::test_client_app_flipper_trains_on_every_source_sample_flipped",
+    "tests/attacks/test_label_flip.py::test_client_app_honest_client_keeps_its_labels",
+    "tests/attacks/test_untargeted_flip.py::test_client_app_untargeted_flip_relabels_every_sample",
+    "tests/app/test_experiment.py::test_detection_counts_only_what_the_defense_judged_and_invalid_replies_apart",
+    "tests/app/test_experiment.py::test_weight_means_are_split_by_the_run_plan",
+    "tests/app/test_experiment.py::test_last10_detection_sums_only_the_last_ten_rounds",
+    "tests/app/test_experiment.py::test_last10_metric_means_use_the_last_ten_rounds",
+    "tests/defenses/test_foolsgold.py::test_foolsgold_strategy_weights_come_from_the_accumulated_history",
+    "tests/core/test_partition.py::test_dirichlet_alpha_reaches_the_partitioner",
+    "tests/app/test_client_app.py::test_received_accuracy_subsample_keeps_pairs",
+    "tests/app/test_client_app.py::test_client_app_received_accuracy_on_a_subsample",
+    "tests/app/test_client_app.py::test_injection_subset_is_reproducible_through_the_client_app",
+    "tests/app/test_client_app.py::test_capture_updates_stores_output_rows_of_updates",
+    "tests/app/test_client_app.py::test_capture_updates_off_stores_nothing",
+    "tests/defenses/test_lfighter.py::test_lfighter_auto_mode_follows_the_partition",
+    "tests/defenses/test_trimmed_mean.py::test_trim_beta_reaches_the_trimmed_mean",
+    "tests/core/test_metrics.py::test_confusion_matrix_matches_sklearn",
+    "tests/core/test_metrics.py::test_evaluate_confusion_puts_predictions_in_columns",
+]
+tests = sys.argv[1:] or KNOWN_BUG_TESTS
 only = os.environ.get("ONLY")
 for name, (path, old, new) in MUTS.items():
     if only and only not in name: continue

@@ -1,0 +1,136 @@
+"""The defense registry (strategies/registry.py): built-ins listed, budgets per rule, strategies built from run keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fl_poison.config import ConfigError, resolve
+from strategies import defenses as D
+from strategies.base import DefenseStrategy
+from strategies.registry import build_strategy
+from test_lfighter import layout_of, with_output_rows
+from test_pca import SRC
+from test_pca import layout_of as pca_layout_of  # noqa: E402
+
+
+BUILTIN = {"bulyan", "fedavg", "foolsgold", "krum", "lfighter", "median", "multi-krum", "ndc", "pca",
+           "repeated-median", "trimmed-mean"}
+
+
+def config_error(**over) -> ConfigError:
+    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
+    with pytest.raises(ConfigError) as e:
+        resolve(over)
+    return e.value
+
+
+def built(**over) -> DefenseStrategy:
+    """The Strategy a run config builds (11 clients, all sampled)."""
+    return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
+
+
+def with_source_rows(rows: np.ndarray, classes: tuple[int, ...] = (SRC,)):
+    """A layout and updates that are zero except the rows (incoming weights, then bias) of ``classes``.
+
+    ``rows`` is ``[K, H+1]``; every class in ``classes`` gets the same rows, other classes stay all-zero
+    and so never split.
+    """
+    k, h = rows.shape[0], rows.shape[1] - 1
+    layout = pca_layout_of(h=h)
+    out = np.zeros((k, layout.num_classes, h + 1))
+    out[:, list(classes)] = rows[:, None, :]
+    return layout, with_output_rows(layout, out, np.zeros((k, layout.num_params)))
+
+
+def same_partition(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return bool(np.array_equal(a, b) or np.array_equal(a, 1 - b))
+
+
+def unstructured_rows(seed: int) -> np.ndarray:
+    """12 clients x 6 columns of plain noise: no clear split, so k-means' start points decide it."""
+    return np.random.default_rng(seed).normal(size=(12, 6))
+
+
+def mild_case():
+    """12 clients of plain noise: k-means' start points decide the mild split (10 classes, 5 hidden)."""
+    layout = layout_of(10, 5)
+    return layout, np.random.default_rng(2).normal(size=(12, layout.num_params))
+
+
+def test_registry_lists_every_builtin_defense_when_asked_at_run_time():
+    # read inside the test, not at import: the registry is a live view (module __getattr__)
+    import strategies.registry as registry
+
+    found = registry.STRATEGIES
+    assert BUILTIN <= set(found)
+    for name, cls in found.items():
+        assert issubclass(cls, DefenseStrategy) and cls.name == name
+    assert found["lfighter"] is D.LFighter and found["multi-krum"] is D.MultiKrum
+
+
+def test_registry_unknown_attribute_names_itself():
+    import strategies.registry as registry
+
+    with pytest.raises(AttributeError, match=r"^NO_SUCH_THING$"):
+        registry.NO_SUCH_THING  # noqa: B018
+    assert not hasattr(registry, "strategies")  # the name is case-sensitive
+
+
+@pytest.mark.parametrize(("defense", "k"), [("krum", 3), ("bulyan", 3), ("bulyan", 6)])
+def test_round_that_fits_only_f_zero_says_f_le_0(defense, k):
+    # Krum with 3 clients and Bulyan with 3..6 work with f = 0 only: the hint is "f <= 0", not "no f works"
+    e = config_error(defense=defense, **{"num-clients": k, "clients-per-round": k, "num-byzantine": 1})
+    assert e.allowed.endswith(f"with {k} clients f <= 0")
+
+
+@pytest.mark.parametrize("defense", ["krum", "multi-krum", "bulyan"])
+def test_two_clients_per_round_leave_no_byzantine_budget(defense):
+    e = config_error(defense=defense, **{"num-clients": 2, "clients-per-round": 2})
+    assert e.key == "num-byzantine"
+    assert e.allowed.endswith("with 2 clients no f works: at least 3 clients per round are needed")
+
+
+@pytest.mark.parametrize("defense", ["krum", "multi-krum", "bulyan"])
+def test_three_clients_per_round_fit_every_krum_rule_with_f_zero(defense):
+    # the smallest round each rule accepts: K - 0 - 2 = 1 neighbour; Bulyan 4*0 + 3 = 3
+    assert built(defense=defense, **{"num-clients": 3, "clients-per-round": 3}).f_for(3) == 0
+
+
+def test_largest_byzantine_budget_per_rule():
+    # -1: the largest f the round tolerates; Krum-like K - f - 2 >= 1 (f <= (K-3)/2), Bulyan K >= 4f + 3
+    assert [D.Krum().f_for(k) for k in (1, 3, 4, 5, 11)] == [0, 0, 0, 1, 4]
+    assert [D.MultiKrum().f_for(k) for k in (3, 9, 10)] == [0, 3, 3]
+    assert [D.Bulyan().f_for(k) for k in (1, 6, 7, 11, 15)] == [0, 0, 1, 2, 3]
+    assert D.Krum(num_byzantine=0).f_for(11) == 0 and D.Bulyan(num_byzantine=1).f_for(11) == 1
+
+
+def test_build_strategy_samples_clients_per_round_of_num_clients():
+    s = build_strategy(resolve({"defense": "median", "num-clients": 8, "clients-per-round": 6}))
+    assert (s.clients_per_round, s.min_train_nodes, s.min_available_nodes) == (6, 6, 8)
+    assert s.fraction_train == pytest.approx(0.75)
+    assert s.capture_updates is False
+
+
+def test_pca_and_lfighter_strategies_built_without_a_seed_use_seed_zero():
+    """The registry always passes the run's seed; a Strategy built by hand must still be reproducible, as seed 0."""
+    w, ids = np.ones(12), list(range(12))
+
+    def clusters(cls, layout, upd, **kw):
+        return [cls(**kw, **seed).aggregate_updates(upd, w, layout, ids, 1).info["cluster"]
+                for seed in ({}, {"seed": 0}, {"seed": 1})]
+
+    for got in (clusters(D.PCAFilter, *with_source_rows(unstructured_rows(5)), source_class=SRC),
+                clusters(D.LFighter, *mild_case())):
+        default, zero, one = got
+        assert default == zero and not same_partition(zero, one)
+
+
+@pytest.mark.parametrize("key,value", [("cc-tau", 0.0), ("cc-tau", -1.0), ("cc-iterations", 0),
+                                       ("geomed-eps", 0.0), ("geomed-iterations", 0), ("flame-noise", -0.1),
+                                       ("dnc-subsample", 0), ("dnc-filter-fraction", 0.0),
+                                       ("signguard-lower", 1.5), ("signguard-upper", 0.5)])
+def test_bad_values_name_the_key(key, value):
+    with pytest.raises(ConfigError) as err:
+        resolve({"defense": "centered-clipping", key: value})
+    assert err.value.key == key
