@@ -20,7 +20,7 @@ EXIT_RUN_FAILED = 1
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """An experiment file's base ``[config]`` (its ``[sweep.*]`` grids are for sweeps)."""
-    from fl_poison.grid import load_experiment
+    from fl_poison.experiment_file import load_experiment
 
     return load_experiment(path).config
 
@@ -95,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fl_poison.results import run_dir_for
 
     if args.config:
-        from fl_poison.grid import load_experiment
+        from fl_poison.experiment_file import load_experiment
 
         sweeps = load_experiment(args.config).sweeps
         if sweeps:
@@ -226,7 +226,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Every point of the file's grids as a Ray task (or in-process with --local), resumable."""
     from fl_poison.sweep import (SweepProgress, check_executor, failure_lines, parse_resources, plan, run_sweep,
                                  survey, write_manifest)
-    from fl_poison.grid import load_experiment
+    from fl_poison.experiment_file import load_experiment
 
     cpus, gpus = parse_resources(args.resources)
     check_executor(args.address, args.max_parallel, args.threads)

@@ -23,7 +23,7 @@ COLOURS = {REPRODUCED: "tab:green", SAME_DIRECTION: "tab:orange", CONTRADICTED: 
 def check_sweep(exp, runs) -> list[str]:
     """At ``fl-poison sweep`` planning time: parse the file's [paper] and check its cells against the plan.
 
-    ``exp`` is a :class:`fl_poison.grid.Experiment`, ``runs`` the planned :class:`fl_poison.sweep.Run` list.
+    ``exp`` is a :class:`fl_poison.experiment_file.ExperimentFile`, ``runs`` the planned :class:`fl_poison.sweep.Run` list.
     Raises PaperError (exit 2) before anything runs; returns warning lines.
     """
     table = parse_paper(exp.paper, str(exp.path))
@@ -86,7 +86,7 @@ def paper_comparison_for(folder: str | Path, runs: Sequence[Mapping[str, Any]]) 
         _note(f"no paper comparison: the experiment file {manifest.get('experiment')!r} named in {path} "
               f"is not found from {Path.cwd()}")
         return None
-    from fl_poison.grid import load_experiment
+    from fl_poison.experiment_file import load_experiment
 
     table = parse_paper(load_experiment(exp_file).paper, str(manifest.get("experiment")))
     if not table.cells:

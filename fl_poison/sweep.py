@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from fl_poison.config import Config, ConfigError, resolve
-from fl_poison.grid import REPLICATE_AXES, Experiment, expand, load_experiment
+from fl_poison.experiment_file import REPLICATE_AXES, ExperimentFile, expand, load_experiment
 from fl_poison.run_files import BadRunFiles, load_finished
 from fl_poison.interrupts import StopOnSignals
 from fl_poison.tracking import check_installed
@@ -79,7 +79,7 @@ def varied_by(grid: dict[str, Any]) -> list[str]:
     return keys
 
 
-def check_overrides(exp: Experiment, names: Sequence[str], overrides: dict[str, Any] | None) -> None:
+def check_overrides(exp: ExperimentFile, names: Sequence[str], overrides: dict[str, Any] | None) -> None:
     """Refuse a ``--set`` of a key a chosen grid varies: the grid would override it at every point, silently."""
     for key, value in (overrides or {}).items():
         for name in names:
@@ -88,7 +88,7 @@ def check_overrides(exp: Experiment, names: Sequence[str], overrides: dict[str, 
                                   f"{key} at every point, so --set would be ignored; drop --set {key} or edit the grid")
 
 
-def plan(exp: Experiment, names: Sequence[str] = (), overrides: dict[str, Any] | None = None) -> list[Run]:
+def plan(exp: ExperimentFile, names: Sequence[str] = (), overrides: dict[str, Any] | None = None) -> list[Run]:
     """Resolve every grid point of the chosen sweeps (all when none named); raise GridErrors listing every bad one.
 
     Refused first (ConfigError): a file without grids, an unknown ``--sweep``, a grid that

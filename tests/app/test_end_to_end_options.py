@@ -20,7 +20,7 @@ from fl_poison.cli import main
 from fl_poison.config import ConfigError, resolve
 from fl_poison.engine.inprocess import inprocess_grid
 from fl_poison.federation import federation_for
-from fl_poison.grid import load_experiment
+from fl_poison.experiment_file import load_experiment
 from fl_poison.results import read_rounds
 from strategies.registry import STRATEGIES, build_strategy
 

@@ -108,7 +108,7 @@ def test_scalars_are_the_finite_numbers_of_a_row():
 
 
 def test_a_sweep_plan_lists_every_point_whose_tracker_is_missing(tmp_path, monkeypatch):
-    from fl_poison.grid import load_experiment
+    from fl_poison.experiment_file import load_experiment
     from fl_poison.sweep import GridErrors, plan
 
     monkeypatch.setitem(sys.modules, "mlflow", None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fl_poison.cli import main
-from fl_poison.grid import load_experiment
+from fl_poison.experiment_file import load_experiment
 from fl_poison.paper_comparison import (CONTRADICTED, NOT_MEASURED, REFERENCE, REPRODUCED, SAME_DIRECTION, Cell,
                                         Claim, PaperError, Pooled, check_claim, compare, parse_paper, pool,
                                         read_metric, rounds_note, verdict)

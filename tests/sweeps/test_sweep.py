@@ -10,7 +10,7 @@ import pytest
 
 from fl_poison.cli import main
 from fl_poison.config import ConfigError, resolve
-from fl_poison.grid import expand, load_experiment
+from fl_poison.experiment_file import expand, load_experiment
 from fl_poison.sweep import GridErrors, parse_resources, plan, run_id, run_state, run_sweep, write_manifest
 
 REPO = Path(__file__).parents[2]

@@ -9,7 +9,7 @@ import pytest
 
 from fl_poison.cli import main
 from fl_poison.config import ConfigError
-from fl_poison.grid import load_experiment
+from fl_poison.experiment_file import load_experiment
 from fl_poison.sweep import plan, run_state, run_sweep
 from test_sweep import tiny
 

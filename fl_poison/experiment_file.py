@@ -25,14 +25,16 @@ SECTIONS: tuple[str, ...] = ("config", "sweep", "paper")
 
 
 @dataclass
-class Experiment:
+class ExperimentFile:
+    """One parsed experiment file (not the ServerApp's run, :class:`fl_poison.app.experiment.Experiment`)."""
+
     path: Path
     config: dict[str, Any]
     sweeps: dict[str, dict[str, list]] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
 
 
-def load_experiment(path: str | Path) -> Experiment:
+def load_experiment(path: str | Path) -> ExperimentFile:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("--config", str(p), "an existing TOML file")
@@ -61,7 +63,7 @@ def load_experiment(path: str | Path) -> Experiment:
             for key in axis.split(","):
                 if key.strip() not in KEYS:
                     raise ConfigError(f"sweep.{name}", key, "a run key (see `fl-poison keys`)")
-    return Experiment(p, dict(config), {k: dict(v) for k, v in sweeps.items()}, dict(data.get("paper", {})))
+    return ExperimentFile(p, dict(config), {k: dict(v) for k, v in sweeps.items()}, dict(data.get("paper", {})))
 
 
 #: Grid entries that are not run keys but say how often each setting runs (see module docstring).

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fl_poison.config import ConfigError, resolve
-from fl_poison.grid import expand, load_experiment
+from fl_poison.experiment_file import expand, load_experiment
 
 EXPERIMENTS = sorted((Path(__file__).parents[2] / "experiments").glob("*.toml"))
 
