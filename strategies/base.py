@@ -1,7 +1,7 @@
 """The shared Flower Strategy every defense subclasses.
 
 A defense's math is a pure function over stacked updates (see
-``strategies/aggregation.py``). This base turns Flower replies into that input
+``strategies/rules/aggregation.py``). This base turns Flower replies into that input
 and the result back into a global model, and makes every defense robust and
 observable the same way:
 
@@ -38,9 +38,9 @@ from fl_poison.measurement import NO_OUTPUTS, Measurement, Outputs
 from fl_poison.updates import (
     Layout, buffer_mask, column_mask, flatten, infer_layout, unflatten, weighted_buffer_mean,
 )
-from strategies import pre_aggregation
-from strategies.aggregation import Aggregation
-from strategies.pre_aggregation import PRE_AGGREGATIONS
+from strategies.rules import pre_aggregation
+from strategies.rules.aggregation import Aggregation
+from strategies.rules.pre_aggregation import PRE_AGGREGATIONS
 
 log = logging.getLogger("fl_poison.strategy")
 
@@ -121,7 +121,7 @@ class DefenseStrategy(FedAvg):
     aggregation_weights: ``examples`` (each update weighs its example count,
         FedAvg) or ``uniform`` (each weighs 1: the ADA authors' plain mean),
         for the update and the buffers alike.
-    pre_aggregation: ``none``, ``nnm`` or ``bucketing`` (``strategies.pre_aggregation``):
+    pre_aggregation: ``none``, ``nnm`` or ``bucketing`` (``strategies.rules.pre_aggregation``):
         mixes the updates before :meth:`aggregate_updates` sees them, for every rule;
         ``kept`` / ``weights`` are mapped back to clients (a client is kept iff the
         row standing for it is) and the mixing is reported in the round's info.
@@ -214,7 +214,7 @@ class DefenseStrategy(FedAvg):
         if self.pre_aggregation == "none":
             return self.aggregate_updates(updates, weights, layout, clients, server_round)
         if self.pre_aggregation == "nnm":
-            from strategies.robust import pairwise_sq_distances
+            from strategies.rules.robust import pairwise_sq_distances
 
             f = byzantine_budget(self.largest_f, len(updates), self.pre_aggregation_f)
             mixed = pre_aggregation.nnm(updates, weights, f, pairwise_sq_distances(updates))

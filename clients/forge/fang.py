@@ -71,7 +71,7 @@ def krum_budget(rows: int, num_malicious: int) -> int:
 def direction(known: np.ndarray, variant: str, how: str = "aggregate", *, trim_beta: float = 0.1,
               median: bool = False, num_malicious: int = 0) -> np.ndarray:
     """``s``: the sign of the known updates' before-attack aggregate (``how="aggregate"``) or of their mean."""
-    from strategies import robust
+    from strategies.rules import robust
 
     u = as_known(known)
     if how == "mean":
@@ -108,7 +108,7 @@ def trimmed_mean_attack(known: np.ndarray, num_malicious: int, rng: np.random.Ge
 
 def lambda_bound(known: np.ndarray, num_clients: int, num_malicious: int) -> float:
     """The paper's upper bound on the Krum attack's lambda, in update space (``w_Re`` = 0)."""
-    from strategies import robust
+    from strategies.rules import robust
 
     u = as_known(known)
     n, d = u.shape
@@ -125,7 +125,7 @@ def lambda_bound(known: np.ndarray, num_clients: int, num_malicious: int) -> flo
 def krum_attack(known: np.ndarray, num_malicious: int, s: np.ndarray, *, num_clients: int,
                 threshold: float = 1e-5, report: dict | None = None) -> np.ndarray:
     """The Krum attack: ``-lambda * s``, lambda halved from the bound until Krum (f = c) picks a forged copy."""
-    from strategies import robust
+    from strategies.rules import robust
 
     u = as_known(known)
     lam = lambda_bound(u, num_clients, num_malicious)

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from clients.forge import as_known, copies
-from strategies import robust
+from strategies.rules import robust
 
 PERTURBATIONS = ("unit-vector", "std", "sign")
 GAMMA_INIT, TAU = 10.0, 1e-5

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fl_poison.config import Key
-from strategies import centered_clipping as cc
+from strategies.rules import centered_clipping as cc
 from strategies.base import DefenseStrategy
 
 CC_TAU = Key("cc-tau", float, cc.DEFAULT_TAU, "clipping radius tau of centered-clipping",

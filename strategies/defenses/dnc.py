@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
-from strategies import dnc
+from strategies.rules import dnc
 from strategies.defenses._seeded import SeededDefense
 from strategies.defenses.krum import NUM_BYZANTINE, _ByzantineBudget, check_budget
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from strategies.aggregation import Aggregation
+from strategies.rules.aggregation import Aggregation
 from strategies.base import DefenseStrategy
-from strategies.fedavg_math import fedavg
+from strategies.rules.fedavg_math import fedavg
 
 
 class FedAvgDefense(DefenseStrategy):

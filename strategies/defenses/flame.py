@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
-from strategies import flame
+from strategies.rules import flame
 from strategies.defenses._seeded import SeededDefense
 
 FLAME_NOISE = Key("flame-noise", float, flame.DEFAULT_NOISE,

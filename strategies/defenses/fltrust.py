@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fl_poison.updates import buffer_mask, flatten
-from strategies import fltrust
+from strategies.rules import fltrust
 from strategies.base import DefenseStrategy
 
 #: (array names, global arrays, server round) -> the server's locally trained arrays, same names and order

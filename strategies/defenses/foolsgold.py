@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fl_poison.config import Key
-from strategies import foolsgold as fg
+from strategies.rules import foolsgold as fg
 from strategies.base import DefenseStrategy
 
 FEATURES = Key("foolsgold-features", str, "output-layer", "what FoolsGold accumulates per client",
@@ -18,7 +18,7 @@ SCOPE = Key("foolsgold-scope", str, "all-seen", "FoolsGold compares the historie
 
 
 class FoolsGold(DefenseStrategy):
-    """FoolsGold with a per-client accumulated history across rounds (the math: ``strategies.foolsgold``).
+    """FoolsGold with a per-client accumulated history across rounds (the math: ``strategies.rules.foolsgold``).
 
     ``scope``: "all-seen" (original FoolsGold, LFighter's baseline: similarity over every client seen so
     far, then the sampled clients' weights) | "round" (only this round's clients). History: ``[clients seen, F]``.

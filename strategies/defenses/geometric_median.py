@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
-from strategies import geometric_median as gm
+from strategies.rules import geometric_median as gm
 from strategies.base import DefenseStrategy
 
 GEOMED_EPS = Key("geomed-eps", float, gm.DEFAULT_EPS, "smoothing nu of RFA's Weiszfeld iterations (geometric-median)",

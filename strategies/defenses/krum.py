@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from fl_poison.config import ConfigError, Key
-from strategies import robust
+from strategies.rules import robust
 from strategies.base import DefenseStrategy, byzantine_budget
 
 NUM_BYZANTINE = Key("num-byzantine", int, -1,

@@ -6,7 +6,7 @@ from typing import Any
 
 from fl_poison.config import Key
 from strategies import defaults
-from strategies import lfighter as lf
+from strategies.rules import lfighter as lf
 from strategies.base import DefenseStrategy
 
 MODE = Key("lfighter-mode", str, "auto",
@@ -27,7 +27,7 @@ SCORE = Key("lfighter-score", str, "paper", "LFighter cluster score: mean max an
 
 
 class LFighter(DefenseStrategy):
-    """LFighter's filter, then FedAvg of the kept clients (the math: ``strategies.lfighter``)."""
+    """LFighter's filter, then FedAvg of the kept clients (the math: ``strategies.rules.lfighter``)."""
 
     name = "lfighter"
     keys = (MODE, MIN_SAMPLES, BIAS, N_INIT, SCORE)

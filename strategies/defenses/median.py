@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from strategies import robust
+from strategies.rules import robust
 from strategies.base import DefenseStrategy
 
 

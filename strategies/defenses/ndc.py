@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key, accepted_by
-from strategies import defaults, norm_clipping
+from strategies import defaults
+from strategies.rules import norm_clipping
 from strategies.base import DefenseStrategy
 
 NDC_BOUND = Key("ndc-bound", str, defaults.NDC_BOUND, "norm bound of NDC: a number > 0, or 'median' (the round's median norm)",

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fl_poison.config import ConfigError, Key
-from strategies import pca_filter
+from strategies.rules import pca_filter
 from strategies.base import DefenseStrategy
 
 PCA_CLASS = Key("pca-class", int, -1, "output neuron the PCA filter inspects (-1 = choose each round)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
-from strategies import robust
+from strategies.rules import robust
 from strategies.base import DefenseStrategy
 
 REWEIGHT = Key("repeated-median-reweight", bool, False, "repeated median with residual-based reweighting",

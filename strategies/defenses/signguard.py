@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key
-from strategies import signguard as sg
+from strategies.rules import signguard as sg
 from strategies.defenses._seeded import SeededDefense
 
 SG_LOWER = Key("signguard-lower", float, sg.DEFAULT_LOWER, "SignGuard keeps norms >= L * median norm (L)",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fl_poison.config import Key, accepted_by
-from strategies import defaults, robust
+from strategies import defaults
+from strategies.rules import robust
 from strategies.base import DefenseStrategy
 
 TRIM_BETA = Key("trim-beta", float, defaults.TRIM_BETA, "fraction trimmed from each end (trimmed-mean)",

@@ -166,7 +166,7 @@ def test_fang_krum_lambda_bound_and_search():
     np.testing.assert_allclose(out, [-lam * s, -lam * s])
     k = math.log2(fang.lambda_bound(known, 10, 2) / lam)
     assert report["fang-krum-chosen"] == 1.0 and abs(k - round(k)) < 1e-9  # the bound halved k times
-    from strategies.robust import krum_scores
+    from strategies.rules.robust import krum_scores
 
     assert int(np.argmin(krum_scores(np.vstack([out, known]), 2))) < 2
     # benign updates tight around a common mean: no lambda makes Krum pick the copies; lambda ends below 1e-5

@@ -73,9 +73,9 @@ def test_evaluate_gives_the_fake_class_its_own_column():
 
 
 def test_output_layer_defenses_see_c_plus_1_rows_and_still_work():
-    from strategies.foolsgold import foolsgold
-    from strategies.lfighter import lfighter
-    from strategies.pca_filter import pca_filter
+    from strategies.rules.foolsgold import foolsgold
+    from strategies.rules.lfighter import lfighter
+    from strategies.rules.pca_filter import pca_filter
 
     model = new_model(resolve(GAN_KEYS))
     state = get_state(model)

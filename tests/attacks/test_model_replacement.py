@@ -14,7 +14,7 @@ from fl_poison.app.experiment import run_experiment
 from fl_poison.config import resolve
 from fl_poison.engine.inprocess import inprocess_grid
 from fl_poison.paper_comparison import metric_requirement
-from strategies.fedavg_math import fedavg
+from strategies.rules.fedavg_math import fedavg
 
 
 def _cfg(**over):

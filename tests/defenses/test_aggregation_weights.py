@@ -9,7 +9,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 from fl_poison.cli import main
 from fl_poison.config import ConfigError, resolve
 from flower_replies import StubGrid, arrays_of, make_reply
-from strategies.norm_clipping import ndc
+from strategies.rules.norm_clipping import ndc
 from strategies.registry import build_strategy
 
 

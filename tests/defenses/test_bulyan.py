@@ -1,11 +1,11 @@
-"""Bulyan (strategies/robust.py, strategies/defenses/bulyan.py): loop reference, hand-worked cases, ties, budget."""
+"""Bulyan (strategies/rules/robust.py, strategies/defenses/bulyan.py): loop reference, hand-worked cases, ties, budget."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies.robust import bulyan, krum_scores
-from strategies import robust as R
+from strategies.rules.robust import bulyan, krum_scores
+from strategies.rules import robust as R
 from fl_poison.config import ConfigError, resolve
 
 

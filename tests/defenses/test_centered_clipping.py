@@ -1,9 +1,9 @@
-"""Centered clipping (strategies/centered_clipping.py and its plug-in): by hand, its centre across rounds, properties."""
+"""Centered clipping (strategies/rules/centered_clipping.py and its plug-in): by hand, its centre across rounds, properties."""
 
 from __future__ import annotations
 
 import numpy as np
-from strategies.centered_clipping import centered_clipping
+from strategies.rules.centered_clipping import centered_clipping
 from strategies.defenses.centered_clipping import CenteredClipping
 
 

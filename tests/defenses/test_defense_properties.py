@@ -8,12 +8,12 @@ from fl_poison import plugins
 from fl_poison.config import resolve
 from fl_poison.updates import make_layout
 from strategies.registry import build_strategy
-from strategies.dnc import dnc
-from strategies.flame import flame
-from strategies.signguard import signguard
+from strategies.rules.dnc import dnc
+from strategies.rules.flame import flame
+from strategies.rules.signguard import signguard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from strategies.robust import bulyan, krum, median, multi_krum, repeated_median, trimmed_mean
+from strategies.rules.robust import bulyan, krum, median, multi_krum, repeated_median, trimmed_mean
 
 
 def _attacked(seed: int = 0, honest: int = 10, bad: int = 3, p: int = 200) -> np.ndarray:

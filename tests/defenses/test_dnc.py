@@ -1,4 +1,4 @@
-"""DnC (strategies/dnc.py and its plug-in): by hand, seeded subsets, invariances, the budget check."""
+"""DnC (strategies/rules/dnc.py and its plug-in): by hand, seeded subsets, invariances, the budget check."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fl_poison.config import ConfigError, resolve
 from strategies.defenses.dnc import DivideAndConquer
-from strategies.dnc import dnc
+from strategies.rules.dnc import dnc
 
 
 def _rows(seed: int, k: int, p: int) -> np.ndarray:

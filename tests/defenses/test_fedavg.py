@@ -1,11 +1,11 @@
-"""FedAvg math (strategies/fedavg_math.py): weighted mean over the kept subset, shares, input checks."""
+"""FedAvg math (strategies/rules/fedavg_math.py): weighted mean over the kept subset, shares, input checks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies.fedavg_math import fedavg
-from strategies.fedavg_math import check_updates, shares
+from strategies.rules.fedavg_math import fedavg
+from strategies.rules.fedavg_math import check_updates, shares
 
 
 def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:

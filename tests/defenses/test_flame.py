@@ -1,10 +1,10 @@
-"""FLAME (strategies/flame.py and its plug-in): by hand without noise, the noise scale, HDBSCAN fallbacks."""
+"""FLAME (strategies/rules/flame.py and its plug-in): by hand without noise, the noise scale, HDBSCAN fallbacks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies.flame import flame
+from strategies.rules.flame import flame
 
 
 def test_flame_by_hand_without_noise():

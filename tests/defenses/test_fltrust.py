@@ -1,11 +1,11 @@
-"""FLTrust (strategies/fltrust.py and its plug-in): by hand, no trusted client, the held-out root set."""
+"""FLTrust (strategies/rules/fltrust.py and its plug-in): by hand, no trusted client, the held-out root set."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from fl_poison.config import ConfigError, resolve
-from strategies.fltrust import fltrust
+from strategies.rules.fltrust import fltrust
 
 
 def test_fltrust_by_hand():

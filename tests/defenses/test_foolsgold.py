@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from fl_poison.updates import make_layout
-from strategies.foolsgold import foolsgold, foolsgold_features, foolsgold_weights, pardoned_similarity
+from strategies.rules.foolsgold import foolsgold, foolsgold_features, foolsgold_weights, pardoned_similarity
 from strategies import defenses as D
 from test_lfighter import layout_of
 from fl_poison.config import resolve
 from fl_poison.updates import infer_layout
-from strategies import foolsgold as fg
+from strategies.rules import foolsgold as fg
 from strategies.registry import build_strategy
 
 LOGIT_099 = math.log(0.99 / 0.01) + 0.5  # ≈ 5.095 -> clipped to 1
@@ -326,7 +326,7 @@ def test_foolsgold_strategy_history_per_scope(scope, features):
     # round 1: clients 0-3, round 2: clients 2-5. History = per-client sum of feature rows;
     # "all-seen" compares every client seen so far (first-seen order) and weighs the sampled,
     # "round" only this round's clients.
-    from strategies import foolsgold as fg
+    from strategies.rules import foolsgold as fg
 
     layout = layout_of(4, 3)
     rng = np.random.default_rng(8)

@@ -1,11 +1,11 @@
-"""The geometric median (strategies/geometric_median.py): by hand, brute force, invariances, equal updates."""
+"""The geometric median (strategies/rules/geometric_median.py): by hand, brute force, invariances, equal updates."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize
-from strategies.geometric_median import geometric_median
+from strategies.rules.geometric_median import geometric_median
 
 
 def _rows(seed: int, k: int, p: int) -> np.ndarray:

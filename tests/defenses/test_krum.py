@@ -1,4 +1,4 @@
-"""Krum and multi-Krum (strategies/robust.py, strategies/defenses/krum.py): brute force, budgets, distances, selection."""
+"""Krum and multi-Krum (strategies/rules/robust.py, strategies/defenses/krum.py): brute force, budgets, distances, selection."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from flower_replies import arrays_of, make_replies
 from flwr.serverapp.strategy import MultiKrum
 from fl_poison.updates import flatten
-from strategies.robust import krum, krum_scores, multi_krum
-from strategies import robust as R
+from strategies.rules.robust import krum, krum_scores, multi_krum
+from strategies.rules import robust as R
 from fl_poison.config import ConfigError, resolve
 from strategies import defenses as D
 from strategies.base import DefenseStrategy

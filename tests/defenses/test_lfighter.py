@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from fl_poison.updates import make_layout
-from strategies.lfighter import inverse_density, lfighter, neuron_magnitudes, top_two
+from strategies.rules.lfighter import inverse_density, lfighter, neuron_magnitudes, top_two
 from fl_poison.config import resolve
 from strategies import defenses as D
 from strategies.base import DefenseStrategy
-from strategies.lfighter import code_dissimilarity
+from strategies.rules.lfighter import code_dissimilarity
 from strategies.registry import build_strategy
 from sklearn.cluster import KMeans  # noqa: E402
 from strategies.defaults import KMEANS_N_INIT  # noqa: E402
-from strategies.lfighter import _neuron_data  # noqa: E402
+from strategies.rules.lfighter import _neuron_data  # noqa: E402
 
 
 def layout_of(c: int, h: int, bias: bool = True):
@@ -221,7 +221,7 @@ def test_paper_score_vs_code_score_hand_worked():
 
 
 def test_code_dissimilarity_hand_computed():
-    from strategies.lfighter import code_dissimilarity
+    from strategies.rules.lfighter import code_dissimilarity
 
     assert code_dissimilarity(np.array([[1.0, 0.0]])) == pytest.approx(1.0)
     # cos = [[1, -1], [-1, 1]] - I = [[0, -1], [-1, 0]] -> min -1 each -> 1 - (-1) = 2
@@ -230,7 +230,7 @@ def test_code_dissimilarity_hand_computed():
 
 def test_strategy_uses_one_kmeans_seed_for_the_whole_run(monkeypatch):
     from strategies import defenses
-    from strategies import lfighter as lf
+    from strategies.rules import lfighter as lf
 
     seen = []
     real = lf.lfighter

@@ -1,10 +1,10 @@
-"""The coordinate-wise median (strategies/robust.py)."""
+"""The coordinate-wise median (strategies/rules/robust.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies.robust import median
+from strategies.rules.robust import median
 
 
 def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategies.norm_clipping import ndc
+from strategies.rules.norm_clipping import ndc
 from fl_poison.config import ConfigError, resolve
 from strategies import defenses as D
 
@@ -139,7 +139,7 @@ def config_error(**over) -> ConfigError:
 
 
 def test_ndc_bound_values():
-    from strategies.norm_clipping import check_bound
+    from strategies.rules.norm_clipping import check_bound
 
     assert check_bound("median") == "median"
     assert check_bound("0.5") == 0.5 and check_bound(2) == 2.0

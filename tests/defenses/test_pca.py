@@ -8,13 +8,13 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from fl_poison.updates import make_layout
-from strategies.pca_filter import pca_2d, pca_filter, standardise
+from strategies.rules.pca_filter import pca_2d, pca_filter, standardise
 from fl_poison.config import ConfigError, resolve
 from strategies import defenses as D
 from strategies.base import DefenseStrategy
 from strategies.registry import build_strategy
 from test_lfighter import with_output_rows
-from strategies.pca_filter import _split  # noqa: E402
+from strategies.rules.pca_filter import _split  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
 
@@ -278,7 +278,7 @@ def test_pca_strategy_inspects_the_configured_class():
 def test_pca_strategy_seeds_kmeans_with_seed_plus_round():
     # which cluster k-means calls 0 depends on its seed (here seeds 4 and 6 swap the labels):
     # round r of a run with seed s must cluster exactly as pca_filter with seed s + r
-    from strategies.pca_filter import pca_filter
+    from strategies.rules.pca_filter import pca_filter
 
     layout, upd, _ = pca_planted(seed=0)
     n = np.ones(len(upd))

@@ -9,8 +9,8 @@ from flwr.app import ArrayRecord, ConfigRecord
 from fl_poison.config import ConfigError, config_warnings, resolve
 from flower_replies import StubGrid, make_reply
 from strategies import defenses as D
-from strategies import pre_aggregation as pre
-from strategies.robust import pairwise_sq_distances
+from strategies.rules import pre_aggregation as pre
+from strategies.rules.robust import pairwise_sq_distances
 
 
 def _nnm(u, f):
@@ -54,7 +54,7 @@ def test_bucketing_by_hand_with_a_fixed_permutation():
 def test_map_back_keeps_a_client_iff_its_bucket_and_splits_the_share():
     u = np.arange(6, dtype=float)[:, None]
     mixed = pre.bucketing(u, np.ones(6), 3, np.random.default_rng(1))
-    from strategies.fedavg_math import fedavg
+    from strategies.rules.fedavg_math import fedavg
 
     agg = pre.map_back(fedavg(mixed.rows, mixed.weights, kept=np.array([True, False])), mixed)
     first = mixed.groups[0]

@@ -1,11 +1,11 @@
-"""The repeated median (strategies/robust.py, strategies/defenses/repeated_median.py): Siegel slopes, the reweighted variant, chunking."""
+"""The repeated median (strategies/rules/robust.py, strategies/defenses/repeated_median.py): Siegel slopes, the reweighted variant, chunking."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies.robust import repeated_median, siegel_slopes
-from strategies import robust as R
+from strategies.rules.robust import repeated_median, siegel_slopes
+from strategies.rules import robust as R
 from strategies import defenses as D
 
 

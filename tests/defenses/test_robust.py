@@ -1,4 +1,4 @@
-"""What the robust rules of strategies/robust.py share: input checks, column chunking, pairwise distances, degenerate inputs, parity with Flower's strategies."""
+"""What the robust rules of strategies/rules/robust.py share: input checks, column chunking, pairwise distances, degenerate inputs, parity with Flower's strategies."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import pytest
 from flower_replies import arrays_of, make_replies
 from flwr.serverapp.strategy import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from fl_poison.updates import flatten
-from strategies.fedavg_math import fedavg
-from strategies.robust import bulyan, krum, median, multi_krum, pairwise_sq_distances, repeated_median, trimmed_mean
-from strategies import robust as R
+from strategies.rules.fedavg_math import fedavg
+from strategies.rules.robust import bulyan, krum, median, multi_krum, pairwise_sq_distances, repeated_median, trimmed_mean
+from strategies.rules import robust as R
 import tracemalloc
-from strategies import robust
+from strategies.rules import robust
 from strategies.base import _stack_updates
 
 
@@ -150,7 +150,7 @@ def test_pure_defaults_are_the_run_key_defaults():
     import inspect
 
     from fl_poison.config import SCHEMA
-    from strategies.norm_clipping import ndc
+    from strategies.rules.norm_clipping import ndc
 
     default = {k.name: k.default for k in SCHEMA}
     assert inspect.signature(trimmed_mean).parameters["beta"].default == default["trim-beta"]

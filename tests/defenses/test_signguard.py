@@ -1,9 +1,9 @@
-"""SignGuard (strategies/signguard.py and its plug-in): by hand, equal updates."""
+"""SignGuard (strategies/rules/signguard.py and its plug-in): by hand, equal updates."""
 
 from __future__ import annotations
 
 import numpy as np
-from strategies.signguard import signguard
+from strategies.rules.signguard import signguard
 
 
 def test_signguard_by_hand():

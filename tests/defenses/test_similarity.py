@@ -1,10 +1,10 @@
-"""Cosine similarity (strategies/similarity.py): float64 math, zero rows, exactly parallel rows."""
+"""Cosine similarity (strategies/rules/similarity.py): float64 math, zero rows, exactly parallel rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies.similarity import angle_matrix, cosine_matrix
+from strategies.rules.similarity import angle_matrix, cosine_matrix
 
 
 def test_cosine_matrix_message_and_float64_math():

@@ -17,7 +17,7 @@ from strategies.registry import STRATEGIES, build_strategy
 from fl_poison.config import resolve
 from flower_replies import StubGrid as _Grid, array_record
 from strategies import base as B
-from strategies import robust as R
+from strategies.rules import robust as R
 
 
 @pytest.fixture(autouse=True)
@@ -147,10 +147,10 @@ def test_nothing_valid_keeps_the_model_and_says_so():
 
 
 def _own_math():
-    from strategies.flame import flame
-    from strategies.fltrust import fltrust
-    from strategies.norm_clipping import ndc
-    from strategies.signguard import signguard
+    from strategies.rules.flame import flame
+    from strategies.rules.fltrust import fltrust
+    from strategies.rules.norm_clipping import ndc
+    from strategies.rules.signguard import signguard
 
     round_rng = lambda: np.random.default_rng([0, 1])  # noqa: E731 - the strategies' default seed, round 1
     return {"ndc": lambda u, w: ndc(u, w, bound="median", mode="clip"),
@@ -450,7 +450,7 @@ def test_the_report_carries_the_defense_info(server_identity):
 
 def test_a_non_finite_aggregate_leaves_the_model_unchanged_and_says_so(server_identity, caplog):
     """A rule (here a broken plug-in) that returns NaN must not reach the global model."""
-    from strategies.aggregation import Aggregation
+    from strategies.rules.aggregation import Aggregation
 
     class NaNRule(D.FedAvgDefense):
         def aggregate_updates(self, updates, weights, layout, clients, server_round):

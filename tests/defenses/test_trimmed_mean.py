@@ -1,11 +1,11 @@
-"""The trimmed mean (strategies/robust.py, strategies/defenses/trimmed_mean.py): slicing, the cut, trim-beta."""
+"""The trimmed mean (strategies/rules/robust.py, strategies/defenses/trimmed_mean.py): slicing, the cut, trim-beta."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies.robust import trimmed_mean
-from strategies import robust as R
+from strategies.rules.robust import trimmed_mean
+from strategies.rules import robust as R
 from fl_poison.config import resolve
 from fl_poison.updates import infer_layout
 from strategies.registry import build_strategy

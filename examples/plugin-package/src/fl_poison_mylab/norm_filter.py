@@ -11,7 +11,7 @@ import numpy as np
 
 from fl_poison.config import Key
 from strategies.base import DefenseStrategy
-from strategies.fedavg_math import fedavg
+from strategies.rules.fedavg_math import fedavg
 
 NORM_RATIO = Key("norm-ratio", float, 2.0, "mylab-norm-filter flags updates longer than this times the median",
                  check=lambda v: v >= 1, allowed="a number >= 1", param="ratio")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strategies.aggregation import Aggregation
+from strategies.rules.aggregation import Aggregation
 
 PRE_AGGREGATIONS = ("none", "nnm", "bucketing")
 

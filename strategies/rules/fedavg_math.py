@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
+from strategies.rules.aggregation import Aggregation
 
 
 def check_updates(updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

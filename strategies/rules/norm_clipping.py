@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
+from strategies.rules.aggregation import Aggregation
 from strategies.defaults import NDC_BOUND, NDC_MODE
-from strategies.fedavg_math import check_updates, combine_rows, fedavg, row_norms
+from strategies.rules.fedavg_math import check_updates, combine_rows, fedavg, row_norms
 
 MODES = ("clip", "drop")
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
-from strategies.dnc import sample_columns
-from strategies.fedavg_math import check_updates, combine_rows, row_norms, shares
+from strategies.rules.aggregation import Aggregation
+from strategies.rules.dnc import sample_columns
+from strategies.rules.fedavg_math import check_updates, combine_rows, row_norms, shares
 
 DEFAULT_LOWER = 0.1
 DEFAULT_UPPER = 3.0

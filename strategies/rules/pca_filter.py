@@ -60,9 +60,9 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
+from strategies.rules.aggregation import Aggregation
 from strategies.defaults import KMEANS_N_INIT
-from strategies.fedavg_math import fedavg
+from strategies.rules.fedavg_math import fedavg
 
 N_INIT = KMEANS_N_INIT
 

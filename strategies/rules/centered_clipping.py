@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
-from strategies.fedavg_math import check_updates, combine_rows, row_norms
+from strategies.rules.aggregation import Aggregation
+from strategies.rules.fedavg_math import check_updates, combine_rows, row_norms
 
 DEFAULT_TAU = 10.0
 DEFAULT_ITERATIONS = 1

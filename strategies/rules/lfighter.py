@@ -70,10 +70,10 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
+from strategies.rules.aggregation import Aggregation
 from strategies.defaults import KMEANS_N_INIT
-from strategies.fedavg_math import fedavg
-from strategies.similarity import angle_matrix, cosine_matrix
+from strategies.rules.fedavg_math import fedavg
+from strategies.rules.similarity import angle_matrix, cosine_matrix
 
 N_INIT = KMEANS_N_INIT
 Mode = Literal["mild", "extreme"]

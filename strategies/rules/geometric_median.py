@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
-from strategies.fedavg_math import check_updates, combine_rows, row_norms, shares
+from strategies.rules.aggregation import Aggregation
+from strategies.rules.fedavg_math import check_updates, combine_rows, row_norms, shares
 
 #: the authors' smoothing default
 DEFAULT_EPS = 1e-6

@@ -41,9 +41,9 @@ from typing import Literal
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
-from strategies.fedavg_math import combine_rows
-from strategies.similarity import cosine_matrix
+from strategies.rules.aggregation import Aggregation
+from strategies.rules.fedavg_math import combine_rows
+from strategies.rules.similarity import cosine_matrix
 
 Features = Literal["output-layer", "all"]
 #: Whose histories FoolsGold compares: every client seen so far (paper/code) or this round's only.
@@ -84,7 +84,7 @@ def foolsgold_weights(history: np.ndarray) -> np.ndarray:
     Follows steps 1-7 of the module docstring exactly. A zero history row has
     cosine 0 with everyone (scikit-learn's convention, which the authors use);
     cosines within ``1e-12`` of ±1 are snapped to ±1 (see
-    :mod:`strategies.similarity`), so exact copies get ``α = 0`` rather than a
+    :mod:`strategies.rules.similarity`), so exact copies get ``α = 0`` rather than a
     rounding residue that step 5 would rescale to 1.
     """
     history = np.atleast_2d(np.asarray(history, dtype=np.float64))

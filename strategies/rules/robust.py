@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
+from strategies.rules.aggregation import Aggregation
 from strategies.defaults import TRIM_BETA
-from strategies.fedavg_math import check_updates, fedavg
+from strategies.rules.fedavg_math import check_updates, fedavg
 
 #: Temporary memory budget (bytes) for one chunk of coordinate-wise work.
 DEFAULT_CHUNK_BYTES = 64 * 2**20

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from fl_poison.updates import Layout
-from strategies.aggregation import Aggregation
-from strategies.fedavg_math import check_updates, fedavg
+from strategies.rules.aggregation import Aggregation
+from strategies.rules.fedavg_math import check_updates, fedavg
 
 DEFAULT_ITERATIONS = 5
 DEFAULT_SUBSAMPLE = 10000
