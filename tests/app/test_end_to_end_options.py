@@ -64,6 +64,8 @@ NON_DEFAULT = {
                   {"lower": 0.2, "upper": 2.0, "coord_fraction": 0.5, "seed": 1}),
     "flame": ({"flame-noise": 0.01}, {"noise": 0.01, "seed": 1}),
     "fltrust": ({"server-data-samples": 40}, {}),
+    "fldetector": ({"fldetector-window": 3, "fldetector-rule": "mean", "fldetector-gap": "authors"},
+                   {"window": 3, "rule": "mean", "gap": "authors", "seed": 1}),
 }
 
 
@@ -81,13 +83,14 @@ def test_every_non_default_case_names_a_registered_defense():
 @pytest.mark.parametrize("name", DEFENSES)
 def test_defense_parameters_arrive_from_run_keys(name):
     keys, attrs = NON_DEFAULT.get(name, ({}, {}))
-    cfg = resolve({**TINY, "defense": name, "capture-updates": True, "num-clients": 7, "clients-per-round": 5,
-                   **keys})
+    every = getattr(STRATEGIES[name], "needs_every_client", False)  # per-client history: no partial rounds
+    cfg = resolve({**TINY, "defense": name, "capture-updates": True, "num-clients": 7,
+                   "clients-per-round": 7 if every else 5, **keys})
     s = build_strategy(cfg)
     assert type(s) is STRATEGIES[name] and s.name == name
     for attr, value in attrs.items():
         assert getattr(s, attr) == value, attr
-    assert s.capture_updates is True and s.clients_per_round == 5 and s.min_available_nodes == 7
+    assert s.capture_updates is True and s.clients_per_round == cfg["clients-per-round"] and s.min_available_nodes == 7
 
 
 @pytest.mark.slow
