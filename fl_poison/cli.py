@@ -224,8 +224,8 @@ def sweep_command(args: argparse.Namespace) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Every point of the file's grids as a Ray task (or in-process with --local), resumable."""
-    from fl_poison.sweep import (SweepProgress, check_executor, failure_lines, parse_resources, plan, run_sweep,
-                                 survey, write_manifest)
+    from fl_poison.sweep import (SweepProgress, check_executor, check_store, failure_lines, migrate_store,
+                                 parse_resources, plan, run_sweep, survey, write_manifest)
     from fl_poison.experiment_file import load_experiment
 
     cpus, gpus = parse_resources(args.resources)
@@ -237,6 +237,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for warning in check_sweep(exp, runs):
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
     runs_dir = Path(args.out) / "runs"
+    check_store(args.out, runs)  # a bad --out / store -> exit 2, before anything in it moves
+    if renamed := migrate_store(args.out):
+        print(f"fl-poison: {len(renamed)} run folders renamed to the current run ids", file=sys.stderr)
     for note in survey(runs, args.out, args.retry_failed).notes(runs_dir):  # a bad --out / store -> exit 2
         print(f"fl-poison: {note}", file=sys.stderr)
     write_manifest(Path(args.out), exp.path, runs, sweep_command(args))

@@ -62,10 +62,62 @@ class Run:
     points: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
+def _canonical(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def id_of_values(values: dict[str, Any]) -> str:
+    """The run id of a resolved config's values (a ``config.json`` read back, or ``Config.to_dict()``).
+
+    Hashes the keys whose value differs from the key's default (and keys the schema does not
+    know), without the output location: a key added later with a default leaves every stored
+    run's id, and so every finished run of a store, as it was.
+    """
+    from fl_poison.config import schema
+
+    defaults = schema().defaults
+    kept = {k: v for k, v in values.items() if k not in NOT_IN_RUN_ID
+            and (k not in defaults or _canonical(v) != _canonical(defaults[k]))}
+    return hashlib.sha256(_canonical(kept).encode()).hexdigest()[:16]
+
+
 def run_id(cfg: Config) -> str:
-    """A stable hash of the resolved config without its output location (16 hex digits)."""
-    values = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RUN_ID}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A stable hash of the resolved config's non-default values, without its output location (16 hex digits)."""
+    return id_of_values(cfg.to_dict())
+
+
+def migrate_store(out: str | Path) -> dict[str, str]:
+    """Rename run folders whose name is not the id of their ``config.json`` (ids of an older rule); fix the manifest.
+
+    Returns ``{old: new}``. A folder whose id is taken by another, or whose config cannot be
+    read, is left alone (the sweep then plans it afresh, as before).
+    """
+    out = Path(out)
+    runs_dir = out / "runs"
+    if not runs_dir.is_dir():
+        return {}
+    renamed: dict[str, str] = {}
+    for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        try:
+            values = json.loads((d / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(values, dict):
+            continue
+        new = id_of_values(values)
+        if new == d.name or (runs_dir / new).exists():
+            continue
+        os.replace(d, runs_dir / new)
+        if values.get("run-name") == d.name:
+            values["run-name"] = new
+            write_json_atomic(runs_dir / new / "config.json", values)
+        renamed[d.name] = new
+    if renamed and (out / MANIFEST).is_file():
+        manifest = json.loads((out / MANIFEST).read_text())
+        for point in manifest.get("points", []):
+            point["run"] = renamed.get(point.get("run"), point.get("run"))
+        write_json_atomic(out / MANIFEST, manifest)
+    return renamed
 
 
 def varied_by(grid: dict[str, Any]) -> list[str]:
@@ -567,5 +619,6 @@ def sweep_file(path: str | Path, names: Sequence[str] = (), out: str | Path = "r
     exp = load_experiment(path)
     runs = plan(exp, names, overrides)
     check_store(out, runs)
+    migrate_store(out)
     write_manifest(Path(out), exp.path, runs)
     return runs, run_sweep(runs, out, **kwargs)

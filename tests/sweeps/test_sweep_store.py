@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from fl_poison.cli import main
-from fl_poison.config import ConfigError
+from fl_poison.config import ConfigError, resolve
 from fl_poison.experiment_file import load_experiment
 from fl_poison.sweep import plan, run_state, run_sweep
 from test_sweep import tiny
@@ -196,3 +196,39 @@ def test_the_manifest_keeps_the_points_of_earlier_sweeps(tmp_path, sweep):
     points = json.loads((out / "manifest.json").read_text())["points"]
     assert sorted((p["sweep"], p["coords"]["defense"]) for p in points) == [("a", "fedavg"), ("a", "median"),
                                                                             ("b", "krum")]
+
+
+def test_a_key_at_its_default_does_not_change_the_run_id():
+    """A key added to the schema later (here: one at its default) leaves stored runs' ids alone."""
+    from fl_poison.sweep import id_of_values, run_id
+
+    cfg = resolve({"dataset": "digits", "attack": "label-flip", "source-class": 1, "target-class": 7})
+    values = cfg.to_dict()
+    without = {k: v for k, v in values.items() if k != "replacement-gamma"}
+    assert run_id(cfg) == id_of_values(values) == id_of_values(without)
+    assert id_of_values({**values, "replacement-gamma": 3.0}) != run_id(cfg)  # a non-default value counts
+    assert id_of_values({**values, "run-name": "x", "out-dir": "y"}) == run_id(cfg)
+
+
+def test_migrate_store_renames_folders_of_an_older_id_rule_and_fixes_the_manifest(tmp_path):
+    import json
+
+    from fl_poison.sweep import migrate_store, run_id
+
+    cfg = resolve({"dataset": "digits", "seed": 4})
+    old = tmp_path / "runs" / "0123456789abcdef"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text(json.dumps({**cfg.to_dict(), "run-name": old.name}))
+    (old / "summary.json").write_text("{}")
+    (tmp_path / "runs" / "junk").mkdir()  # no config.json: left alone
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"experiment": "x.toml", "points": [{"sweep": "s", "coords": {"seed": 4}, "run": old.name},
+                                            {"sweep": "s", "coords": {"seed": 5}, "run": "other"}]}))
+    new = run_id(cfg)
+    assert migrate_store(tmp_path) == {old.name: new}
+    moved = tmp_path / "runs" / new
+    assert not old.exists() and (moved / "summary.json").exists()
+    assert json.loads((moved / "config.json").read_text())["run-name"] == new
+    assert [p["run"] for p in json.loads((tmp_path / "manifest.json").read_text())["points"]] == [new, "other"]
+    assert (tmp_path / "runs" / "junk").is_dir()
+    assert migrate_store(tmp_path) == {}  # idempotent
