@@ -355,7 +355,9 @@ def pool(cell: Cell, members: Sequence[tuple[Mapping[str, Any], Mapping[str, Any
         return Pooled(None, None, 0, 0, blocker=f"n=0 runs ({cell.describe()})")
     fixed = set(NOT_A_SETTING) | set(cell.average_over) | {k for k, _ in cell.where}
     keys = sorted({k for cfg, _ in members for k in cfg if k not in fixed})
-    differ = [k for k in keys if len({json.dumps(cfg.get(k), sort_keys=True) for cfg, _ in members}) > 1]
+    # a key a run's config lacks (it predates the key) held the key's default
+    differ = [k for k in keys if len({json.dumps(cfg.get(k, _default(k)), sort_keys=True, default=str)
+                                      for cfg, _ in members}) > 1]
     rounds = tuple(sorted({int(s.get("rounds", cfg.get("num-rounds", 0))) for cfg, s in members}))
     if differ:
         return Pooled(None, None, 0, len(members), rounds, blocker=f"the {len(members)} runs differ in "

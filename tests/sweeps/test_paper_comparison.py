@@ -185,6 +185,16 @@ def test_pool_refuses_runs_that_differ_in_a_key_the_cell_neither_filters_nor_ave
     assert pool(cell(where=(("defense", "krum"),)), [member(0.8, defense="krum")]).mean == 0.8
 
 
+def test_pool_reads_a_key_an_older_run_lacks_as_its_default():
+    """A run written before a key existed held its default: it pools with a run that records the default."""
+    older = member(0.2, 0)
+    newer = member(0.4, 1)
+    newer[0]["replacement-gamma"] = -1.0
+    assert pool(cell(), [older, newer]).mean == pytest.approx(0.3)
+    newer[0]["replacement-gamma"] = 2.0  # a real difference still blocks
+    assert "differ in replacement-gamma" in pool(cell(), [older, newer]).blocker
+
+
 def test_read_metric_treats_null_nan_and_missing_alike():
     s = {"max_over_rounds": {"ata": None, "mta": float("nan")}, "detection": {"f1": 0.5}, "ata": True}
     assert [read_metric(s, m) for m in ("max_over_rounds.ata", "max_over_rounds.mta", "last10.ata", "ata")] == [None] * 4
