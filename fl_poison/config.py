@@ -141,6 +141,9 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("server-data-samples", int, -1, "training samples held out of the clients' data as the server's root set "
         "(-1 = 100, FLTrust's, for a defense that needs one, else 0)", check=lambda v: v >= -1,
         allowed="an integer >= 0, or -1"),
+    Key("server-steps", str, "client", "local SGD steps of the server on its root set: client = as many as a "
+        "client of mean size takes (FLTrust's same local iterations; the root set is cycled), epochs = "
+        "local-epochs passes over the root set", ("client", "epochs")),
     Key("bucket-size", int, 2, "updates per bucket of pre-aggregation=bucketing", check=_ge(1),
         allowed="an integer >= 1"),
     # --- output ---------------------------------------------------------------

@@ -138,10 +138,21 @@ def hold_out(pool: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarra
 def server_trainer(cfg: Config, fed: Federation) -> Callable[[Sequence[str], Sequence[np.ndarray], int],
                                                             list[np.ndarray]]:
     """The server's local training on its root set, as a client trains (``local-epochs``, ``lr``, ...):
-    ``(names, global arrays, round) -> trained arrays``; seeded by the run seed and the round."""
+    ``(names, global arrays, round) -> trained arrays``; seeded by the run seed and the round.
+
+    ``server-steps=client`` (default, FLTrust's paper: server and clients run the same local iterations)
+    cycles the root set up to a mean client's size, so an epoch is as many SGD steps as a client's;
+    ``epochs`` trains ``local-epochs`` passes over the root set alone.
+    """
     from fl_poison.training import TrainSettings, set_state, get_state, train_local
 
     x, y = fed.server_data()
+    if cfg["server-steps"] == "client" and len(x) and fed.parts:
+        # FLTrust: the server takes a client's local iterations; 100 root samples at batch 64 would be 2 steps
+        # against a 500-sample client's 8, and every update is rescaled to the server's norm
+        per_epoch = max(len(x), int(round(float(np.mean([len(p) for p in fed.parts])))))
+        idx = torch.from_numpy(np.resize(np.arange(len(x)), per_epoch))
+        x, y = x[idx], y[idx]
     settings = TrainSettings.from_config(cfg)
 
     def train(names: Sequence[str], arrays: Sequence[np.ndarray], server_round: int) -> list[np.ndarray]:
