@@ -167,6 +167,7 @@ plugins.discover()
 #: new plug-in is covered without editing this file).
 NOT_PERMUTATION_CHECKED = {
     "fltrust": "needs the server's update on its root data, which a run builds from server-data-samples",
+    "fldetector": "needs the round's global model and per-client history across rounds (a run's strategy state)",
     "bulyan": "at the default budget the last iterated steps have one neighbour, where two mutual nearest "
               "neighbours tie and the lower index wins; the rule's property on clear selections is above",
 }
