@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
+from client_replies import SMALL, constant_state, reply_metrics, train_reply
+
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord
 from torch import nn
 from clients.behaviour import received_model_accuracy
 from fl_poison.app import client_app as real
 from fl_poison.config import resolve
-from fl_poison.engine.inprocess import FIRST_NODE_ID, inprocess_grid
 from fl_poison.federation import federation_for, new_model
 from strategies.registry import build_strategy
 from flower_replies import make_reply
 
 
-SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
-         "figures": False}
-
-
-# --- helpers: call the real ClientApp with a crafted global model ---------------------------------
-def _constant_state(cfg, cls: int) -> dict[str, np.ndarray]:
-    """A global model of the config's architecture that predicts ``cls`` for every input."""
-    state = {k: v.detach().numpy().copy() for k, v in new_model(cfg).state_dict().items()}
-    names = list(state)
-    w, b = names[-2], names[-1]  # the output Linear layer (weight, bias)
-    state[w][:] = 0.0
-    state[b][:] = 0.0
-    state[b][cls] = 10.0
-    return state
-
-
-def _train_reply(cfg, cid: int, state: dict[str, np.ndarray], server_round: int = 1) -> Message:
-    """One real ClientApp train call for partition ``cid`` through the in-process Grid."""
-    grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"], real.app)
-    content = RecordDict({"arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()}),
-                          "config": ConfigRecord({"server-round": server_round})})
-    msg = Message(content, FIRST_NODE_ID + cid, MessageType.TRAIN)
-    (reply,) = grid.send_and_receive([msg])
-    assert not reply.has_error(), reply.error.reason
-    return reply
-
-
-def _metrics(reply: Message) -> dict:
-    return dict(reply.content["metrics"])
 
 
 # --- 6. the received-model accuracy subsample keeps (x, y) pairs together --------------------------------
@@ -72,7 +44,7 @@ def test_client_app_received_accuracy_on_a_subsample():
     cfg = resolve({**SMALL, "received-eval-samples": 40})
     _, y = federation_for(cfg).client_data(1)
     assert len(y) > 40
-    m = _metrics(_train_reply(cfg, 1, _constant_state(cfg, 4)))
+    m = reply_metrics(train_reply(cfg, 1, constant_state(cfg, 4)))
     seed = real.client_seed(cfg, 1, 1)
     idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:40]
     assert m["received-model-accuracy"] == pytest.approx(float((y[idx] == 4).float().mean()))
@@ -83,11 +55,11 @@ def test_injection_subset_is_reproducible_through_the_client_app():
     cfg = resolve({**SMALL, "attack": "label-flip", "source-class": 7, "target-class": 1, "num-malicious": 4,
                    "injection-rate": 0.3})
     state = {k: v.detach().numpy() for k, v in new_model(cfg).state_dict().items()}
-    a, b = _train_reply(cfg, 0, state), _train_reply(cfg, 0, state)
+    a, b = train_reply(cfg, 0, state), train_reply(cfg, 0, state)
     for k in a.content["arrays"].keys():
         assert np.array_equal(a.content["arrays"][k].numpy(), b.content["arrays"][k].numpy()), k
     _, y = federation_for(cfg).client_data(0)
-    assert _metrics(a)["num-examples"] == len(y)  # the injected set keeps the local set size
+    assert reply_metrics(a)["num-examples"] == len(y)  # the injected set keeps the local set size
 
 
 # --- 10. capture-updates stores updates, not local models -----------------------------------------------

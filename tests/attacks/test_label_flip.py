@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from client_replies import SMALL, constant_state, reply_metrics, train_reply
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,11 +13,8 @@ from clients.store import NodeStore
 from fl_poison.config import resolve
 from fl_poison.training import TrainSettings, get_state
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from clients.poisoning import targeted_flip_set
-from fl_poison.app import client_app as real
-from fl_poison.engine.inprocess import FIRST_NODE_ID, inprocess_grid
-from fl_poison.federation import federation_for, new_model
+from fl_poison.federation import federation_for
 
 
 def _round(cfg, y: torch.Tensor, *, cid: int = 0, server_round: int = 1, num_classes: int = 10) -> RoundInput:
@@ -74,35 +73,6 @@ def test_label_flip_injection_without_source_examples_trains_on_the_data_unchang
     assert rows.tolist() == [0, 1, 2, 3] and new.tolist() == y.tolist()
 
 
-SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
-         "figures": False}
-
-
-# --- helpers: call the real ClientApp with a crafted global model ---------------------------------
-def _constant_state(cfg, cls: int) -> dict[str, np.ndarray]:
-    """A global model of the config's architecture that predicts ``cls`` for every input."""
-    state = {k: v.detach().numpy().copy() for k, v in new_model(cfg).state_dict().items()}
-    names = list(state)
-    w, b = names[-2], names[-1]  # the output Linear layer (weight, bias)
-    state[w][:] = 0.0
-    state[b][:] = 0.0
-    state[b][cls] = 10.0
-    return state
-
-
-def _train_reply(cfg, cid: int, state: dict[str, np.ndarray], server_round: int = 1) -> Message:
-    """One real ClientApp train call for partition ``cid`` through the in-process Grid."""
-    grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"], real.app)
-    content = RecordDict({"arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()}),
-                          "config": ConfigRecord({"server-round": server_round})})
-    msg = Message(content, FIRST_NODE_ID + cid, MessageType.TRAIN)
-    (reply,) = grid.send_and_receive([msg])
-    assert not reply.has_error(), reply.error.reason
-    return reply
-
-
-def _metrics(reply: Message) -> dict:
-    return dict(reply.content["metrics"])
 
 
 # --- 2. a label flipper flips EVERY source sample -----------------------------------------------------
@@ -125,7 +95,7 @@ def test_client_app_flipper_trains_on_every_source_sample_flipped():
     _, y = fed.client_data(0)
     y = y.numpy()
     assert (y == 7).sum() > 2
-    m = _metrics(_train_reply(cfg, 0, _constant_state(cfg, 1)))
+    m = reply_metrics(train_reply(cfg, 0, constant_state(cfg, 1)))
     assert m["num-examples"] == len(y)
     assert m["received-model-accuracy"] == pytest.approx(((y == 7) | (y == 1)).mean())
 
@@ -134,5 +104,5 @@ def test_client_app_honest_client_keeps_its_labels():
     cfg = resolve({**SMALL, "attack": "label-flip", "source-class": 7, "target-class": 1, "num-malicious": 0,
                    "received-eval-samples": -1})
     _, y = federation_for(cfg).client_data(0)
-    m = _metrics(_train_reply(cfg, 0, _constant_state(cfg, 1)))
+    m = reply_metrics(train_reply(cfg, 0, constant_state(cfg, 1)))
     assert m["received-model-accuracy"] == pytest.approx((y.numpy() == 1).mean())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from client_replies import SMALL, constant_state, reply_metrics, train_reply
+
 import numpy as np
 import pytest
 import torch
@@ -12,10 +14,7 @@ from clients.store import NodeStore
 from fl_poison.config import ConfigError, resolve
 from fl_poison.data.datasets import get_spec
 from fl_poison.training import TrainSettings, get_state
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-from fl_poison.app import client_app as real
-from fl_poison.engine.inprocess import FIRST_NODE_ID, inprocess_grid
-from fl_poison.federation import federation_for, new_model
+from fl_poison.federation import federation_for
 
 
 def _round(cfg, y: torch.Tensor, *, cid: int = 0, server_round: int = 1, num_classes: int = 10) -> RoundInput:
@@ -61,39 +60,10 @@ def test_untargeted_flip_check_needs_injection_rate_only_when_it_is_set():
         UntargetedFlip.check_config({"attack": "untargeted-flip", "injection-rate": 1.0}, spec)
 
 
-SMALL = {"dataset": "digits", "num-clients": 4, "clients-per-round": 4, "num-rounds": 1, "seed": 3,
-         "figures": False}
-
-
-# --- helpers: call the real ClientApp with a crafted global model ---------------------------------
-def _constant_state(cfg, cls: int) -> dict[str, np.ndarray]:
-    """A global model of the config's architecture that predicts ``cls`` for every input."""
-    state = {k: v.detach().numpy().copy() for k, v in new_model(cfg).state_dict().items()}
-    names = list(state)
-    w, b = names[-2], names[-1]  # the output Linear layer (weight, bias)
-    state[w][:] = 0.0
-    state[b][:] = 0.0
-    state[b][cls] = 10.0
-    return state
-
-
-def _train_reply(cfg, cid: int, state: dict[str, np.ndarray], server_round: int = 1) -> Message:
-    """One real ClientApp train call for partition ``cid`` through the in-process Grid."""
-    grid = inprocess_grid(cfg.to_dict(), cfg["num-clients"], real.app)
-    content = RecordDict({"arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()}),
-                          "config": ConfigRecord({"server-round": server_round})})
-    msg = Message(content, FIRST_NODE_ID + cid, MessageType.TRAIN)
-    (reply,) = grid.send_and_receive([msg])
-    assert not reply.has_error(), reply.error.reason
-    return reply
-
-
-def _metrics(reply: Message) -> dict:
-    return dict(reply.content["metrics"])
 
 
 def test_client_app_untargeted_flip_relabels_every_sample():
     cfg = resolve({**SMALL, "attack": "untargeted-flip", "num-malicious": 4, "received-eval-samples": -1})
     _, y = federation_for(cfg).client_data(2)
-    m = _metrics(_train_reply(cfg, 2, _constant_state(cfg, 9)))
+    m = reply_metrics(train_reply(cfg, 2, constant_state(cfg, 9)))
     assert m["received-model-accuracy"] == pytest.approx((9 - y.numpy() == 9).mean())  # reverse map: 0 -> 9

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
+from robust_cases import outlier_rows, ref_krum_scores
+
 import numpy as np
 import pytest
 from strategies.rules.robust import bulyan, krum_scores
 from strategies.rules import robust as R
 from fl_poison.config import ConfigError, resolve
-
-
-def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:
-    u = rng.normal(0.0, 0.1, size=(k, p))
-    if outliers:
-        u[:outliers] += rng.normal(2.0, 1.0, size=(outliers, p))
-    return u
-
-
-def ref_krum_scores(u: np.ndarray, f: int) -> np.ndarray:
-    k = len(u)
-    n = max(1, k - f - 2)
-    scores = []
-    for i in range(k):
-        d = sorted(float(np.sum((u[i] - u[j]) ** 2)) for j in range(k) if j != i)
-        scores.append(sum(d[:n]))
-    return np.array(scores)
 
 
 def ref_bulyan(u: np.ndarray, f: int) -> tuple[np.ndarray, list[int]]:
@@ -43,7 +28,7 @@ def ref_bulyan(u: np.ndarray, f: int) -> tuple[np.ndarray, list[int]]:
 @pytest.mark.parametrize(("k", "f"), [(7, 1), (8, 1), (11, 2), (12, 2), (5, 0)])
 def test_bulyan_matches_loop_reference(k, f):
     rng = np.random.default_rng(k + f)
-    u = _rows(rng, k, 25, outliers=f)
+    u = outlier_rows(rng, k, 25, outliers=f)
     expected, chosen = ref_bulyan(u, f)
     agg = bulyan(u, rng.integers(1, 9, size=k), num_byzantine=f, selection="flower")
     np.testing.assert_allclose(agg.update, expected, atol=1e-15)
@@ -92,7 +77,7 @@ def test_bulyan_iterated_differs_from_flower_shortcut_hand_worked():
 
 def test_bulyan_iterated_rejects_the_outliers_on_random_rows():
     rng = np.random.default_rng(11)
-    u = _rows(rng, 11, 20, outliers=2)
+    u = outlier_rows(rng, 11, 20, outliers=2)
     agg = bulyan(u, np.ones(11), num_byzantine=2)
     assert not agg.kept[:2].any() and agg.kept.sum() == 7
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+from robust_cases import outlier_rows
+
 import numpy as np
 import pytest
 from strategies.rules.fedavg_math import fedavg
 from strategies.rules.fedavg_math import check_updates, shares
 
 
-def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:
-    u = rng.normal(0.0, 0.1, size=(k, p))
-    if outliers:
-        u[:outliers] += rng.normal(2.0, 1.0, size=(outliers, p))
-    return u
-
-
 def test_fedavg_weighted_mean_and_kept_subset():
     rng = np.random.default_rng(0)
-    u = _rows(rng, 5, 7)
+    u = outlier_rows(rng, 5, 7)
     n = np.array([10.0, 20.0, 30.0, 0.0, 40.0])
     agg = fedavg(u, n)
     np.testing.assert_allclose(agg.update, (n[:, None] * u).sum(0) / n.sum(), atol=1e-15)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from robust_cases import federation_case, flower_aggregate, outlier_rows, ref_krum_scores
+
 import numpy as np
 import pytest
-from flower_replies import arrays_of, make_replies
 from flwr.serverapp.strategy import MultiKrum
-from fl_poison.updates import flatten
 from strategies.rules.robust import krum, krum_scores, multi_krum
 from strategies.rules import robust as R
 from fl_poison.config import ConfigError, resolve
@@ -17,42 +17,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 
-SHAPES = [(4, 3), (5,), (2, 2, 2)]
-
-
-def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:
-    u = rng.normal(0.0, 0.1, size=(k, p))
-    if outliers:
-        u[:outliers] += rng.normal(2.0, 1.0, size=(outliers, p))
-    return u
-
-
-def ref_krum_scores(u: np.ndarray, f: int) -> np.ndarray:
-    k = len(u)
-    n = max(1, k - f - 2)
-    scores = []
-    for i in range(k):
-        d = sorted(float(np.sum((u[i] - u[j]) ** 2)) for j in range(k) if j != i)
-        scores.append(sum(d[:n]))
-    return np.array(scores)
-
-
-def _federation(seed: int, k: int, outliers: int, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    global_arrays = [rng.normal(size=s).astype(dtype) for s in SHAPES]
-    locals_ = []
-    for i in range(k):
-        shift = 3.0 if i < outliers else 0.0
-        locals_.append([(g + rng.normal(shift, 0.1, size=g.shape)).astype(dtype) for g in global_arrays])
-    counts = [int(c) for c in rng.integers(5, 200, size=k)]
-    g_flat = flatten(global_arrays)
-    u = np.stack([flatten(a) for a in locals_]) - g_flat
-    return global_arrays, locals_, counts, g_flat, u
-
-
-def _flower(strategy, locals_, counts) -> np.ndarray:
-    arrays, _ = strategy.aggregate_train(1, make_replies(locals_, counts))
-    return flatten(arrays_of(arrays))
 
 
 def test_krum_hand_worked_1d():
@@ -73,13 +37,13 @@ def test_krum_hand_worked_1d():
 @pytest.mark.parametrize(("k", "f"), [(5, 0), (7, 2), (12, 3)])
 def test_krum_scores_match_brute_force(k, f):
     rng = np.random.default_rng(k)
-    u = _rows(rng, k, 30, outliers=f)
+    u = outlier_rows(rng, k, 30, outliers=f)
     np.testing.assert_allclose(krum_scores(u, f), ref_krum_scores(u, f), rtol=1e-9)
 
 
 def test_multi_krum_default_selects_k_minus_f():
     rng = np.random.default_rng(4)
-    u = _rows(rng, 9, 10, outliers=2)
+    u = outlier_rows(rng, 9, 10, outliers=2)
     agg = multi_krum(u, np.ones(9), num_byzantine=2)
     assert agg.kept.sum() == 7 and not agg.kept[:2].any()
 
@@ -105,9 +69,9 @@ def test_krum_rejects_bad_num_selected():
 
 def test_krum_weighting_is_by_examples_like_flower():
     # MultiKrum with all clients selected is FedAvg: Flower weights by num-examples, so must we
-    _, locals_, counts, g_flat, u = _federation(3, 5, 0)
+    _, locals_, counts, g_flat, u = federation_case(3, 5, 0)
     counts = [1, 1, 1, 1, 100]
-    expected = _flower(MultiKrum(num_malicious_nodes=0, num_nodes_to_select=5), locals_, counts)
+    expected = flower_aggregate(MultiKrum(num_malicious_nodes=0, num_nodes_to_select=5), locals_, counts)
     got = g_flat + krum(u, np.asarray(counts, float), num_selected=5).update
     np.testing.assert_allclose(got, expected, atol=1e-10)
     uniform = g_flat + u.mean(axis=0)

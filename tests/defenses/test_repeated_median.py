@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from robust_cases import outlier_rows
+
 import numpy as np
 import pytest
 from strategies.rules.robust import repeated_median, siegel_slopes
 from strategies.rules import robust as R
 from strategies import defenses as D
-
-
-def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:
-    u = rng.normal(0.0, 0.1, size=(k, p))
-    if outliers:
-        u[:outliers] += rng.normal(2.0, 1.0, size=(outliers, p))
-    return u
 
 
 def brute_siegel(y: np.ndarray) -> float:
@@ -67,7 +62,7 @@ def test_siegel_slopes_match_brute_force_loop():
 @pytest.mark.parametrize("k", [3, 4, 9, 10])
 def test_repeated_median_fit_at_centre_equals_median(k):
     rng = np.random.default_rng(k)
-    u = _rows(rng, k, 40, outliers=1)
+    u = outlier_rows(rng, k, 40, outliers=1)
     # LFighter's 'rmedian' by loops: sort each coordinate, Siegel slope against the ranks,
     # intercept through (median rank, median value), the line evaluated at the centre rank.
     import statistics
@@ -89,7 +84,7 @@ def test_repeated_median_fit_at_centre_equals_median(k):
 @pytest.mark.parametrize("k", [3, 5, 8])
 def test_repeated_median_reweight_matches_per_coordinate_reference(k):
     rng = np.random.default_rng(10 + k)
-    u = _rows(rng, k, 12, outliers=1)
+    u = outlier_rows(rng, k, 12, outliers=1)
     expected_update, expected_shares = ref_fu_reweight(u)
     agg = repeated_median(u, np.ones(k), reweight=True)
     np.testing.assert_allclose(agg.weights, expected_shares, rtol=1e-10, atol=1e-14)
@@ -101,7 +96,7 @@ def test_repeated_median_reweight_matches_per_coordinate_reference(k):
 
 def test_repeated_median_reweight_restricts_an_outlier():
     rng = np.random.default_rng(3)
-    u = _rows(rng, 10, 200)
+    u = outlier_rows(rng, 10, 200)
     u[0] += 5.0  # one client far from the others on every coordinate
     agg = repeated_median(u, np.ones(10), reweight=True)
     frac = agg.info["restricted_fraction"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from robust_cases import federation_case, flower_aggregate, outlier_rows
+
 import numpy as np
 import pytest
-from flower_replies import arrays_of, make_replies
 from flwr.serverapp.strategy import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
-from fl_poison.updates import flatten
 from strategies.rules.fedavg_math import fedavg
 from strategies.rules.robust import bulyan, krum, median, multi_krum, pairwise_sq_distances, repeated_median, trimmed_mean
 from strategies.rules import robust as R
@@ -15,14 +15,6 @@ from strategies.rules import robust
 from strategies.base import _stack_updates
 
 
-SHAPES = [(4, 3), (5,), (2, 2, 2)]
-
-
-def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:
-    u = rng.normal(0.0, 0.1, size=(k, p))
-    if outliers:
-        u[:outliers] += rng.normal(2.0, 1.0, size=(outliers, p))
-    return u
 
 
 DEGENERATE = {
@@ -35,24 +27,6 @@ DEGENERATE = {
     "bulyan": lambda u, w: bulyan(u, w),
     "fedavg": lambda u, w: fedavg(u, w),
 }
-
-
-def _federation(seed: int, k: int, outliers: int, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    global_arrays = [rng.normal(size=s).astype(dtype) for s in SHAPES]
-    locals_ = []
-    for i in range(k):
-        shift = 3.0 if i < outliers else 0.0
-        locals_.append([(g + rng.normal(shift, 0.1, size=g.shape)).astype(dtype) for g in global_arrays])
-    counts = [int(c) for c in rng.integers(5, 200, size=k)]
-    g_flat = flatten(global_arrays)
-    u = np.stack([flatten(a) for a in locals_]) - g_flat
-    return global_arrays, locals_, counts, g_flat, u
-
-
-def _flower(strategy, locals_, counts) -> np.ndarray:
-    arrays, _ = strategy.aggregate_train(1, make_replies(locals_, counts))
-    return flatten(arrays_of(arrays))
 
 
 CASES = [
@@ -91,7 +65,7 @@ CASE_IDS = [c.values[0][0] if hasattr(c, "values") else c[0] for c in CASES]
 
 def test_pairwise_distances_match_brute_force_even_far_from_origin():
     rng = np.random.default_rng(1)
-    u = _rows(rng, 6, 50) + 1e3  # a large common offset must not cost precision
+    u = outlier_rows(rng, 6, 50) + 1e3  # a large common offset must not cost precision
     brute = np.array([[np.sum((a - b) ** 2) for b in u] for a in u])
     d = pairwise_sq_distances(u)
     np.testing.assert_allclose(d, brute, rtol=1e-9, atol=1e-12)
@@ -122,8 +96,8 @@ def test_degenerate_inputs(name):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_matches_flower_strategy(case, seed):
     _, make_strategy, ours, k, outliers = case
-    _, locals_, counts, g_flat, u = _federation(seed, k, outliers)
-    expected = _flower(make_strategy(), locals_, counts)
+    _, locals_, counts, g_flat, u = federation_case(seed, k, outliers)
+    expected = flower_aggregate(make_strategy(), locals_, counts)
     got = g_flat + ours(u, np.asarray(counts, dtype=float)).update
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
 
@@ -131,8 +105,8 @@ def test_matches_flower_strategy(case, seed):
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_matches_flower_strategy_float32_models(case):
     _, make_strategy, ours, k, outliers = case
-    _, locals_, counts, g_flat, u = _federation(7, k, outliers, dtype=np.float32)
-    expected = _flower(make_strategy(), locals_, counts)
+    _, locals_, counts, g_flat, u = federation_case(7, k, outliers, dtype=np.float32)
+    expected = flower_aggregate(make_strategy(), locals_, counts)
     got = g_flat + ours(u, np.asarray(counts, dtype=float)).update
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from robust_cases import outlier_rows
+
 import numpy as np
 import pytest
 from strategies.rules.robust import trimmed_mean
@@ -9,13 +11,6 @@ from strategies.rules import robust as R
 from fl_poison.config import resolve
 from fl_poison.updates import infer_layout
 from strategies.registry import build_strategy
-
-
-def _rows(rng: np.random.Generator, k: int, p: int, outliers: int = 0) -> np.ndarray:
-    u = rng.normal(0.0, 0.1, size=(k, p))
-    if outliers:
-        u[:outliers] += rng.normal(2.0, 1.0, size=(outliers, p))
-    return u
 
 
 def ref_trimmed(u: np.ndarray, beta: float) -> np.ndarray:
@@ -29,7 +24,7 @@ def test_trimmed_mean_matches_sorted_slicing_and_scipy(k, beta):
     from scipy.stats import trim_mean
 
     rng = np.random.default_rng(k)
-    u = _rows(rng, k, 21, outliers=min(2, k - 1))
+    u = outlier_rows(rng, k, 21, outliers=min(2, k - 1))
     agg = trimmed_mean(u, np.ones(k), beta=beta)
     np.testing.assert_allclose(agg.update, ref_trimmed(u, beta), atol=1e-15)
     np.testing.assert_allclose(agg.update, trim_mean(u, beta, axis=0), atol=1e-15)
