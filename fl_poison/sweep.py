@@ -33,6 +33,7 @@ from fl_poison.config import Config, ConfigError, resolve
 from fl_poison.experiment_file import REPLICATE_AXES, ExperimentFile, expand, load_experiment
 from fl_poison.run_files import BadRunFiles, load_finished
 from fl_poison.interrupts import StopOnSignals
+from fl_poison.process_tree import descendants, end
 from fl_poison.tracking import check_installed
 
 #: Keys that name where or how a run is written, not what it computes, and the engine keys (a sweep task always
@@ -610,7 +611,9 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
             _cancel(list(inflight))
     finally:
         if started_here:
+            tree = descendants()  # before the shutdown: Ray's agents are reparented when their raylet ends
             ray.shutdown()
+            end(tree)
 
 
 def sweep_file(path: str | Path, names: Sequence[str] = (), out: str | Path = "results/sweep",

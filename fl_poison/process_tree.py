@@ -1,0 +1,62 @@
+"""The processes a command started, so that it can wait for them to end before it exits.
+
+Ray's agents (dashboard agent, runtime-env agent) are children of the raylet; after
+``ray.shutdown()`` they notice their raylet is gone only at their next poll, and under load
+that can take longer than a user waits for a Ctrl-C. A sweep that started a local Ray
+collects its process tree before the shutdown and ends what is still alive after it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def _parents() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state letter) of every process /proc shows (empty where there is no /proc)."""
+    table: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        table[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Every live (not zombie) process below ``pid`` (default: this process), nearest first."""
+    root = os.getpid() if pid is None else pid
+    table = _parents()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    found, frontier = [], [root]
+    while frontier:
+        nxt = [c for p in frontier for c in sorted(children.get(p, []))]
+        found += [c for c in nxt if table[c][1] != "Z"]
+        frontier = nxt
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that still run (a zombie has ended)."""
+    table = _parents()
+    return [p for p in pids if p in table and table[p][1] != "Z"]
+
+
+def end(pids: list[int], grace_s: float = 10.0, poll_s: float = 0.2) -> list[int]:
+    """Wait up to ``grace_s`` for ``pids`` to exit, then SIGKILL the rest; returns those killed."""
+    deadline = time.monotonic() + grace_s
+    left = alive(pids)
+    while left and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        left = alive(left)
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    return left
