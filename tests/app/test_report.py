@@ -46,6 +46,20 @@ def test_varied_keys_leave_out_seed_and_run_name(sweep_dir):
     assert varied_keys(load_runs(sweep_dir)) == ["defense", "malicious-fraction"]
 
 
+def test_a_key_an_older_run_lacks_counts_as_its_default_and_each_key_is_one_column(sweep_dir):
+    from fl_poison.config import schema
+
+    default = schema().defaults["alie-z"]
+    runs = load_runs(sweep_dir)
+    for r in runs[:4]:  # newer runs name the plug-in key at its default; the older ones predate it
+        r["config"] = {**r["config"], "alie-z": default, "noise-std": schema().defaults["noise-std"]}
+    assert varied_keys(runs) == ["defense", "malicious-fraction"]
+    _, _, rows = aggregate(runs)
+    assert [r["n"] for r in rows] == [2, 2, 2, 2]
+    runs[0]["config"]["alie-z"] = default + 1.0  # a real difference is still a column, once
+    assert varied_keys(runs) == ["defense", "malicious-fraction", "alie-z"]
+
+
 def test_mean_and_std_over_seeds_by_hand(sweep_dir):
     by, names, rows = aggregate(load_runs(sweep_dir))
     assert [(r["defense"], r["malicious-fraction"], r["n"]) for r in rows] == [
