@@ -238,18 +238,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"fl-poison: warning: {warning}", file=sys.stderr)
     runs_dir = Path(args.out) / "runs"
     check_store(args.out, runs)  # a bad --out / store -> exit 2, before anything in it moves
-    if renamed := migrate_store(args.out):
-        print(f"fl-poison: {len(renamed)} run folders renamed to the current run ids", file=sys.stderr)
-    for note in survey(runs, args.out, args.retry_failed).notes(runs_dir):  # a bad --out / store -> exit 2
-        print(f"fl-poison: {note}", file=sys.stderr)
-    write_manifest(Path(args.out), exp.path, runs, sweep_command(args))
-    print(f"fl-poison: {len(runs)} runs from [{', '.join(args.sweep) or 'all sweeps'}] of {args.config} -> "
-          f"{args.out}", file=sys.stderr)
-    prog = SweepProgress(len(runs))
-    res = run_sweep(runs, args.out, engine="local" if args.local else "ray", address=args.address,
-                    max_parallel=args.max_parallel, cpus=cpus, gpus=gpus, threads=args.threads,
-                    retry_failed=args.retry_failed, progress=prog)
-    prog.close()
+    from fl_poison.store_lock import locked_store
+
+    with locked_store(args.out):  # a second sweep into this store -> exit 2, before anything in it moves
+        if renamed := migrate_store(args.out):
+            print(f"fl-poison: {len(renamed)} run folders renamed to the current run ids", file=sys.stderr)
+        for note in survey(runs, args.out, args.retry_failed).notes(runs_dir):  # a bad --out / store -> exit 2
+            print(f"fl-poison: {note}", file=sys.stderr)
+        write_manifest(Path(args.out), exp.path, runs, sweep_command(args))
+        print(f"fl-poison: {len(runs)} runs from [{', '.join(args.sweep) or 'all sweeps'}] of {args.config} -> "
+              f"{args.out}", file=sys.stderr)
+        prog = SweepProgress(len(runs))
+        res = run_sweep(runs, args.out, engine="local" if args.local else "ray", address=args.address,
+                        max_parallel=args.max_parallel, cpus=cpus, gpus=gpus, threads=args.threads,
+                        retry_failed=args.retry_failed, progress=prog)
+        prog.close()
     failed = res.all_failed
     print(f"fl-poison: {res.skipped} already done, {len(res.complete)} finished now, {len(failed)} failed"
           + (" — INTERRUPTED: run the same command again to resume" if res.interrupted else "")

@@ -622,6 +622,9 @@ def sweep_file(path: str | Path, names: Sequence[str] = (), out: str | Path = "r
     exp = load_experiment(path)
     runs = plan(exp, names, overrides)
     check_store(out, runs)
-    migrate_store(out)
-    write_manifest(Path(out), exp.path, runs)
-    return runs, run_sweep(runs, out, **kwargs)
+    from fl_poison.store_lock import locked_store
+
+    with locked_store(out):
+        migrate_store(out)
+        write_manifest(Path(out), exp.path, runs)
+        return runs, run_sweep(runs, out, **kwargs)

@@ -232,3 +232,36 @@ def test_migrate_store_renames_folders_of_an_older_id_rule_and_fixes_the_manifes
     assert [p["run"] for p in json.loads((tmp_path / "manifest.json").read_text())["points"]] == [new, "other"]
     assert (tmp_path / "runs" / "junk").is_dir()
     assert migrate_store(tmp_path) == {}  # idempotent
+
+
+def _hold_lock(out):
+    """A second sweep's stand-in: holds ``out``'s lock until killed."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\nfrom fl_poison.store_lock import locked_store\n"
+            f"with locked_store({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_second_sweep_into_a_store_in_use_is_refused_and_a_killed_holder_leaves_no_stale_lock(sweep, capsys):
+    import os
+    import signal
+
+    f, out, runs = sweep
+    before = sorted(p.name for p in (out / "runs").iterdir())
+    holder = _hold_lock(out)
+    try:
+        assert main(["sweep", str(f), "--out", str(out), "--local"]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and str(out) in err and f"pid {holder.pid}" in err and "resumes" in err
+        assert len(err.strip().splitlines()) == 1
+        assert sorted(p.name for p in (out / "runs").iterdir()) == before  # nothing moved
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # a sweep killed with no chance to clean up
+        holder.wait()
+    assert main(["sweep", str(f), "--out", str(out), "--local"]) == 0  # the lock went with its holder
+    assert not any(".sweep.lock" in p.name for p in (out / "runs").iterdir())
