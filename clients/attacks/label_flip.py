@@ -16,12 +16,12 @@ import torch
 
 from clients.behaviour import Behaviour, RoundInput
 from clients.poisoning import flip_targeted, injection_indices
-from fl_poison.config import Key, check_class_pair
+from fl_poison.config import Interval, Key, check_class_pair
 
 INJECTION_RATE = Key(
     "injection-rate", float, -1.0, "flipped share of an attacker's training set, which keeps its local set size "
     "(-1 = all local data, source flipped)",
-    check=lambda v: v == -1 or 0 < v <= 1, allowed="a number in (0, 1], or -1 for off")
+    constraint=Interval(float, 0, 1, closed="right", off=-1, off_means=" for off"))
 
 #: Salt of the injection subset's random stream, so it is independent of every other use of the seed.
 _INJECTION_SALT = 7

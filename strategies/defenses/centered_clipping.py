@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from fl_poison.config import Key
+from fl_poison.config import Key, above, at_least
 from strategies.rules import centered_clipping as cc
 from strategies.base import DefenseStrategy
 
 CC_TAU = Key("cc-tau", float, cc.DEFAULT_TAU, "clipping radius tau of centered-clipping",
-             check=lambda v: 0 < v < float("inf"), allowed="a number > 0", param="tau")
+             constraint=above(0), param="tau")
 CC_ITERATIONS = Key("cc-iterations", int, cc.DEFAULT_ITERATIONS, "clipping iterations L of centered-clipping per round",
-                    check=lambda v: v >= 1, allowed="an integer >= 1", param="iterations")
+                    constraint=at_least(1), param="iterations")
 
 
 class CenteredClipping(DefenseStrategy):

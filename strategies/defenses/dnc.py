@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key
+from fl_poison.config import Key, above, at_least
 from strategies.rules import dnc
 from strategies.defenses._seeded import SeededDefense
 from strategies.defenses.krum import NUM_BYZANTINE, _ByzantineBudget, check_budget
 
 DNC_ITERATIONS = Key("dnc-iterations", int, dnc.DEFAULT_ITERATIONS, "DnC iterations (random coordinate subsets)",
-                     check=lambda v: v >= 1, allowed="an integer >= 1", param="iterations")
+                     constraint=at_least(1), param="iterations")
 DNC_SUBSAMPLE = Key("dnc-subsample", int, dnc.DEFAULT_SUBSAMPLE, "coordinates DnC samples per iteration (b)",
-                    check=lambda v: v >= 1, allowed="an integer >= 1", param="subsample")
+                    constraint=at_least(1), param="subsample")
 DNC_FILTER_FRACTION = Key("dnc-filter-fraction", float, dnc.DEFAULT_FILTER_FRACTION,
                           "DnC removes floor(c * num-byzantine) clients per iteration (c)",
-                          check=lambda v: 0 < v < float("inf"), allowed="a number > 0", param="filter_fraction")
+                          constraint=above(0), param="filter_fraction")
 
 
 class DivideAndConquer(SeededDefense, _ByzantineBudget):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key
+from fl_poison.config import Key, at_least
 from strategies.rules import flame
 from strategies.defenses._seeded import SeededDefense
 
 FLAME_NOISE = Key("flame-noise", float, flame.DEFAULT_NOISE,
                   "FLAME's noise level lambda: sigma = lambda * median update norm (paper: 0.001 for images; 0 = off)",
-                  check=lambda v: 0 <= v < float("inf"), allowed="a number >= 0", param="noise")
+                  constraint=at_least(0, float), param="noise")
 
 
 class Flame(SeededDefense):

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fl_poison.config import ConfigError, Key
+from fl_poison.config import ConfigError, Key, at_least_or_off
 from strategies.rules import robust
 from strategies.base import DefenseStrategy, byzantine_budget
 
 NUM_BYZANTINE = Key("num-byzantine", int, -1,
                     "f assumed by Krum / multi-Krum / Bulyan (-1 = the largest the rule tolerates)",
-                    check=lambda v: v >= -1, allowed="an integer >= 0, or -1", param="num_byzantine")
+                    constraint=at_least_or_off(0), param="num_byzantine")
 KRUM_DISTANCE = Key("krum-distance", str, "squared",
                      "Krum / multi-Krum score: squared distances to the others (paper, Flower) or LFighter's code "
                      "(plain distances, self counted)", ("squared", "lfighter-code"), param="krum_distance")
 MULTI_KRUM_KEEP = Key("multi-krum-keep", int, -1, "updates multi-Krum averages (-1 = clients-per-round - f)",
-                      check=lambda v: v >= 1 or v == -1, allowed="an integer >= 1, or -1", param="keep")
+                      constraint=at_least_or_off(1), param="keep")
 
 
 def check_budget(config: dict[str, Any], rule_class: type[DefenseStrategy], fits: Callable[[int, int], bool],

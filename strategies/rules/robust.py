@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from fl_poison.config import Interval
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.defaults import TRIM_BETA
@@ -211,14 +212,19 @@ def median(updates: np.ndarray, weights: np.ndarray, layout: Layout | None = Non
 # --------------------------------------------------------------------------- trimmed mean
 
 
+#: ``beta`` of the trimmed mean, declared once: the run key ``trim-beta`` derives its check and message from it,
+#: and :func:`check_beta` its ValueError.
+TRIM_BETA_RANGE = Interval(float, 0, 0.5)
+
+
 def check_beta(beta: float) -> float:
-    """``beta`` must be a real number in ``[0, 0.5)`` (fraction cut from each end)."""
+    """``beta`` must be a real number in ``[0, 0.5)`` (fraction cut from each end); numeric text is read too."""
     try:
-        b = float(beta)
+        b = None if isinstance(beta, bool) else float(beta)
     except (TypeError, ValueError):
-        raise ValueError(f"beta (fraction trimmed from each end) must be a number, got {beta!r}") from None
-    if isinstance(beta, bool) or not 0.0 <= b < 0.5:
-        raise ValueError(f"beta (fraction trimmed from each end) must be in [0, 0.5), got {beta!r}")
+        b = None
+    if b is None or not TRIM_BETA_RANGE(b):
+        raise ValueError(TRIM_BETA_RANGE.refusal("beta (fraction trimmed from each end)", beta))
     return b
 
 

@@ -167,14 +167,15 @@ def test_check_beta_accepts_the_half_open_range(beta):
 @pytest.mark.parametrize(
     ("beta", "text"),
     [
-        ("x", "beta (fraction trimmed from each end) must be a number, got 'x'"),
-        (None, "beta (fraction trimmed from each end) must be a number, got None"),
-        (0.5, "beta (fraction trimmed from each end) must be in [0, 0.5), got 0.5"),
-        (-0.1, "beta (fraction trimmed from each end) must be in [0, 0.5), got -0.1"),
-        (True, "beta (fraction trimmed from each end) must be in [0, 0.5), got True"),
+        ("x", "beta (fraction trimmed from each end) must be a number in [0, 0.5), got 'x'"),
+        (None, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got None"),
+        (0.5, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got 0.5"),
+        (-0.1, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got -0.1"),
+        (True, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got True"),
     ],
 )
 def test_check_beta_messages(beta, text):
+    assert text.startswith(R.TRIM_BETA_RANGE.refusal("beta (fraction trimmed from each end)", beta))
     with pytest.raises(ValueError) as err:
         R.check_beta(beta)
     assert str(err.value) == text
