@@ -345,6 +345,14 @@ CORE_KEYS: tuple[Key, ...] = (
 
 
 
+def core_key(name: str) -> Key:
+    """The core key ``name``: a pure function that takes a core key's value validates it by the key's constraint."""
+    for k in CORE_KEYS:
+        if k.name == name:
+            return k
+    raise KeyError(name)
+
+
 @dataclass(frozen=True)
 class Schema:
     """The assembled schema: core keys, then every plug-in's keys, and who declared each."""

@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from fl_poison.config import Key, above, at_least
+from fl_poison.config import Key
 from strategies.rules import centered_clipping as cc
 from strategies.base import DefenseStrategy
 
 CC_TAU = Key("cc-tau", float, cc.DEFAULT_TAU, "clipping radius tau of centered-clipping",
-             constraint=above(0), param="tau")
+             constraint=cc.TAU, param="tau")
 CC_ITERATIONS = Key("cc-iterations", int, cc.DEFAULT_ITERATIONS, "clipping iterations L of centered-clipping per round",
-                    constraint=at_least(1), param="iterations")
+                    constraint=cc.ITERATIONS, param="iterations")
 
 
 class CenteredClipping(DefenseStrategy):

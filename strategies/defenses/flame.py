@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key, at_least
+from fl_poison.config import Key
 from strategies.rules import flame
 from strategies.defenses._seeded import SeededDefense
 
 FLAME_NOISE = Key("flame-noise", float, flame.DEFAULT_NOISE,
                   "FLAME's noise level lambda: sigma = lambda * median update norm (paper: 0.001 for images; 0 = off)",
-                  constraint=at_least(0, float), param="noise")
+                  constraint=flame.NOISE, param="noise")
 
 
 class Flame(SeededDefense):

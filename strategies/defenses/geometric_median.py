@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key, above, at_least
+from fl_poison.config import Key
 from strategies.rules import geometric_median as gm
 from strategies.base import DefenseStrategy
 
 GEOMED_EPS = Key("geomed-eps", float, gm.DEFAULT_EPS, "smoothing nu of RFA's Weiszfeld iterations (geometric-median)",
-                 constraint=above(0), param="eps")
+                 constraint=gm.EPS, param="eps")
 GEOMED_ITERATIONS = Key("geomed-iterations", int, gm.DEFAULT_ITERATIONS,
                         "most Weiszfeld iterations of geometric-median (it stops earlier once the objective "
-                        "improves by less than 1e-6 of itself)", constraint=at_least(1),
+                        "improves by less than 1e-6 of itself)", constraint=gm.ITERATIONS,
                         param="iterations")
 
 

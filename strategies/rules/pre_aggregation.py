@@ -25,9 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fl_poison.config import core_key
 from strategies.rules.aggregation import Aggregation
 
 PRE_AGGREGATIONS = ("none", "nnm", "bucketing")
+#: The core key's bounds of a bucket's size: :func:`bucketing` refuses what the run key refuses, in its words.
+BUCKET_SIZE = core_key("bucket-size").constraint
 
 
 @dataclass
@@ -76,8 +79,7 @@ def nnm(updates: np.ndarray, weights: np.ndarray, num_byzantine: int, distances:
 
 def bucketing(updates: np.ndarray, weights: np.ndarray, bucket_size: int, rng: np.random.Generator) -> Mixed:
     """Random buckets of ``bucket_size`` rows, each replaced by its plain mean (bucket weight: members' sum)."""
-    if bucket_size < 1:
-        raise ValueError(f"bucket-size must be an integer >= 1, got {bucket_size!r}")
+    BUCKET_SIZE.validate(bucket_size, "bucket-size")
     k = len(updates)
     perm = rng.permutation(k)
     groups = [np.sort(perm[i:i + bucket_size]) for i in range(0, k, bucket_size)]
