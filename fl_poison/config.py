@@ -345,6 +345,57 @@ CORE_KEYS: tuple[Key, ...] = (
 
 
 
+@dataclass(frozen=True)
+class ByzantineBudget:
+    """The f (``num-byzantine``) a rule tolerates with K updates, declared once.
+
+    The pure rule raises :meth:`refusal` for a direct caller (K = the rows it
+    gets); the plug-in's ``check_config`` raises :meth:`check` before the run
+    (K = clients-per-round). Both test ``fits``, state ``needs`` (``{K}``
+    stands for the count) and name ``largest``, so the rule and the run key's
+    message cannot disagree on where the budget ends.
+    """
+
+    rule: str
+    needs: str
+    fits: Callable[[int, int], bool]
+    #: the largest f that fits K (the hint of a refusal; may be < 0 for a tiny K)
+    largest: Callable[[int], int]
+
+    def requirement(self, k_name: str) -> str:
+        return f"{self.rule} needs {self.needs.format(K=k_name)}"
+
+    def refusal(self, k: int, f: int) -> str:
+        """The ValueError text of the pure rule given ``f`` for ``k`` rows."""
+        return (f"num-byzantine={f} is too large for K={k} clients: {self.requirement('K')}, "
+                f"i.e. num-byzantine <= {max(0, self.largest(k))}")
+
+    def require(self, k: int, f: int) -> None:
+        """ValueError unless ``f`` fits ``k`` rows; f = 0 always passes (there is no f to lower)."""
+        if f > 0 and not self.fits(k, f):
+            raise ValueError(self.refusal(k, f))
+
+    def check(self, k: int, f: int, given: int, off_too: bool = False) -> None:
+        """ConfigError on ``num-byzantine`` (its value ``given``) unless the ``f`` it stands for fits ``k``.
+
+        ``off_too``: the message adds that -1 is allowed (where -1 always fits).
+        """
+        if self.fits(k, f):
+            return
+        if self.fits(k, 0):
+            hint = f"f <= {self.largest(k)}" + (", or -1" if off_too else "")
+        else:
+            least = next((n for n in range(k + 1, 64 * (k + 2)) if self.fits(n, 0)), None)
+            hint = "no f works" + (f": at least {least} clients per round are needed" if least else "")
+        raise ConfigError("num-byzantine", given, f"{self.requirement('clients-per-round')}; with {k} clients {hint}")
+
+
+#: NNM's budget (Allouah et al. 2023: K > 2 f), a core pre-aggregation: checked by :mod:`fl_poison.relations`
+#: before the run and by ``strategies.rules.pre_aggregation.nnm`` on its rows.
+NNM_BUDGET = ByzantineBudget("pre-aggregation=nnm", "{K} > 2 * num-byzantine", lambda k, f: k > 2 * f,
+                             lambda k: (k - 1) // 2)
+
+
 def core_key(name: str) -> Key:
     """The core key ``name``: a pure function that takes a core key's value validates it by the key's constraint."""
     for k in CORE_KEYS:

@@ -32,10 +32,7 @@ class DivideAndConquer(SeededDefense, _ByzantineBudget):
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        c = config["dnc-filter-fraction"]
-        check_budget(config, cls, lambda k, f: k - dnc.num_removed(f, c) >= 1,
-                     "DnC needs clients-per-round - floor(dnc-filter-fraction * num-byzantine) >= 1",
-                     lambda k: int((k - 1) / c))
+        check_budget(config, cls, dnc.dnc_budget(config["dnc-filter-fraction"]))
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         return dnc.dnc(updates, weights, layout, num_byzantine=self.f_for(len(updates)), iterations=self.iterations,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fl_poison.config import core_key
+from fl_poison.config import NNM_BUDGET, core_key
 from strategies.rules.aggregation import Aggregation
 
 PRE_AGGREGATIONS = ("none", "nnm", "bucketing")
@@ -53,10 +53,9 @@ def _mean_rows(updates: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def check_nnm_budget(k: int, f: int) -> None:
-    """ValueError unless NNM's ``f`` suits ``k`` rows: the paper needs ``K > 2 f``."""
-    if f < 0 or 2 * f >= k:
-        raise ValueError(f"num-byzantine={f} is too large for pre-aggregation=nnm with K={k} updates: NNM needs "
-                         f"K > 2 * num-byzantine, i.e. num-byzantine <= {max(0, (k - 1) // 2)}")
+    """ValueError unless NNM's ``f`` suits ``k`` rows: the paper needs ``K > 2 f`` (:data:`NNM_BUDGET`)."""
+    if f < 0 or not NNM_BUDGET.fits(k, f):
+        raise ValueError(NNM_BUDGET.refusal(k, f))
 
 
 def nnm(updates: np.ndarray, weights: np.ndarray, num_byzantine: int, distances: np.ndarray) -> Mixed:

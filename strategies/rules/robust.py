@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from fl_poison.config import Interval
+from fl_poison.config import ByzantineBudget, Interval
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.defaults import TRIM_BETA
@@ -120,6 +120,13 @@ def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
     return d
 
 
+#: Krum's f, declared once for :func:`krum_num_closest` and the plug-ins' config check: K - f - 2 >= 1.
+KRUM_BUDGET = ByzantineBudget("Krum", "{K} - num-byzantine - 2 >= 1", lambda k, f: k - f - 2 >= 1, lambda k: k - 3)
+#: Bulyan's f (El Mhamdi et al.: K >= 4f + 3), for :func:`bulyan`, the plug-in's check and its f for -1.
+BULYAN_BUDGET = ByzantineBudget("Bulyan", "{K} >= 4 * num-byzantine + 3", lambda k, f: k >= 4 * f + 3,
+                                lambda k: (k - 3) // 4)
+
+
 def krum_num_closest(num_clients: int, num_byzantine: int) -> int:
     """Number of neighbours ``n = K - f - 2`` that a Krum score sums over.
 
@@ -129,13 +136,8 @@ def krum_num_closest(num_clients: int, num_byzantine: int) -> int:
     so that one or two clients still aggregate.
     """
     f = check_num_byzantine(num_byzantine)
-    n = num_clients - f - 2
-    if n < 1 and f > 0:
-        raise ValueError(
-            f"num-byzantine={f} is too large for K={num_clients} clients: Krum needs "
-            f"K - num-byzantine - 2 >= 1, i.e. num-byzantine <= {max(0, num_clients - 3)}"
-        )
-    return max(1, n)
+    KRUM_BUDGET.require(num_clients, f)
+    return max(1, num_clients - f - 2)
 
 
 #: Krum distance conventions: the paper's / Flower's, and the LFighter authors' ``Krum``.
@@ -610,11 +612,7 @@ def bulyan(
     u, _ = check_updates(updates, weights)
     k = u.shape[0]
     f = check_num_byzantine(num_byzantine)
-    if f > 0 and k < 4 * f + 3:
-        raise ValueError(
-            f"num-byzantine={f} is too large for K={k} clients: Bulyan needs "
-            f"K >= 4 * num-byzantine + 3 = {4 * f + 3}"
-        )
+    BULYAN_BUDGET.require(k, f)
     theta = k - 2 * f
     beta = theta - 2 * f
     scores = krum_scores(u, f)

@@ -59,7 +59,7 @@ BAD = [
     ({"malicious-availability": 1.2}, "malicious-availability", "[0, 1]"),
     ({"injection-rate": 0}, "injection-rate", "(0, 1]"),
     ({"defense": "krum", "clients-per-round": 3, "num-clients": 3, "num-byzantine": 1}, "num-byzantine", "Krum"),
-    ({"defense": "bulyan", "clients-per-round": 6, "num-clients": 6, "num-byzantine": 1}, "num-byzantine", "4*f + 3"),
+    ({"defense": "bulyan", "clients-per-round": 6, "num-clients": 6, "num-byzantine": 1}, "num-byzantine", "4 * num-byzantine + 3"),
     ({"ndc-bound": "big"}, "ndc-bound", "median"),
     ({"trim-beta": 0.5}, "trim-beta", "[0, 0.5)"),
     ({"malicious-from-source-holders": True}, "malicious-from-source-holders", "source-class"),
