@@ -21,12 +21,15 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
-DATASET_CHOICES = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: experiment trackers (fl_poison/tracking.py); each but none is an optional extra
 TRACKING_CHOICES = ("none", "tensorboard", "mlflow")
-MODEL_CHOICES = (
-    "auto", "mlp", "lfighter-cnn", "tolpegin-fmnist-cnn", "tolpegin-cifar-cnn", "ada-cnn", "resnet18",
-)
+#: Core keys whose choices are another layer's registry: (module, its attribute listing the names, choices the
+#: key adds in front). :func:`schema` reads them by module name -- they import torch and this module, so this,
+#: the lowest layer, cannot import them -- and a new data set or model is a key's choice without a second list.
+CHOICES_FROM: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "dataset": ("fl_poison.data.datasets", "DATASETS", ()),
+    "model": ("fl_poison.models", "MODEL_NAMES", ("auto",)),
+}
 
 
 class ConfigError(ValueError):
@@ -260,9 +263,9 @@ DEFAULT_DEFENSE = "fedavg"
 
 CORE_KEYS: tuple[Key, ...] = (
     # --- data and model -------------------------------------------------------
-    Key("dataset", str, "digits", "data set", DATASET_CHOICES),
+    Key("dataset", str, "digits", "data set", ()),  # choices: CHOICES_FROM
     Key("data-dir", str, "data", "folder holding the data set files (<data-dir>/<dataset>/...)"),
-    Key("model", str, "auto", "model architecture; auto = the data set's default", MODEL_CHOICES),
+    Key("model", str, "auto", "model architecture; auto = the data set's default", ()),  # choices: CHOICES_FROM
     Key("dropout", float, -1.0, "dropout probability of models that have dropout (-1 = the model's default)",
         constraint=Interval(float, 0, 1, off=-1, off_means=" for the model's default")),
     Key("partition", str, "iid", "how training data is split among clients", ("iid", "dirichlet", "extreme")),
@@ -426,7 +429,8 @@ _schema_cache: tuple[int, Schema] | None = None
 def schema() -> Schema:
     """Core keys plus the keys the registered plug-ins declare (rebuilt when a plug-in registers).
 
-    The ``attack`` and ``defense`` keys take their choices from the registry. A
+    The ``attack`` and ``defense`` keys take their choices from the registry, ``dataset`` and ``model``
+    from theirs (:data:`CHOICES_FROM`). A
     key declared by several plug-ins (e.g. ``num-byzantine`` by the Krum family)
     must be declared identically -- the same :class:`Key` object, or equal
     fields -- otherwise the defaults would disagree between layers.
@@ -446,6 +450,9 @@ def schema() -> Schema:
             k = replace(k, choices=tuple(sorted(attacks, key=lambda n: (n != "none", n))))
         elif k.name == "defense":
             k = replace(k, choices=tuple(sorted(defenses, key=lambda n: (n != DEFAULT_DEFENSE, n))))
+        elif k.name in CHOICES_FROM:
+            module, names, first = CHOICES_FROM[k.name]
+            k = replace(k, choices=(*first, *getattr(importlib.import_module(module), names)))
         keys[k.name] = k
         owners[k.name] = ["core"]
     for kind, found in (("attack", attacks), ("defense", defenses)):

@@ -288,3 +288,13 @@ def test_a_round_left_with_fewer_than_three_valid_replies_is_logged(server_ident
         s.aggregate_train(1, replies)
     assert "only 2 valid update(s); lfighter needs 3 to filter, so it keeps everyone" in caplog.text
     assert s.last_report.kept == [True, True]
+
+
+def test_dataset_and_model_choices_are_their_registries():
+    """No second list in config.py: a data set or model added to its registry is a choice of its key."""
+    from fl_poison.data.datasets import DATASETS
+    from fl_poison.models import MODEL_NAMES
+
+    assert C.KEYS["dataset"].choices == tuple(DATASETS)
+    assert C.KEYS["model"].choices == ("auto", *MODEL_NAMES)
+    assert not hasattr(C, "DATASET_CHOICES") and not hasattr(C, "MODEL_CHOICES")
