@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fl_poison.config import ByzantineBudget, ConfigError, Key, at_least_or_off
@@ -13,7 +14,7 @@ from strategies.base import DefenseStrategy, byzantine_budget
 
 NUM_BYZANTINE = Key("num-byzantine", int, -1,
                     "f assumed by Krum / multi-Krum / Bulyan (-1 = the largest the rule tolerates)",
-                    constraint=at_least_or_off(0), param="num_byzantine")
+                    constraint=replace(robust.NUM_BYZANTINE_F, off=-1), param="num_byzantine")
 KRUM_DISTANCE = Key("krum-distance", str, "squared",
                      "Krum / multi-Krum score: squared distances to the others (paper, Flower) or LFighter's code "
                      "(plain distances, self counted)", ("squared", "lfighter-code"), param="krum_distance")

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from fl_poison.config import ByzantineBudget, Interval
+from fl_poison.config import ByzantineBudget, Interval, at_least
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.defaults import TRIM_BETA
@@ -38,14 +38,18 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 # --------------------------------------------------------------------------- helpers
 
 
+#: The f a rule takes (resolved: the run key ``num-byzantine`` adds -1 for "the rule's largest" to this).
+NUM_BYZANTINE_F = at_least(0)
+
+
 def check_num_byzantine(num_byzantine: int) -> int:
-    """Return ``num_byzantine`` as an int, or raise if it is not a non-negative integer."""
+    """Return ``num_byzantine`` as an int, or raise if it is not an integer >= 0 (an integral float passes)."""
     try:
         ok = not isinstance(num_byzantine, bool) and int(num_byzantine) == num_byzantine
     except (TypeError, ValueError):
         ok = False
-    if not ok or num_byzantine < 0:
-        raise ValueError(f"num-byzantine must be a non-negative integer, got {num_byzantine!r}")
+    if not ok or not NUM_BYZANTINE_F(int(num_byzantine)):
+        raise ValueError(NUM_BYZANTINE_F.refusal("num-byzantine", num_byzantine))
     return int(num_byzantine)
 
 

@@ -143,7 +143,7 @@ def test_check_num_byzantine_message_names_key_and_rule(value):
     """A bad ``num-byzantine`` is reported with the key, the rule and the value given."""
     with pytest.raises(ValueError) as err:
         R.check_num_byzantine(value)
-    assert str(err.value) == f"num-byzantine must be a non-negative integer, got {value!r}"
+    assert str(err.value) == f"num-byzantine must be an integer >= 0, got {value!r}"
 
 
 @pytest.mark.parametrize(("value", "expected"), [(1, 1), (5, 5), (2.0, 2)])
