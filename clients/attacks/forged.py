@@ -35,7 +35,7 @@ FANG_SPACE = Key("fang-space", str, "model", "Fang trimmed-mean attack: apply th
 FANG_B = Key("fang-b", float, 2.0, "Fang trimmed-mean attack's b (values up to b times the extreme)",
              constraint=above(1))
 NOISE_STD = Key("noise-std", float, 200.0, "std of the Gaussian attack's N(0, std^2) update (FLTrust's 200)",
-                constraint=at_least(0, float))
+                constraint=gaussian.STD)
 
 
 class Alie(ForgedUpdate):
