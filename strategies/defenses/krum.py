@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fl_poison.config import ByzantineBudget, ConfigError, Key, at_least_or_off
+from fl_poison.config import ByzantineBudget, ConfigError, Key
 from strategies.rules import robust
 from strategies.base import DefenseStrategy, byzantine_budget
 
@@ -19,7 +19,7 @@ KRUM_DISTANCE = Key("krum-distance", str, "squared",
                      "Krum / multi-Krum score: squared distances to the others (paper, Flower) or LFighter's code "
                      "(plain distances, self counted)", ("squared", "lfighter-code"), param="krum_distance")
 MULTI_KRUM_KEEP = Key("multi-krum-keep", int, -1, "updates multi-Krum averages (-1 = clients-per-round - f)",
-                      constraint=at_least_or_off(1), param="keep")
+                      constraint=replace(robust.NUM_SELECTED, off=-1), param="keep")
 
 
 def check_budget(config: dict[str, Any], rule_class: type[DefenseStrategy], budget: ByzantineBudget) -> None:

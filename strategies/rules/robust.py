@@ -184,13 +184,18 @@ def _lowest(scores: np.ndarray, m: int) -> np.ndarray:
     return np.argsort(scores, kind="stable")[:m]
 
 
-def _check_positive_int(value: int, name: str) -> int:
+#: How many updates multi-Krum averages (resolved: the run key ``multi-krum-keep`` adds -1 for K - f to this).
+NUM_SELECTED = at_least(1)
+
+
+def _check_num_selected(value: int) -> int:
+    """``value`` as an int when it is an integer >= 1 (an integral float passes), else ValueError."""
     try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= 1
+        ok = not isinstance(value, bool) and int(value) == value and NUM_SELECTED(int(value))
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise ValueError(NUM_SELECTED.refusal("num-selected", value))
     return int(value)
 
 
@@ -478,7 +483,7 @@ def krum(
     """
     u, w = check_updates(updates, weights)
     k = u.shape[0]
-    m = min(_check_positive_int(num_selected, "num-selected"), k)
+    m = min(_check_num_selected(num_selected), k)
     scores = krum_scores(u, num_byzantine, distance)
     chosen = _lowest(scores, m)
     mask = np.zeros(k, dtype=bool)

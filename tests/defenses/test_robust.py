@@ -147,15 +147,15 @@ def test_check_num_byzantine_message_names_key_and_rule(value):
 
 
 @pytest.mark.parametrize(("value", "expected"), [(1, 1), (5, 5), (2.0, 2)])
-def test_check_positive_int_accepts(value, expected):
-    got = R._check_positive_int(value, "num-selected")
+def test_check_num_selected_accepts(value, expected):
+    got = R._check_num_selected(value)
     assert got == expected and type(got) is int
 
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, True, None])
-def test_check_positive_int_message(value):
+def test_check_num_selected_message(value):
     with pytest.raises(ValueError) as err:
-        R._check_positive_int(value, "num-selected")
+        R._check_num_selected(value)
     assert str(err.value) == f"num-selected must be an integer >= 1, got {value!r}"
 
 
