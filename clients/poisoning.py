@@ -27,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from fl_poison.config import Interval
+
 FlipMapKind = Literal["reverse", "random"]
 
 FLIP_MAPS: tuple[str, ...] = ("reverse", "random")
@@ -110,6 +112,11 @@ def draw(pool: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.tile(pool, whole), rng.choice(pool, size=rest, replace=False)])
 
 
+#: The flipped share :func:`injection_indices` takes, declared once: the run key ``injection-rate`` adds its -1
+#: (off) to it, so the key's check and message and this function's cannot disagree.
+INJECTION_RATE_RANGE = Interval(float, 0, 1, closed="right")
+
+
 def injection_indices(
     labels: np.ndarray, source: int, rate: float, rng: np.random.Generator, size: int | None = None
 ) -> np.ndarray:
@@ -135,11 +142,9 @@ def injection_indices(
     Returns int64 indices (sorted, possibly repeated); flip them with
     :func:`flip_targeted` on ``labels[indices]``.
     """
-    if math.isnan(rate) or not 0.0 < rate <= 1.0:
-        raise ValueError(
-            f"injection-rate must be in (0, 1] (or < 0 to train on all local "
-            f"data), got {rate}"
-        )
+    if not INJECTION_RATE_RANGE(rate):
+        raise ValueError(INJECTION_RATE_RANGE.refusal("injection-rate", rate)
+                         + " (a rate < 0 means all local data: the caller does not call this then)")
     labels = np.asarray(labels)
     n = labels.size if size is None else int(size)
     src_idx = np.flatnonzero(labels == source)

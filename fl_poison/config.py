@@ -12,6 +12,7 @@ config has no null (e.g. ``source-class = -1`` means no source class).
 from __future__ import annotations
 
 import math
+import numbers
 
 import difflib
 import importlib
@@ -20,12 +21,15 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
-DATASET_CHOICES = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: experiment trackers (fl_poison/tracking.py); each but none is an optional extra
 TRACKING_CHOICES = ("none", "tensorboard", "mlflow")
-MODEL_CHOICES = (
-    "auto", "mlp", "lfighter-cnn", "tolpegin-fmnist-cnn", "tolpegin-cifar-cnn", "ada-cnn", "resnet18",
-)
+#: Core keys whose choices are another layer's registry: (module, its attribute listing the names, choices the
+#: key adds in front). :func:`schema` reads them by module name -- they import torch and this module, so this,
+#: the lowest layer, cannot import them -- and a new data set or model is a key's choice without a second list.
+CHOICES_FROM: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "dataset": ("fl_poison.data.datasets", "DATASETS", ()),
+    "model": ("fl_poison.models", "MODEL_NAMES", ("auto",)),
+}
 
 
 class ConfigError(ValueError):
@@ -36,9 +40,181 @@ class ConfigError(ValueError):
         super().__init__(f"invalid value for '{key}': {value!r} — {allowed}")
 
 
+def _num(v: float) -> str:
+    """A bound as the messages write it: 0, 0.5, -1 (no trailing .0)."""
+    return f"{v:g}"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A numeric key's allowed values, declared once: its check, its message and its edge cases.
+
+    In the style of scikit-learn's parameter constraints: the run key's check
+    (``__call__``), the text ``ConfigError`` shows (:attr:`allowed`), the
+    ValueError a pure function raises for a direct caller (:meth:`validate`)
+    and the values a test probes (:meth:`edges`) all come from these fields, so
+    a bound and the message that states it cannot drift apart.
+
+    ``closed``: which ends belong to the interval ("left", "right", "both",
+    "neither"). ``off``: a sentinel outside it that means off / unset (the run
+    config has no null, so ``-1``); ``off_means`` completes its phrase
+    (``" for all"``). ``noun`` replaces "an integer" / "a number"; ``also``
+    names a relation to other keys that :mod:`fl_poison.relations` checks
+    (``"and <= num-clients"``). Non-finite numbers are refused: ``inf`` would
+    pass every lower bound.
+    """
+
+    type: type
+    low: float | None = None
+    high: float | None = None
+    closed: str = "left"
+    off: float | None = None
+    off_means: str = ""
+    noun: str = ""
+    also: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in (int, float) or self.closed not in ("left", "right", "both", "neither"):
+            raise TypeError(f"Interval needs type int or float and closed left/right/both/neither, got "
+                            f"{self.type!r}, {self.closed!r}")
+
+    @property
+    def _low_in(self) -> bool:
+        return self.closed in ("left", "both")
+
+    @property
+    def _high_in(self) -> bool:
+        return self.closed in ("right", "both")
+
+    def __call__(self, v: Any) -> bool:
+        """The check: True when ``v`` is the sentinel or inside the interval."""
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral if self.type is int else numbers.Real):
+            return False
+        if self.off is not None and v == self.off:
+            return True
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v < self.low or (v == self.low and not self._low_in)):
+            return False
+        if self.high is not None and (v > self.high or (v == self.high and not self._high_in)):
+            return False
+        return True
+
+    @property
+    def allowed(self) -> str:
+        """The message: "an integer >= 1, or -1 for all", "a number in [0, 0.5)", "a number > 0"."""
+        noun = self.noun or ("an integer" if self.type is int else "a number")
+        if self.low is not None and self.high is not None:
+            text = (f"{noun} in {'[' if self._low_in else '('}{_num(self.low)}, "
+                    f"{_num(self.high)}{']' if self._high_in else ')'}")
+        elif self.low is not None:
+            text = f"{noun} {'>=' if self._low_in else '>'} {_num(self.low)}"
+        elif self.high is not None:
+            text = f"{noun} {'<=' if self._high_in else '<'} {_num(self.high)}"
+        else:
+            text = noun
+        if self.also:
+            text += f" {self.also}"
+        if self.off is not None:
+            text += f", or {_num(self.off)}{self.off_means}"
+        return text
+
+    def refusal(self, name: str, value: Any) -> str:
+        """The ValueError text of a pure function that takes this parameter as ``name``."""
+        return f"{name} must be {self.allowed}, got {value!r}"
+
+    def validate(self, value: Any, name: str) -> Any:
+        """``value`` when allowed, else ValueError with :meth:`refusal` (for direct callers of a pure rule)."""
+        if not self(value):
+            raise ValueError(self.refusal(name, value))
+        return value
+
+    def edges(self) -> list[tuple[Any, bool]]:
+        """``(value, allowed)`` on and just beyond each finite bound, and the sentinel: what a test probes."""
+        out: list[tuple[Any, bool]] = []
+
+        def step(v: float, towards: float) -> float:
+            return v + (1 if towards > v else -1) if self.type is int else math.nextafter(v, towards)
+
+        for bound, inside, outward, inward in ((self.low, self._low_in, -math.inf, math.inf),
+                                               (self.high, self._high_in, math.inf, -math.inf)):
+            if bound is None:
+                continue
+            bound = self.type(bound)
+            out.append((bound, inside or bound == self.off))
+            beyond = step(bound, outward)
+            if beyond == self.off:  # -1 next to a bound of 0: the first refused value is one further
+                beyond = step(beyond, outward)
+            out.append((beyond, False))
+            if not inside:
+                out.append((step(bound, inward), True))
+        if self.off is not None:
+            out.append((self.type(self.off), True))
+        return out
+
+
+@dataclass(frozen=True)
+class NumberOrWord:
+    """A text key holding a number of ``number`` or one of ``words`` (``"median"``): one declaration.
+
+    :meth:`parse` is what the pure function calls (the number as a float, or
+    the word; ValueError otherwise), ``__call__`` the run key's check and
+    :attr:`allowed` the message of both.
+    """
+
+    number: Interval
+    words: tuple[str, ...]
+
+    @property
+    def low(self) -> float | None:
+        return self.number.low
+
+    @property
+    def high(self) -> float | None:
+        return self.number.high
+
+    @property
+    def allowed(self) -> str:
+        quoted = [f"'{w}'" for w in self.words]
+        tail = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        return f"{self.number.allowed}, {'or ' if len(quoted) == 1 else ''}{tail}"
+
+    def refusal(self, name: str, value: Any) -> str:
+        return f"{name} must be {self.allowed}, got {value!r}"
+
+    def parse(self, value: Any, name: str) -> float | str:
+        if isinstance(value, str) and value in self.words:
+            return value
+        try:
+            number = None if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not self.number(number):
+            raise ValueError(self.refusal(name, value))
+        return number
+
+    def __call__(self, value: Any) -> bool:
+        try:
+            self.parse(value, "value")
+        except ValueError:
+            return False
+        return True
+
+    def edges(self) -> list[tuple[Any, bool]]:
+        """The number's edges as the text the key holds, each word, and a word it refuses."""
+        return [(str(v), ok) for v, ok in self.number.edges()] + [(w, True) for w in self.words] + \
+            [("not-a-" + "-".join(self.words), False)]
+
+
 @dataclass(frozen=True)
 class Key:
-    """One run key: its type, default, allowed values and a one-line help."""
+    """One run key: its type, default, allowed values and a one-line help.
+
+    A numeric key declares its bounds once as ``constraint`` (an
+    :class:`Interval`); ``check`` and ``allowed`` are then derived from it, so
+    the two cannot say different things. A key with another rule passes
+    ``check`` and ``allowed`` itself.
+    """
 
     name: str
     type: type
@@ -49,42 +225,36 @@ class Key:
     allowed: str = ""
     #: keyword argument of the plug-in's constructor that receives the value (plug-in keys only)
     param: str | None = None
+    constraint: Interval | NumberOrWord | None = None
+
+    def __post_init__(self) -> None:
+        c = self.constraint
+        if c is None:
+            return
+        if (self.check is not None and self.check is not c) or self.allowed not in ("", c.allowed):
+            raise TypeError(f"run key {self.name!r} declares a constraint and its own check / allowed: "
+                            "declare one (the constraint derives both)")
+        object.__setattr__(self, "check", c)
+        object.__setattr__(self, "allowed", c.allowed)
 
 
-def _ge(lo: float) -> Callable[[Any], bool]:
-    return lambda v: v >= lo
+def at_least(lo: float, type: type = int, **more: Any) -> Interval:
+    """``>= lo`` (e.g. ``at_least(1)``: "an integer >= 1")."""
+    return Interval(type, lo, **more)
 
 
-def _int_at_least_or_off(lo: int, off: str = "") -> dict[str, Any]:
-    """``check`` and ``allowed`` of an integer key that is ``>= lo`` or ``-1`` (off), from one declaration.
-
-    ``off`` completes the message, e.g. ``" for all"``: "an integer >= 1, or -1 for all".
-    """
-    return {"check": lambda v: v == -1 or v >= lo, "allowed": f"an integer >= {lo}, or -1{off}"}
+def above(lo: float, type: type = float, **more: Any) -> Interval:
+    """``> lo`` (e.g. ``above(0)``: "a number > 0")."""
+    return Interval(type, lo, closed="neither", **more)
 
 
-def accepted_by(validate: Callable[[Any], Any]) -> Callable[[Any], bool]:
-    """A key's ``check`` from a function that raises ValueError for a bad value.
-
-    A plug-in whose pure function already validates its parameter uses that
-    function as its run key's check too, so the two layers check one way.
-    """
-    def check(value: Any) -> bool:
-        try:
-            validate(value)
-        except ValueError:
-            return False
-        return True
-
-    return check
+def at_least_or_off(lo: int, off: str = "", **more: Any) -> Interval:
+    """An integer key that is ``>= lo`` or ``-1`` (off); ``off`` completes the message, e.g. ``" for all"``."""
+    return Interval(int, lo, off=-1, off_means=off, **more)
 
 
-def _unit(v: float) -> bool:
-    return 0.0 <= v <= 1.0
-
-
-def _unit_or_off(v: float) -> bool:
-    return v == -1 or 0.0 <= v <= 1.0
+#: A class of the data set (its upper end, num_classes - 1, is checked by :mod:`fl_poison.relations`), or -1 for none.
+CLASS_OR_NONE = Interval(int, 0, off=-1, noun="a class index of the data set, an integer")
 
 
 #: The defense of a run that names none: plain federated averaging. The one plug-in the core names, as the
@@ -93,44 +263,44 @@ DEFAULT_DEFENSE = "fedavg"
 
 CORE_KEYS: tuple[Key, ...] = (
     # --- data and model -------------------------------------------------------
-    Key("dataset", str, "digits", "data set", DATASET_CHOICES),
+    Key("dataset", str, "digits", "data set", ()),  # choices: CHOICES_FROM
     Key("data-dir", str, "data", "folder holding the data set files (<data-dir>/<dataset>/...)"),
-    Key("model", str, "auto", "model architecture; auto = the data set's default", MODEL_CHOICES),
+    Key("model", str, "auto", "model architecture; auto = the data set's default", ()),  # choices: CHOICES_FROM
     Key("dropout", float, -1.0, "dropout probability of models that have dropout (-1 = the model's default)",
-        check=lambda v: v == -1 or 0 <= v < 1, allowed="a number in [0, 1), or -1 for the model's default"),
+        constraint=Interval(float, 0, 1, off=-1, off_means=" for the model's default")),
     Key("partition", str, "iid", "how training data is split among clients", ("iid", "dirichlet", "extreme")),
     Key("train-samples", int, -1, "use a seeded random subset of this many training samples (-1 = all)",
-        **_int_at_least_or_off(1, " for all")),
-    Key("dirichlet-alpha", float, 1.0, "concentration of the Dirichlet split", check=lambda v: v > 0, allowed="a number > 0"),
+        constraint=at_least_or_off(1, " for all")),
+    Key("dirichlet-alpha", float, 1.0, "concentration of the Dirichlet split", constraint=above(0)),
     # --- federation -------------------------------------------------------------
-    Key("num-clients", int, 10, "clients in the federation", check=_ge(1), allowed="an integer >= 1"),
-    Key("clients-per-round", int, 10, "clients sampled each round", check=_ge(1), allowed="an integer >= 1 and <= num-clients"),
-    Key("num-rounds", int, 10, "federated rounds", check=_ge(1), allowed="an integer >= 1"),
-    Key("seed", int, 0, "seed of everything random in the run", check=_ge(0), allowed="an integer >= 0"),
+    Key("num-clients", int, 10, "clients in the federation", constraint=at_least(1)),
+    Key("clients-per-round", int, 10, "clients sampled each round", constraint=at_least(1, also="and <= num-clients")),
+    Key("num-rounds", int, 10, "federated rounds", constraint=at_least(1)),
+    Key("seed", int, 0, "seed of everything random in the run", constraint=at_least(0)),
     # --- local training -------------------------------------------------------
-    Key("local-epochs", int, 1, "local epochs per round", check=_ge(1), allowed="an integer >= 1"),
-    Key("batch-size", int, 32, "local mini-batch size", check=_ge(1), allowed="an integer >= 1"),
-    Key("lr", float, 0.05, "local learning rate", check=lambda v: v > 0, allowed="a number > 0"),
-    Key("momentum", float, 0.9, "SGD momentum", check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
-    Key("weight-decay", float, 0.0, "L2 weight decay", check=_ge(0), allowed="a number >= 0"),
+    Key("local-epochs", int, 1, "local epochs per round", constraint=at_least(1)),
+    Key("batch-size", int, 32, "local mini-batch size", constraint=at_least(1)),
+    Key("lr", float, 0.05, "local learning rate", constraint=above(0)),
+    Key("momentum", float, 0.9, "SGD momentum", constraint=Interval(float, 0, 1)),
+    Key("weight-decay", float, 0.0, "L2 weight decay", constraint=at_least(0, float)),
     Key("optimizer", str, "sgd", "local optimiser", ("sgd", "adam")),
     Key("received-eval-samples", int, 512, "local samples a client scores the received model on (-1 = all, 0 = off)",
-        **_int_at_least_or_off(0, " for all")),
-    Key("eval-batch-size", int, 1000, "batch size of the central evaluation", check=_ge(1), allowed="an integer >= 1"),
+        constraint=at_least_or_off(0, " for all")),
+    Key("eval-batch-size", int, 1000, "batch size of the central evaluation", constraint=at_least(1)),
     # --- attack ---------------------------------------------------------------
     Key("attack", str, "none", "what malicious clients do (an attack plug-in)", ()),
-    Key("source-class", int, -1, "attacked class (-1 = none)", check=_ge(-1), allowed="a class index of the data set, or -1"),
-    Key("target-class", int, -1, "class the source is flipped to (-1 = none)", check=_ge(-1), allowed="a class index of the data set, or -1"),
-    Key("malicious-fraction", float, 0.0, "share of clients that are malicious", check=_unit, allowed="a number in [0, 1]"),
-    Key("num-malicious", int, -1, "number of malicious clients (-1 = use malicious-fraction)", **_int_at_least_or_off(0)),
+    Key("source-class", int, -1, "attacked class (-1 = none)", constraint=CLASS_OR_NONE),
+    Key("target-class", int, -1, "class the source is flipped to (-1 = none)", constraint=CLASS_OR_NONE),
+    Key("malicious-fraction", float, 0.0, "share of clients that are malicious", constraint=Interval(float, 0, 1, closed="both")),
+    Key("num-malicious", int, -1, "number of malicious clients (-1 = use malicious-fraction)", constraint=at_least_or_off(0)),
     Key("malicious-from-source-holders", bool, False, "draw attackers only among clients holding the source class"),
-    Key("attack-start-round", int, 1, "first round the attackers poison", check=_ge(1), allowed="an integer >= 1"),
-    Key("attack-end-round", int, -1, "last round the attackers poison (-1 = to the end)", **_int_at_least_or_off(1)),
+    Key("attack-start-round", int, 1, "first round the attackers poison", constraint=at_least(1)),
+    Key("attack-end-round", int, -1, "last round the attackers poison (-1 = to the end)", constraint=at_least_or_off(1)),
     Key("honest-holds-source", bool, True, "honest clients hold source-class samples (false = the ADA authors' "
         "split: they hold none; attackers draw source + clean samples afresh each round from the samples no "
         "honest client holds)"),
     Key("malicious-availability", float, -1.0, "probability a sampled slot goes to an attacker (-1 = uniform sampling)",
-        check=_unit_or_off, allowed="a number in [0, 1], or -1 for uniform sampling"),
+        constraint=Interval(float, 0, 1, closed="both", off=-1, off_means=" for uniform sampling")),
     # --- defense --------------------------------------------------------------
     Key("defense", str, DEFAULT_DEFENSE, "aggregation rule / defense (a defense plug-in)", ()),
     Key("aggregation-weights", str, "examples", "weight of a client in averaging defenses: examples = its "
@@ -139,13 +309,11 @@ CORE_KEYS: tuple[Key, ...] = (
         "its clients-per-round - num-byzantine nearest (Allouah et al. 2023); bucketing = means of random buckets "
         "of bucket-size (Karimireddy et al. 2022)", ("none", "nnm", "bucketing")),
     Key("server-data-samples", int, -1, "training samples held out of the clients' data as the server's root set "
-        "(-1 = 100, FLTrust's, for a defense that needs one, else 0)", check=lambda v: v >= -1,
-        allowed="an integer >= 0, or -1"),
+        "(-1 = 100, FLTrust's, for a defense that needs one, else 0)", constraint=at_least_or_off(0)),
     Key("server-steps", str, "client", "local SGD steps of the server on its root set: client = as many as a "
         "client of mean size takes (FLTrust's same local iterations; the root set is cycled), epochs = "
         "local-epochs passes over the root set", ("client", "epochs")),
-    Key("bucket-size", int, 2, "updates per bucket of pre-aggregation=bucketing", check=_ge(1),
-        allowed="an integer >= 1"),
+    Key("bucket-size", int, 2, "updates per bucket of pre-aggregation=bucketing", constraint=at_least(1)),
     # --- output ---------------------------------------------------------------
     Key("out-dir", str, "results", "folder that receives run directories"),
     Key("run-name", str, "", "name of the run directory ('' = generated)"),
@@ -156,11 +324,11 @@ CORE_KEYS: tuple[Key, ...] = (
         "'fl-poison[mlflow]'", TRACKING_CHOICES),
     # --- deployment ----------------------------------------------------------
     Key("round-timeout", float, 3600.0, "seconds a round waits for replies; missing replies are recorded",
-        check=lambda v: v > 0, allowed="a number of seconds > 0"),
+        constraint=above(0, noun="a number of seconds")),
     Key("red-team-file", str, "", "operator's list of malicious node ids / names, for measurement only "
         "('' = the run plan in simulation; no detection metrics when nodes set their own role)"),
     Key("wait-for-nodes", float, 600.0, "seconds the ServerApp waits for num-clients SuperNodes to connect",
-        check=lambda v: v > 0, allowed="a number of seconds > 0"),
+        constraint=above(0, noun="a number of seconds")),
     # --- speed and scale -----------------------------------------------------
     Key("engine", str, "auto", "how fl-poison run executes a round's clients: serial (one after another in this "
         "process), parallel (engine-workers forked processes), batched (every client whose round is training on "
@@ -168,9 +336,9 @@ CORE_KEYS: tuple[Key, ...] = (
         "batched on CUDA where the model allows, else parallel", ("auto", "serial", "parallel", "batched")),
     Key("engine-memory-mb", int, -1, "memory budget of one batched chunk of clients in MiB (model copies, "
         "optimiser state, activations; -1 = 80% of the device's free memory)",
-        **_int_at_least_or_off(1, " for 80% of the free memory")),
+        constraint=at_least_or_off(1, " for 80% of the free memory")),
     Key("engine-workers", int, -1, "worker processes of fl-poison's in-process engine (-1 = one per core, "
-        "1 = serial in this process)", **_int_at_least_or_off(1, " for one per core")),
+        "1 = serial in this process)", constraint=at_least_or_off(1, " for one per core")),
     Key("device", str, "auto", "torch device of local training and central evaluation (auto = cuda when present)",
         check=lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
         allowed="auto, cpu, cuda or cuda:N"),
@@ -178,6 +346,65 @@ CORE_KEYS: tuple[Key, ...] = (
     Key("initial-model", str, "", "model.npz to start the global model from ('' = fresh, seeded weights)"),
 )
 
+
+
+@dataclass(frozen=True)
+class ByzantineBudget:
+    """The f (``num-byzantine``) a rule tolerates with K updates, declared once.
+
+    The pure rule raises :meth:`refusal` for a direct caller (K = the rows it
+    gets); the plug-in's ``check_config`` raises :meth:`check` before the run
+    (K = clients-per-round). Both test ``fits``, state ``needs`` (``{K}``
+    stands for the count) and name ``largest``, so the rule and the run key's
+    message cannot disagree on where the budget ends.
+    """
+
+    rule: str
+    needs: str
+    fits: Callable[[int, int], bool]
+    #: the largest f that fits K (the hint of a refusal; may be < 0 for a tiny K)
+    largest: Callable[[int], int]
+
+    def requirement(self, k_name: str) -> str:
+        return f"{self.rule} needs {self.needs.format(K=k_name)}"
+
+    def refusal(self, k: int, f: int) -> str:
+        """The ValueError text of the pure rule given ``f`` for ``k`` rows."""
+        return (f"num-byzantine={f} is too large for K={k} clients: {self.requirement('K')}, "
+                f"i.e. num-byzantine <= {max(0, self.largest(k))}")
+
+    def require(self, k: int, f: int) -> None:
+        """ValueError unless ``f`` fits ``k`` rows; f = 0 always passes (there is no f to lower)."""
+        if f > 0 and not self.fits(k, f):
+            raise ValueError(self.refusal(k, f))
+
+    def check(self, k: int, f: int, given: int, off_too: bool = False) -> None:
+        """ConfigError on ``num-byzantine`` (its value ``given``) unless the ``f`` it stands for fits ``k``.
+
+        ``off_too``: the message adds that -1 is allowed (where -1 always fits).
+        """
+        if self.fits(k, f):
+            return
+        if self.fits(k, 0):
+            hint = f"f <= {self.largest(k)}" + (", or -1" if off_too else "")
+        else:
+            least = next((n for n in range(k + 1, 64 * (k + 2)) if self.fits(n, 0)), None)
+            hint = "no f works" + (f": at least {least} clients per round are needed" if least else "")
+        raise ConfigError("num-byzantine", given, f"{self.requirement('clients-per-round')}; with {k} clients {hint}")
+
+
+#: NNM's budget (Allouah et al. 2023: K > 2 f), a core pre-aggregation: checked by :mod:`fl_poison.relations`
+#: before the run and by ``strategies.rules.pre_aggregation.nnm`` on its rows.
+NNM_BUDGET = ByzantineBudget("pre-aggregation=nnm", "{K} > 2 * num-byzantine", lambda k, f: k > 2 * f,
+                             lambda k: (k - 1) // 2)
+
+
+def core_key(name: str) -> Key:
+    """The core key ``name``: a pure function that takes a core key's value validates it by the key's constraint."""
+    for k in CORE_KEYS:
+        if k.name == name:
+            return k
+    raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -202,7 +429,8 @@ _schema_cache: tuple[int, Schema] | None = None
 def schema() -> Schema:
     """Core keys plus the keys the registered plug-ins declare (rebuilt when a plug-in registers).
 
-    The ``attack`` and ``defense`` keys take their choices from the registry. A
+    The ``attack`` and ``defense`` keys take their choices from the registry, ``dataset`` and ``model``
+    from theirs (:data:`CHOICES_FROM`). A
     key declared by several plug-ins (e.g. ``num-byzantine`` by the Krum family)
     must be declared identically -- the same :class:`Key` object, or equal
     fields -- otherwise the defaults would disagree between layers.
@@ -222,6 +450,9 @@ def schema() -> Schema:
             k = replace(k, choices=tuple(sorted(attacks, key=lambda n: (n != "none", n))))
         elif k.name == "defense":
             k = replace(k, choices=tuple(sorted(defenses, key=lambda n: (n != DEFAULT_DEFENSE, n))))
+        elif k.name in CHOICES_FROM:
+            module, names, first = CHOICES_FROM[k.name]
+            k = replace(k, choices=(*first, *getattr(importlib.import_module(module), names)))
         keys[k.name] = k
         owners[k.name] = ["core"]
     for kind, found in (("attack", attacks), ("defense", defenses)):

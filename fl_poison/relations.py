@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fl_poison import plugins
-from fl_poison.config import Config, ConfigError
+from fl_poison.config import NNM_BUDGET, Config, ConfigError
 from fl_poison.data.datasets import get_spec
 from fl_poison.federation import new_model
 from fl_poison.models import DROPOUT_MODELS, check_compatible
@@ -63,10 +63,8 @@ def check_relations(c: dict[str, Any]) -> None:
     _check_split(c, plugins)
     _check_paths(c)
     _check_device(c)
-    if c["pre-aggregation"] == "nnm" and 2 * c["num-byzantine"] >= c["clients-per-round"]:
-        raise ConfigError("num-byzantine", c["num-byzantine"], f"pre-aggregation=nnm needs 2 * num-byzantine < "
-                          f"clients-per-round ({c['clients-per-round']}): -1 or at most "
-                          f"{(c['clients-per-round'] - 1) // 2}")
+    if c["pre-aggregation"] == "nnm":  # -1 stands for a budget the rule derives from the round's size
+        NNM_BUDGET.check(c["clients-per-round"], c["num-byzantine"], c["num-byzantine"], off_too=True)
     if getattr(plugins.get("defense", c["defense"]), "needs_server_data", False) and c["server-data-samples"] == 0:
         raise ConfigError("server-data-samples", 0, f"at least 1 (or -1 for 100) for defense={c['defense']}: it "
                           "scores clients against the server's update on that root data")

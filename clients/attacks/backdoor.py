@@ -20,23 +20,22 @@ import torch
 from clients.behaviour import Behaviour, RoundInput
 from clients.model_poisoning import scale_update
 from clients.trigger import backdoor_set, poison_indices, stamp, trigger_position
-from fl_poison.config import ConfigError, Key
+from fl_poison.config import ConfigError, Interval, Key, above, at_least, at_least_or_off
 from fl_poison.measurement import Measurement, Outputs
 from fl_poison.metrics.model_poisoning import backdoor_accuracy, backdoor_test_mask, predict
 
 TRIGGER_SIZE = Key("trigger-size", int, 3, "side of the square backdoor trigger in pixels",
-                   check=lambda v: v >= 1, allowed="an integer >= 1 that fits the image")
+                   constraint=at_least(1, also="that fits the image"))
 TRIGGER_ROW = Key("trigger-row", int, -1, "top row of the trigger (-1 = against the bottom edge)",
-                  check=lambda v: v >= -1, allowed="a row index, or -1 for the bottom edge")
+                  constraint=at_least_or_off(0, " for the bottom edge", noun="a row index, an integer"))
 TRIGGER_COL = Key("trigger-col", int, -1, "left column of the trigger (-1 = against the right edge)",
-                  check=lambda v: v >= -1, allowed="a column index, or -1 for the right edge")
+                  constraint=at_least_or_off(0, " for the right edge", noun="a column index, an integer"))
 TRIGGER_VALUE = Key("trigger-value", float, 1.0, "raw pixel value of the trigger (0 = black, 1 = white)",
-                    check=lambda v: 0 <= v <= 1, allowed="a number in [0, 1]")
+                    constraint=Interval(float, 0, 1, closed="both"))
 POISON_FRACTION = Key("poison-fraction", float, 0.5, "share of the attacker's samples that carry the trigger",
-                      check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]")
+                      constraint=Interval(float, 0, 1, closed="right"))
 BACKDOOR_BOOST = Key("backdoor-boost", float, 1.0, "factor the backdoor attacker scales its update by "
-                     "(model replacement; 1 = off)", check=lambda v: v > 0 and v != float("inf"),
-                     allowed="a number > 0")
+                     "(model replacement; 1 = off)", constraint=above(0))
 
 _POISON_SALT = 11
 

@@ -14,23 +14,17 @@ import numpy as np
 
 from clients.colluding import KNOWLEDGE, ForgedUpdate
 from clients.forge import alie, fang, gaussian, ipm, mimic, min_max, min_sum, sign_flip
-from fl_poison.config import Config, ConfigError, Key
+from fl_poison.config import Config, ConfigError, Key, above, at_least
 
-
-def _finite_above(lo: float, inclusive: bool = False) -> dict[str, Any]:
-    """``check`` / ``allowed`` of a key that takes a finite number above ``lo`` (or from ``lo`` on)."""
-    if inclusive:
-        return {"check": lambda v: lo <= v < float("inf"), "allowed": f"a number >= {lo:g}"}
-    return {"check": lambda v: lo < v < float("inf"), "allowed": f"a number > {lo:g}"}
 
 ALIE_Z = Key("alie-z", float, -1.0, "ALIE's z (-1 = the paper's z_max from the round's clients and attackers)",
-             check=lambda v: v == -1 or v >= 0, allowed="a number >= 0, or -1 for the paper's z_max")
+             constraint=at_least(0, float, off=-1, off_means=" for the paper's z_max"))
 IPM_EPSILON = Key("ipm-epsilon", float, 0.1, "IPM's epsilon: attackers send -epsilon * mean of the known updates "
-                  "(0.1 hides from distance-based rules, 10 flips an average)", **_finite_above(0))
+                  "(0.1 hides from distance-based rules, 10 flips an average)", constraint=above(0))
 PERTURBATION = Key("minmax-perturbation", str, "std", "Min-Max / Min-Sum perturbation direction (inverse unit "
                    "vector, inverse std, inverse sign; Shejwalkar & Houmansadr)", min_max.PERTURBATIONS)
 GAMMA_INIT = Key("minmax-gamma-init", float, min_max.GAMMA_INIT, "Min-Max / Min-Sum: first gamma of the halving "
-                 "search (it reaches at most twice this)", **_finite_above(0))
+                 "search (it reaches at most twice this)", constraint=above(0))
 FANG_VARIANT = Key("fang-variant", str, "auto", "Fang et al.'s attack to run (auto = the one for the defense: "
                    "trimmed-mean for trimmed-mean / median, krum for krum / multi-krum)", ("auto", *fang.VARIANTS))
 FANG_DIRECTION = Key("fang-direction", str, "aggregate", "Fang: direction estimate s (aggregate = sign of the "
@@ -39,9 +33,9 @@ FANG_DIRECTION = Key("fang-direction", str, "aggregate", "Fang: direction estima
 FANG_SPACE = Key("fang-space", str, "model", "Fang trimmed-mean attack: apply the sampling rule to local models "
                  "(the paper) or to updates (re-implementations)", fang.SPACES)
 FANG_B = Key("fang-b", float, 2.0, "Fang trimmed-mean attack's b (values up to b times the extreme)",
-             **_finite_above(1))
+             constraint=above(1))
 NOISE_STD = Key("noise-std", float, 200.0, "std of the Gaussian attack's N(0, std^2) update (FLTrust's 200)",
-                **_finite_above(0, inclusive=True))
+                constraint=gaussian.STD)
 
 
 class Alie(ForgedUpdate):

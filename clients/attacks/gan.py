@@ -47,29 +47,25 @@ import torch
 from clients import gan
 from clients.behaviour import Behaviour, LocalResult, RoundInput
 from clients.gan_measurement import GAN_OUTPUTS, GanMeasurement
-from fl_poison.config import Config, ConfigError, Key, check_class_pair
+from fl_poison.config import Config, ConfigError, Interval, Key, above, at_least, at_least_or_off, check_class_pair
 from fl_poison.training import local_accuracy
 
 GAN_GENERATOR = Key("gan-generator", str, "dcgan", "GAN attack's generator: dcgan (Hitaj et al.; square images, "
                     "side a multiple of 4) or mlp (any shape)", gan.GENERATORS)
-GAN_LATENT = Key("gan-latent", int, 100, "GAN attack: latent size of the generator", check=lambda v: v >= 1,
-                 allowed="an integer >= 1")
+GAN_LATENT = Key("gan-latent", int, 100, "GAN attack: latent size of the generator", constraint=at_least(1))
 GAN_WIDTH = Key("gan-width", int, 64, "GAN attack: generator width (channels of its last hidden layer)",
-                check=lambda v: v >= 1, allowed="an integer >= 1")
+                constraint=at_least(1))
 GAN_LR = Key("gan-lr", float, 0.001, "GAN attack: the generator's Adam learning rate (beta1 = 0.5)",
-             check=lambda v: v > 0, allowed="a number > 0")
-GAN_STEPS = Key("gan-steps", int, 50, "GAN attack: generator steps per adversarial round", check=lambda v: v >= 0,
-                allowed="an integer >= 0")
-GAN_BATCH = Key("gan-batch", int, 64, "GAN attack: generator batch size", check=lambda v: v >= 1,
-                allowed="an integer >= 1")
+             constraint=above(0))
+GAN_STEPS = Key("gan-steps", int, 50, "GAN attack: generator steps per adversarial round", constraint=at_least(0))
+GAN_BATCH = Key("gan-batch", int, 64, "GAN attack: generator batch size", constraint=at_least(1))
 GAN_SAMPLES = Key("gan-samples", int, 500, "GAN attack: generated images of G labelled target-class per round "
-                  "(Zhang et al.)", check=lambda v: v >= 0, allowed="an integer >= 0")
+                  "(Zhang et al.)", constraint=at_least(0))
 GAN_FAKE_SAMPLES = Key("gan-fake-samples", int, -1, "GAN attack: generated images labelled the extra fake class "
-                       "per round (Hitaj et al.; -1 = gan-samples)", check=lambda v: v >= -1,
-                       allowed="an integer >= 0, or -1 for gan-samples")
+                       "per round (Hitaj et al.; -1 = gan-samples)", constraint=at_least_or_off(0, " for gan-samples"))
 GAN_START_ACCURACY = Key("gan-start-accuracy", float, -1.0, "GAN attack: start once the received model's accuracy "
                          "on the adversary's data reaches this (-1 = at attack-start-round)",
-                         check=lambda v: v == -1 or 0 <= v <= 1, allowed="a number in [0, 1], or -1")
+                         constraint=Interval(float, 0, 1, closed="both", off=-1))
 GAN_EXCLUDE_SOURCE = Key("gan-exclude-source", bool, True, "GAN attack: the adversary holds no sample of "
                          "source-class (its share goes to the honest clients), as in the blog")
 

@@ -9,19 +9,20 @@ which flipped source samples make up that share and drawn clean ones the rest
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from clients.behaviour import Behaviour, RoundInput
-from clients.poisoning import flip_targeted, injection_indices
+from clients.poisoning import INJECTION_RATE_RANGE, flip_targeted, injection_indices
 from fl_poison.config import Key, check_class_pair
 
 INJECTION_RATE = Key(
     "injection-rate", float, -1.0, "flipped share of an attacker's training set, which keeps its local set size "
     "(-1 = all local data, source flipped)",
-    check=lambda v: v == -1 or 0 < v <= 1, allowed="a number in (0, 1], or -1 for off")
+    constraint=replace(INJECTION_RATE_RANGE, off=-1, off_means=" for off"))
 
 #: Salt of the injection subset's random stream, so it is independent of every other use of the seed.
 _INJECTION_SALT = 7

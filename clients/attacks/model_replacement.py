@@ -24,11 +24,10 @@ import numpy as np
 from clients.attacks.backdoor import BACKDOOR_BOOST, Backdoor
 from clients.behaviour import RoundInput
 from clients.model_poisoning import scale_update
-from fl_poison.config import Key
+from fl_poison.config import Key, above
 
 REPLACEMENT_GAMMA = Key("replacement-gamma", float, -1.0, "model replacement's boost gamma (-1 = the paper's "
-                        "n / eta = clients-per-round)", check=lambda v: v == -1 or 0 < v < float("inf"),
-                        allowed="a number > 0, or -1 for clients-per-round")
+                        "n / eta = clients-per-round)", constraint=above(0, off=-1, off_means=" for clients-per-round"))
 
 
 def replacement_gamma(config: Any) -> float:

@@ -13,12 +13,12 @@ import numpy as np
 
 from clients.behaviour import Behaviour, RoundInput
 from clients.model_poisoning import scale_update
-from fl_poison.config import Key
+from fl_poison.config import Key, at_least
 
 SCALE_FACTOR = Key("scale-factor", float, 10.0, "factor the scale attack multiplies its update by (< 0 flips its sign)",
                    check=lambda v: v != 0 and abs(v) != float("inf"), allowed="a finite number other than 0")
 SCALE_NOISE = Key("scale-noise", float, 0.0, "std of Gaussian noise the scale attack adds to every weight",
-                  check=lambda v: 0 <= v < float("inf"), allowed="a number >= 0")
+                  constraint=at_least(0, float))
 
 
 class Scale(Behaviour):

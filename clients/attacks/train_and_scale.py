@@ -32,18 +32,8 @@ from clients.attacks.label_flip import INJECTION_RATE, attack_set, relabel
 from clients.behaviour import Behaviour, LocalResult, RoundInput
 from clients.model_poisoning import shrink_to_bound, update_norm
 from fl_poison.adversary import MARKER
-from fl_poison.config import Key, check_class_pair
+from fl_poison.config import Key, NumberOrWord, above, check_class_pair
 from fl_poison.training import get_state, train_local
-
-
-def _bound_ok(v: str) -> bool:
-    if v in ("auto", MEDIAN_HONEST):
-        return True
-    try:
-        f = float(v)
-    except ValueError:
-        return False
-    return f > 0 and f != float("inf")
 
 
 #: ``scale-bound`` value of the authors' code: the median of this round's honest update norms.
@@ -53,7 +43,7 @@ SCALE_BOUND = Key("scale-bound", str, "auto",
                   "norm bound train-and-scale / ADA shrink their update to (auto = the norm of an honest update "
                   "on the attacker's own clean data this round, the paper; median-honest = the median of this "
                   "round's honest update norms, the authors' code, applied by the adversary's seat on the server)",
-                  check=_bound_ok, allowed="a number > 0, auto or median-honest")
+                  constraint=NumberOrWord(above(0, noun="a finite number"), ("auto", MEDIAN_HONEST)))
 
 
 class MedianHonestScaling:

@@ -14,12 +14,16 @@ from __future__ import annotations
 import numpy as np
 
 from clients.forge import as_known
+from fl_poison.config import at_least
+
+#: The noise std, declared once: the run key ``noise-std`` derives its check and message from it, :func:`forge`
+#: its ValueError.
+STD = at_least(0, float)
 
 
 def forge(known: np.ndarray, num_malicious: int, rng: np.random.Generator, *, std: float = 200.0,
           report: dict | None = None) -> np.ndarray:
     """``num_malicious`` independent N(0, std^2) vectors of the known updates' length."""
-    if std < 0:
-        raise ValueError("std must be >= 0")
+    STD.validate(std, "std")
     p = as_known(known).shape[1]
     return rng.normal(0.0, std, size=(num_malicious, p)) if std > 0 else np.zeros((num_malicious, p))

@@ -29,15 +29,12 @@ class Bulyan(_ByzantineBudget):
         super().__init__(**kw)
         self.selection = selection
 
-    @staticmethod
-    def largest_f(k: int) -> int:
-        """Bulyan's f for ``num-byzantine=-1``: the largest with K >= 4f + 3."""
-        return (k - 3) // 4
+    #: Bulyan's f for ``num-byzantine=-1``: the largest with K >= 4f + 3 (its budget's own bound).
+    largest_f = staticmethod(robust.BULYAN_BUDGET.largest)
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        check_budget(config, cls, lambda k, f: k >= 4 * f + 3, "Bulyan needs clients-per-round >= 4*f + 3",
-                     lambda k: (k - 3) // 4)
+        check_budget(config, cls, robust.BULYAN_BUDGET)
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         return robust.bulyan(updates, weights, layout, num_byzantine=self.f_for(len(updates)),

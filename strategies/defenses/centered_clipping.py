@@ -11,9 +11,9 @@ from strategies.rules import centered_clipping as cc
 from strategies.base import DefenseStrategy
 
 CC_TAU = Key("cc-tau", float, cc.DEFAULT_TAU, "clipping radius tau of centered-clipping",
-             check=lambda v: 0 < v < float("inf"), allowed="a number > 0", param="tau")
+             constraint=cc.TAU, param="tau")
 CC_ITERATIONS = Key("cc-iterations", int, cc.DEFAULT_ITERATIONS, "clipping iterations L of centered-clipping per round",
-                    check=lambda v: v >= 1, allowed="an integer >= 1", param="iterations")
+                    constraint=cc.ITERATIONS, param="iterations")
 
 
 class CenteredClipping(DefenseStrategy):

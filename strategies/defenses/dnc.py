@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key
+from fl_poison.config import Key, above, at_least
 from strategies.rules import dnc
 from strategies.defenses._seeded import SeededDefense
 from strategies.defenses.krum import NUM_BYZANTINE, _ByzantineBudget, check_budget
 
 DNC_ITERATIONS = Key("dnc-iterations", int, dnc.DEFAULT_ITERATIONS, "DnC iterations (random coordinate subsets)",
-                     check=lambda v: v >= 1, allowed="an integer >= 1", param="iterations")
+                     constraint=at_least(1), param="iterations")
 DNC_SUBSAMPLE = Key("dnc-subsample", int, dnc.DEFAULT_SUBSAMPLE, "coordinates DnC samples per iteration (b)",
-                    check=lambda v: v >= 1, allowed="an integer >= 1", param="subsample")
+                    constraint=at_least(1), param="subsample")
 DNC_FILTER_FRACTION = Key("dnc-filter-fraction", float, dnc.DEFAULT_FILTER_FRACTION,
                           "DnC removes floor(c * num-byzantine) clients per iteration (c)",
-                          check=lambda v: 0 < v < float("inf"), allowed="a number > 0", param="filter_fraction")
+                          constraint=above(0), param="filter_fraction")
 
 
 class DivideAndConquer(SeededDefense, _ByzantineBudget):
@@ -32,10 +32,7 @@ class DivideAndConquer(SeededDefense, _ByzantineBudget):
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        c = config["dnc-filter-fraction"]
-        check_budget(config, cls, lambda k, f: k - dnc.num_removed(f, c) >= 1,
-                     "DnC needs clients-per-round - floor(dnc-filter-fraction * num-byzantine) >= 1",
-                     lambda k: int((k - 1) / c))
+        check_budget(config, cls, dnc.dnc_budget(config["dnc-filter-fraction"]))
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         return dnc.dnc(updates, weights, layout, num_byzantine=self.f_for(len(updates)), iterations=self.iterations,

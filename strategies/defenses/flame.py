@@ -10,7 +10,7 @@ from strategies.defenses._seeded import SeededDefense
 
 FLAME_NOISE = Key("flame-noise", float, flame.DEFAULT_NOISE,
                   "FLAME's noise level lambda: sigma = lambda * median update norm (paper: 0.001 for images; 0 = off)",
-                  check=lambda v: 0 <= v < float("inf"), allowed="a number >= 0", param="noise")
+                  constraint=flame.NOISE, param="noise")
 
 
 class Flame(SeededDefense):

@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from fl_poison.config import ConfigError, Key, accepted_by
+from fl_poison.config import ConfigError, Key
 from fl_poison.updates import buffer_mask, flatten
 from strategies.rules import fldetector as fd
 from strategies.defenses._seeded import SeededDefense
 
 FLD_WINDOW = Key("fldetector-window", int, fd.DEFAULT_WINDOW,
                  "FLDetector's window N: L-BFGS pairs kept and rounds a suspicious score averages (paper: 10)",
-                 check=accepted_by(fd.check_window), allowed="an integer >= 1", param="window")
+                 constraint=fd.WINDOW, param="window")
 FLD_RULE = Key("fldetector-rule", str, "median", "rule FLDetector aggregates the clients it has not removed with",
                choices=fd.RULES, param="rule")
 FLD_GAP = Key("fldetector-gap", str, "tibshirani",

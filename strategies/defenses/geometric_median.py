@@ -9,10 +9,10 @@ from strategies.rules import geometric_median as gm
 from strategies.base import DefenseStrategy
 
 GEOMED_EPS = Key("geomed-eps", float, gm.DEFAULT_EPS, "smoothing nu of RFA's Weiszfeld iterations (geometric-median)",
-                 check=lambda v: 0 < v < float("inf"), allowed="a number > 0", param="eps")
+                 constraint=gm.EPS, param="eps")
 GEOMED_ITERATIONS = Key("geomed-iterations", int, gm.DEFAULT_ITERATIONS,
                         "most Weiszfeld iterations of geometric-median (it stops earlier once the objective "
-                        "improves by less than 1e-6 of itself)", check=lambda v: v >= 1, allowed="an integer >= 1",
+                        "improves by less than 1e-6 of itself)", constraint=gm.ITERATIONS,
                         param="iterations")
 
 

@@ -5,32 +5,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any
 
-from fl_poison.config import ConfigError, Key
+from fl_poison.config import ByzantineBudget, ConfigError, Key
 from strategies.rules import robust
 from strategies.base import DefenseStrategy, byzantine_budget
 
 NUM_BYZANTINE = Key("num-byzantine", int, -1,
                     "f assumed by Krum / multi-Krum / Bulyan (-1 = the largest the rule tolerates)",
-                    check=lambda v: v >= -1, allowed="an integer >= 0, or -1", param="num_byzantine")
+                    constraint=replace(robust.NUM_BYZANTINE_F, off=-1), param="num_byzantine")
 KRUM_DISTANCE = Key("krum-distance", str, "squared",
                      "Krum / multi-Krum score: squared distances to the others (paper, Flower) or LFighter's code "
                      "(plain distances, self counted)", ("squared", "lfighter-code"), param="krum_distance")
 MULTI_KRUM_KEEP = Key("multi-krum-keep", int, -1, "updates multi-Krum averages (-1 = clients-per-round - f)",
-                      check=lambda v: v >= 1 or v == -1, allowed="an integer >= 1, or -1", param="keep")
+                      constraint=replace(robust.NUM_SELECTED, off=-1), param="keep")
 
 
-def check_budget(config: dict[str, Any], rule_class: type[DefenseStrategy], fits: Callable[[int, int], bool],
-                 rule: str, largest: Callable[[int], int]) -> None:
-    """ConfigError unless the rule's f fits clients-per-round; the message says the largest f that does.
+def check_budget(config: dict[str, Any], rule_class: type[DefenseStrategy], budget: ByzantineBudget) -> None:
+    """ConfigError unless the rule's f fits clients-per-round, by the budget its pure function checks too.
 
     ``rule_class`` says which f ``num-byzantine=-1`` stands for (its ``largest_f``).
     """
-    k = config["clients-per-round"]
-    if not fits(k, byzantine_budget(rule_class.largest_f, k, config["num-byzantine"])):
-        hint = f"f <= {largest(k)}" if fits(k, 0) else "no f works: at least 3 clients per round are needed"
-        raise ConfigError("num-byzantine", config["num-byzantine"], f"{rule}; with {k} clients {hint}")
+    k, given = config["clients-per-round"], config["num-byzantine"]
+    budget.check(k, byzantine_budget(rule_class.largest_f, k, given), given)
 
 
 class _ByzantineBudget(DefenseStrategy):
@@ -62,8 +60,7 @@ class Krum(_ByzantineBudget):
 
     @classmethod
     def check_config(cls, config: dict[str, Any], spec: Any) -> None:
-        check_budget(config, cls, lambda k, f: k - f - 2 >= 1,
-                     "Krum needs clients-per-round - num-byzantine - 2 >= 1", lambda k: k - 3)
+        check_budget(config, cls, robust.KRUM_BUDGET)
 
     def aggregate_updates(self, updates, weights, layout, clients, server_round):
         return robust.krum(updates, weights, layout, num_byzantine=self.f_for(len(updates)),

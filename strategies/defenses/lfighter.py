@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key
+from fl_poison.config import Key, at_least_or_off
 from strategies import defaults
 from strategies.rules import lfighter as lf
 from strategies.base import DefenseStrategy
@@ -14,14 +14,13 @@ MODE = Key("lfighter-mode", str, "auto",
            ("auto", "mild", "extreme"))
 MIN_SAMPLES = Key("lfighter-min-samples", int, -1,
                   "HDBSCAN min_samples in LFighter's extreme mode (-1 = the paper's: min_cluster_size=2 only; "
-                  "1 lets two clients form a cluster)", check=lambda v: v == -1 or v >= 1,
-                  allowed="an integer >= 1, or -1")
+                  "1 lets two clients form a cluster)", constraint=at_least_or_off(1))
 
 BIAS = Key("lfighter-bias", bool, False,
            "LFighter clusters the two neurons' weight rows (paper, code); true adds their biases", param="include_bias")
 N_INIT = Key("lfighter-n-init", int, defaults.KMEANS_N_INIT,
              "k-means initialisations in LFighter's mild mode (one seed per run)",
-             check=lambda v: v >= 1, allowed="an integer >= 1", param="n_init")
+             constraint=lf.N_INIT_RANGE, param="n_init")
 SCORE = Key("lfighter-score", str, "paper", "LFighter cluster score: mean max angle (paper) or the authors' code's "
             "1 - mean min (cos - I)", ("paper", "code"), param="score")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key, accepted_by
+from fl_poison.config import Key
 from strategies import defaults
 from strategies.rules import norm_clipping
 from strategies.base import DefenseStrategy
 
 NDC_BOUND = Key("ndc-bound", str, defaults.NDC_BOUND, "norm bound of NDC: a number > 0, or 'median' (the round's median norm)",
-                check=accepted_by(norm_clipping.check_bound), allowed="a number > 0, or 'median'", param="bound")
+                constraint=norm_clipping.BOUND, param="bound")
 NDC_MODE = Key("ndc-mode", str, defaults.NDC_MODE, "NDC clips large updates or drops them", ("clip", "drop"), param="mode")
 
 

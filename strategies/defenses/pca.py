@@ -6,18 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from fl_poison.config import ConfigError, Key
+from fl_poison.config import CLASS_OR_NONE, ConfigError, Key, at_least_or_off
 from strategies.rules import pca_filter
 from strategies.base import DefenseStrategy
 
 PCA_CLASS = Key("pca-class", int, -1, "output neuron the PCA filter inspects (-1 = choose each round)",
-                check=lambda v: v >= -1, allowed="a class index of the data set, or -1")
+                constraint=CLASS_OR_NONE)
 VISUALISE_ONLY = Key("pca-visualise-only", bool, False, "PCA detects but keeps everyone (the paper's original use)",
                      param="visualise_only")
 
 HISTORY_ROUNDS = Key("pca-history-rounds", int, 1, "rounds of source-class rows the PCA filter pools (1 = this "
-                     "round; -1 = all rounds, Tolpegin's Algorithm 1)", check=lambda v: v == -1 or v >= 1,
-                     allowed="an integer >= 1, or -1 for all rounds", param="history_rounds")
+                     "round; -1 = all rounds, Tolpegin's Algorithm 1)", constraint=at_least_or_off(1, " for all rounds"), param="history_rounds")
 
 
 class PCAFilter(DefenseStrategy):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key
+from fl_poison.config import Interval, Key, at_least
 from strategies.rules import signguard as sg
 from strategies.defenses._seeded import SeededDefense
 
 SG_LOWER = Key("signguard-lower", float, sg.DEFAULT_LOWER, "SignGuard keeps norms >= L * median norm (L)",
-               check=lambda v: 0 <= v <= 1, allowed="a number in [0, 1]", param="lower")
+               constraint=Interval(float, 0, 1, closed="both"), param="lower")
 SG_UPPER = Key("signguard-upper", float, sg.DEFAULT_UPPER, "SignGuard keeps norms <= R * median norm (R)",
-               check=lambda v: 1 <= v < float("inf"), allowed="a number >= 1", param="upper")
+               constraint=at_least(1, float), param="upper")
 SG_COORDS = Key("signguard-coord-fraction", float, sg.DEFAULT_COORD_FRACTION,
                 "share of coordinates SignGuard's sign statistics are computed on (drawn each round)",
-                check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]", param="coord_fraction")
+                constraint=Interval(float, 0, 1, closed="right"), param="coord_fraction")
 
 
 class SignGuard(SeededDefense):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_poison.config import Key, accepted_by
+from fl_poison.config import Key
 from strategies import defaults
 from strategies.rules import robust
 from strategies.base import DefenseStrategy
 
 TRIM_BETA = Key("trim-beta", float, defaults.TRIM_BETA, "fraction trimmed from each end (trimmed-mean)",
-                check=accepted_by(robust.check_beta), allowed="a number in [0, 0.5)", param="beta")
+                constraint=robust.TRIM_BETA_RANGE, param="beta")
 
 
 class TrimmedMean(DefenseStrategy):

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from fl_poison.config import above, at_least
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.rules.fedavg_math import check_updates, combine_rows, row_norms
 
 DEFAULT_TAU = 10.0
 DEFAULT_ITERATIONS = 1
+#: What tau and the iteration count may be, declared once: the run keys ``cc-tau`` / ``cc-iterations`` derive
+#: their checks and messages from these, and :func:`centered_clipping` its ValueErrors.
+TAU = above(0)
+ITERATIONS = at_least(1)
 
 
 def clip_factors(norms: np.ndarray, tau: float) -> np.ndarray:
@@ -51,10 +56,8 @@ def centered_clipping(
     ``weights`` NaN (part of the aggregate is the centre, so no client share
     exists). ``info``: ``tau``, ``iterations``, ``clipped`` (per client, last iteration).
     """
-    if not tau > 0 or not np.isfinite(tau):
-        raise ValueError(f"cc-tau must be a positive number, got {tau!r}")
-    if iterations < 1:
-        raise ValueError(f"cc-iterations must be >= 1, got {iterations!r}")
+    TAU.validate(tau, "cc-tau")
+    ITERATIONS.validate(iterations, "cc-iterations")
     u, _ = check_updates(updates, weights)
     k, p = u.shape
     v = np.zeros(p, dtype=np.float64) if centre is None else np.asarray(centre, dtype=np.float64).copy()

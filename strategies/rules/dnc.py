@@ -17,8 +17,11 @@ and the round, so a run is reproducible.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from fl_poison.config import ByzantineBudget
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.rules.fedavg_math import check_updates, fedavg
@@ -26,6 +29,26 @@ from strategies.rules.fedavg_math import check_updates, fedavg
 DEFAULT_ITERATIONS = 5
 DEFAULT_SUBSAMPLE = 10000
 DEFAULT_FILTER_FRACTION = 1.0
+
+
+def dnc_budget(filter_fraction: float) -> ByzantineBudget:
+    """DnC's f with c = ``filter_fraction``, declared once for :func:`dnc` and the plug-in's config check."""
+    c = filter_fraction
+
+    def fits(k: int, f: int) -> bool:
+        return k - num_removed(f, c) >= 1
+
+    def largest(k: int) -> int:
+        """The largest f with floor(c f) <= K - 1, i.e. f < K / c (then stepped onto the float rule exactly)."""
+        f = max(0, math.ceil((k - 1e-9) / c) - 1)
+        while f > 0 and not fits(k, f):
+            f -= 1
+        while fits(k, f + 1):
+            f += 1
+        return f
+
+    return ByzantineBudget("DnC", f"{{K}} - floor(c * num-byzantine) >= 1 with c = dnc-filter-fraction = {c:g}",
+                           fits, largest)
 
 
 def num_removed(num_byzantine: int, filter_fraction: float) -> int:
@@ -68,9 +91,9 @@ def dnc(
     u, w = check_updates(updates, weights)
     k, p = u.shape
     removed = num_removed(num_byzantine, filter_fraction)
-    if k - removed < 1:
-        raise ValueError(f"num-byzantine={num_byzantine} with dnc-filter-fraction={filter_fraction} removes "
-                         f"{removed} of K={k} clients: DnC needs K - c * num-byzantine >= 1")
+    budget = dnc_budget(filter_fraction)
+    if not budget.fits(k, num_byzantine):
+        raise ValueError(budget.refusal(k, num_byzantine))
     rng = np.random.default_rng(0) if rng is None else rng
     good = np.ones(k, dtype=bool)
     scores = np.zeros(k)

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from fl_poison.config import at_least
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.rules.fedavg_math import check_updates, combine_rows, row_norms, shares
 
 DEFAULT_NOISE = 0.001
+#: What the noise factor may be, declared once: the run key ``flame-noise`` and :func:`flame` derive from it.
+NOISE = at_least(0, float)
 
 
 def cosine_distances(updates: np.ndarray, norms: np.ndarray) -> np.ndarray:
@@ -79,8 +82,7 @@ def flame(
     ``weights`` = example shares over the kept clients; ``info``: ``median_norm``,
     ``noise_sigma``, ``clip_factors`` and ``fallback`` when the clustering kept everyone.
     """
-    if not noise >= 0 or not np.isfinite(noise):
-        raise ValueError(f"flame-noise must be a number >= 0, got {noise!r}")
+    NOISE.validate(noise, "flame-noise")
     u, w = check_updates(updates, weights)
     k, p = u.shape
     norms = row_norms(u)

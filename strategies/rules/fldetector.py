@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fl_poison.config import at_least
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.rules.fedavg_math import check_updates, fedavg
@@ -69,10 +70,12 @@ SCORE_TOLERANCE = 1e-4
 MIN_SCORED = 3
 
 
+#: The L-BFGS window, declared once: the run key ``fldetector-window`` derives its check and message from it.
+WINDOW = at_least(1)
+
+
 def check_window(window: int) -> int:
-    if not isinstance(window, (int, np.integer)) or window < 1:
-        raise ValueError(f"fldetector-window must be an integer >= 1, got {window!r}")
-    return int(window)
+    return int(WINDOW.validate(window, "fldetector-window"))
 
 
 def lbfgs_hvp(s_pairs: np.ndarray, y_pairs: np.ndarray, v: np.ndarray) -> np.ndarray:

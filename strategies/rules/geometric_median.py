@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fl_poison.config import above, at_least
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.rules.fedavg_math import check_updates, combine_rows, row_norms, shares
@@ -36,6 +37,10 @@ DEFAULT_EPS = 1e-6
 DEFAULT_ITERATIONS = 100
 #: relative objective improvement below which the iteration stops (``0``: always run ``iterations``)
 DEFAULT_FTOL = 1e-6
+#: What eps and the iteration count may be, declared once: the run keys ``geomed-eps`` / ``geomed-iterations``
+#: derive their checks and messages from these, and :func:`geometric_median` its ValueErrors.
+EPS = above(0)
+ITERATIONS = at_least(1)
 
 
 def weiszfeld_step(updates: np.ndarray, alpha: np.ndarray, v: np.ndarray, eps: float
@@ -63,10 +68,8 @@ def geometric_median(
     so far-away clients show up with small shares. ``info``: ``iterations`` run,
     ``objective`` = ``sum_k a_k ||v - u_k||`` at the result.
     """
-    if not eps > 0 or not np.isfinite(eps):
-        raise ValueError(f"geomed-eps must be a positive number, got {eps!r}")
-    if iterations < 1:
-        raise ValueError(f"geomed-iterations must be >= 1, got {iterations!r}")
+    EPS.validate(eps, "geomed-eps")
+    ITERATIONS.validate(iterations, "geomed-iterations")
     u, w = check_updates(updates, weights)
     k = u.shape[0]
     everyone = np.ones(k, dtype=bool)

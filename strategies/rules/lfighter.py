@@ -69,11 +69,16 @@ import hdbscan
 import numpy as np
 from sklearn.cluster import KMeans
 
+from fl_poison.config import at_least
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.defaults import KMEANS_N_INIT
 from strategies.rules.fedavg_math import fedavg
 from strategies.rules.similarity import angle_matrix, cosine_matrix
+
+#: What the k-means initialisation count may be, declared once: the run key ``lfighter-n-init`` derives its
+#: check and message from it, and :func:`lfighter` its ValueError.
+N_INIT_RANGE = at_least(1)
 
 N_INIT = KMEANS_N_INIT
 Mode = Literal["mild", "extreme"]
@@ -251,8 +256,8 @@ def lfighter(
         raise ValueError(f"mode must be 'mild' or 'extreme', got {mode!r}")
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    if int(n_init) < 1:
-        raise ValueError(f"n_init must be >= 1, got {n_init!r}")
+    if not N_INIT_RANGE(int(n_init)):
+        raise ValueError(N_INIT_RANGE.refusal("n_init", n_init))
     updates = np.atleast_2d(np.asarray(updates))  # float32 stays float32; the output rows (small) go float64
     k = updates.shape[0]
     mags = neuron_magnitudes(updates, layout)  # candidate neurons: weights and bias, as both sources

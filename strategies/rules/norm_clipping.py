@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fl_poison.config import NumberOrWord, above
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.defaults import NDC_BOUND, NDC_MODE
@@ -20,22 +21,18 @@ from strategies.rules.fedavg_math import check_updates, combine_rows, fedavg, ro
 MODES = ("clip", "drop")
 
 
+#: The NDC bound, declared once: the run key ``ndc-bound`` derives its check and message from it, and
+#: :func:`check_bound` its ValueError.
+BOUND = NumberOrWord(above(0, noun="a finite number"), ("median",))
+
+
 def check_bound(bound: float | str) -> float | str:
     """The NDC bound as :func:`ndc` and the run key ``ndc-bound`` take it (ValueError otherwise).
 
     ``"median"`` (the round's median norm), or a positive finite number -- also
-    as text, since the run key holds a string. The one check of the bound: the
-    run key's check and the defense's constructor call it too.
+    as text, since the run key holds a string.
     """
-    if isinstance(bound, str) and bound == "median":
-        return "median"
-    try:
-        value = float(bound)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(bound, bool) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"bound must be a positive finite number or 'median', got {bound!r}")
-    return value
+    return BOUND.parse(bound, "bound")
 
 
 def _resolve_bound(bound: float | str, norms: np.ndarray) -> float:

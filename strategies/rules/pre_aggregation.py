@@ -25,9 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fl_poison.config import NNM_BUDGET, core_key
 from strategies.rules.aggregation import Aggregation
 
 PRE_AGGREGATIONS = ("none", "nnm", "bucketing")
+#: The core key's bounds of a bucket's size: :func:`bucketing` refuses what the run key refuses, in its words.
+BUCKET_SIZE = core_key("bucket-size").constraint
 
 
 @dataclass
@@ -50,10 +53,9 @@ def _mean_rows(updates: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def check_nnm_budget(k: int, f: int) -> None:
-    """ValueError unless NNM's ``f`` suits ``k`` rows: the paper needs ``K > 2 f``."""
-    if f < 0 or 2 * f >= k:
-        raise ValueError(f"num-byzantine={f} is too large for pre-aggregation=nnm with K={k} updates: NNM needs "
-                         f"K > 2 * num-byzantine, i.e. num-byzantine <= {max(0, (k - 1) // 2)}")
+    """ValueError unless NNM's ``f`` suits ``k`` rows: the paper needs ``K > 2 f`` (:data:`NNM_BUDGET`)."""
+    if f < 0 or not NNM_BUDGET.fits(k, f):
+        raise ValueError(NNM_BUDGET.refusal(k, f))
 
 
 def nnm(updates: np.ndarray, weights: np.ndarray, num_byzantine: int, distances: np.ndarray) -> Mixed:
@@ -76,8 +78,7 @@ def nnm(updates: np.ndarray, weights: np.ndarray, num_byzantine: int, distances:
 
 def bucketing(updates: np.ndarray, weights: np.ndarray, bucket_size: int, rng: np.random.Generator) -> Mixed:
     """Random buckets of ``bucket_size`` rows, each replaced by its plain mean (bucket weight: members' sum)."""
-    if bucket_size < 1:
-        raise ValueError(f"bucket-size must be an integer >= 1, got {bucket_size!r}")
+    BUCKET_SIZE.validate(bucket_size, "bucket-size")
     k = len(updates)
     perm = rng.permutation(k)
     groups = [np.sort(perm[i:i + bucket_size]) for i in range(0, k, bucket_size)]

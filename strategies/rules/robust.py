@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from fl_poison.config import ByzantineBudget, Interval, at_least
 from fl_poison.updates import Layout
 from strategies.rules.aggregation import Aggregation
 from strategies.defaults import TRIM_BETA
@@ -37,14 +38,18 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 # --------------------------------------------------------------------------- helpers
 
 
+#: The f a rule takes (resolved: the run key ``num-byzantine`` adds -1 for "the rule's largest" to this).
+NUM_BYZANTINE_F = at_least(0)
+
+
 def check_num_byzantine(num_byzantine: int) -> int:
-    """Return ``num_byzantine`` as an int, or raise if it is not a non-negative integer."""
+    """Return ``num_byzantine`` as an int, or raise if it is not an integer >= 0 (an integral float passes)."""
     try:
         ok = not isinstance(num_byzantine, bool) and int(num_byzantine) == num_byzantine
     except (TypeError, ValueError):
         ok = False
-    if not ok or num_byzantine < 0:
-        raise ValueError(f"num-byzantine must be a non-negative integer, got {num_byzantine!r}")
+    if not ok or not NUM_BYZANTINE_F(int(num_byzantine)):
+        raise ValueError(NUM_BYZANTINE_F.refusal("num-byzantine", num_byzantine))
     return int(num_byzantine)
 
 
@@ -119,6 +124,13 @@ def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
     return d
 
 
+#: Krum's f, declared once for :func:`krum_num_closest` and the plug-ins' config check: K - f - 2 >= 1.
+KRUM_BUDGET = ByzantineBudget("Krum", "{K} - num-byzantine - 2 >= 1", lambda k, f: k - f - 2 >= 1, lambda k: k - 3)
+#: Bulyan's f (El Mhamdi et al.: K >= 4f + 3), for :func:`bulyan`, the plug-in's check and its f for -1.
+BULYAN_BUDGET = ByzantineBudget("Bulyan", "{K} >= 4 * num-byzantine + 3", lambda k, f: k >= 4 * f + 3,
+                                lambda k: (k - 3) // 4)
+
+
 def krum_num_closest(num_clients: int, num_byzantine: int) -> int:
     """Number of neighbours ``n = K - f - 2`` that a Krum score sums over.
 
@@ -128,13 +140,8 @@ def krum_num_closest(num_clients: int, num_byzantine: int) -> int:
     so that one or two clients still aggregate.
     """
     f = check_num_byzantine(num_byzantine)
-    n = num_clients - f - 2
-    if n < 1 and f > 0:
-        raise ValueError(
-            f"num-byzantine={f} is too large for K={num_clients} clients: Krum needs "
-            f"K - num-byzantine - 2 >= 1, i.e. num-byzantine <= {max(0, num_clients - 3)}"
-        )
-    return max(1, n)
+    KRUM_BUDGET.require(num_clients, f)
+    return max(1, num_clients - f - 2)
 
 
 #: Krum distance conventions: the paper's / Flower's, and the LFighter authors' ``Krum``.
@@ -177,13 +184,18 @@ def _lowest(scores: np.ndarray, m: int) -> np.ndarray:
     return np.argsort(scores, kind="stable")[:m]
 
 
-def _check_positive_int(value: int, name: str) -> int:
+#: How many updates multi-Krum averages (resolved: the run key ``multi-krum-keep`` adds -1 for K - f to this).
+NUM_SELECTED = at_least(1)
+
+
+def _check_num_selected(value: int) -> int:
+    """``value`` as an int when it is an integer >= 1 (an integral float passes), else ValueError."""
     try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= 1
+        ok = not isinstance(value, bool) and int(value) == value and NUM_SELECTED(int(value))
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise ValueError(NUM_SELECTED.refusal("num-selected", value))
     return int(value)
 
 
@@ -211,14 +223,19 @@ def median(updates: np.ndarray, weights: np.ndarray, layout: Layout | None = Non
 # --------------------------------------------------------------------------- trimmed mean
 
 
+#: ``beta`` of the trimmed mean, declared once: the run key ``trim-beta`` derives its check and message from it,
+#: and :func:`check_beta` its ValueError.
+TRIM_BETA_RANGE = Interval(float, 0, 0.5)
+
+
 def check_beta(beta: float) -> float:
-    """``beta`` must be a real number in ``[0, 0.5)`` (fraction cut from each end)."""
+    """``beta`` must be a real number in ``[0, 0.5)`` (fraction cut from each end); numeric text is read too."""
     try:
-        b = float(beta)
+        b = None if isinstance(beta, bool) else float(beta)
     except (TypeError, ValueError):
-        raise ValueError(f"beta (fraction trimmed from each end) must be a number, got {beta!r}") from None
-    if isinstance(beta, bool) or not 0.0 <= b < 0.5:
-        raise ValueError(f"beta (fraction trimmed from each end) must be in [0, 0.5), got {beta!r}")
+        b = None
+    if b is None or not TRIM_BETA_RANGE(b):
+        raise ValueError(TRIM_BETA_RANGE.refusal("beta (fraction trimmed from each end)", beta))
     return b
 
 
@@ -466,7 +483,7 @@ def krum(
     """
     u, w = check_updates(updates, weights)
     k = u.shape[0]
-    m = min(_check_positive_int(num_selected, "num-selected"), k)
+    m = min(_check_num_selected(num_selected), k)
     scores = krum_scores(u, num_byzantine, distance)
     chosen = _lowest(scores, m)
     mask = np.zeros(k, dtype=bool)
@@ -604,11 +621,7 @@ def bulyan(
     u, _ = check_updates(updates, weights)
     k = u.shape[0]
     f = check_num_byzantine(num_byzantine)
-    if f > 0 and k < 4 * f + 3:
-        raise ValueError(
-            f"num-byzantine={f} is too large for K={k} clients: Bulyan needs "
-            f"K >= 4 * num-byzantine + 3 = {4 * f + 3}"
-        )
+    BULYAN_BUDGET.require(k, f)
     theta = k - 2 * f
     beta = theta - 2 * f
     scores = krum_scores(u, f)

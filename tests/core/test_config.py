@@ -59,7 +59,7 @@ BAD = [
     ({"malicious-availability": 1.2}, "malicious-availability", "[0, 1]"),
     ({"injection-rate": 0}, "injection-rate", "(0, 1]"),
     ({"defense": "krum", "clients-per-round": 3, "num-clients": 3, "num-byzantine": 1}, "num-byzantine", "Krum"),
-    ({"defense": "bulyan", "clients-per-round": 6, "num-clients": 6, "num-byzantine": 1}, "num-byzantine", "4*f + 3"),
+    ({"defense": "bulyan", "clients-per-round": 6, "num-clients": 6, "num-byzantine": 1}, "num-byzantine", "4 * num-byzantine + 3"),
     ({"ndc-bound": "big"}, "ndc-bound", "median"),
     ({"trim-beta": 0.5}, "trim-beta", "[0, 0.5)"),
     ({"malicious-from-source-holders": True}, "malicious-from-source-holders", "source-class"),
@@ -152,22 +152,70 @@ def test_attack_end_round_zero_is_refused_by_its_own_check():
     assert C.resolve({"attack-end-round": 1})["attack-end-round"] == 1
 
 
-def test_every_integer_or_minus_one_key_checks_what_its_message_says():
-    """A key whose message says "an integer >= N, or -1" accepts -1 and N, and refuses N - 1 and -2."""
-    import re
+def _constrained_keys() -> list:
+    return [k for k in C.SCHEMA if k.constraint is not None]
 
-    found = 0
-    for key in C.SCHEMA:
-        m = re.match(r"an integer >= (\d+), or -1", key.allowed)
-        if not m or key.check is None:
-            continue
-        found += 1
-        lo = int(m.group(1))
-        assert key.check(-1) and key.check(lo) and key.check(lo + 5), key.name
-        assert not key.check(-2), key.name
-        if lo - 1 != -1:
-            assert not key.check(lo - 1), key.name
-    assert found >= 5
+
+@pytest.mark.parametrize("key", _constrained_keys(), ids=lambda k: k.name)
+def test_each_bounded_key_refuses_just_outside_its_bound_and_accepts_on_it(key):
+    """Cases derived from each key's one declaration (its Interval), core and plug-in keys alike.
+
+    A value just beyond a bound is refused by resolve() with a message that
+    names the key and the bound; a value on a closed bound (or the -1
+    sentinel) passes the key's own check -- whatever a relation between keys
+    then says about it.
+    """
+    c = key.constraint
+    assert key.check is c and key.allowed == c.allowed
+    edges = c.edges()
+    assert any(not ok for _, ok in edges), "a bounded key has a value it refuses"
+    for value, ok in edges:
+        assert key.check(value) is ok, (key.name, value)
+        try:
+            C.resolve({key.name: value})
+        except C.ConfigError as err:
+            own = err.key == key.name and err.allowed == c.allowed
+            assert own is not ok, (key.name, value, str(err))
+            if own:
+                assert f"'{key.name}'" in str(err)
+                for bound in (c.low, c.high):
+                    if bound is not None:
+                        assert C._num(bound) in str(err), (key.name, str(err))
+        else:
+            assert ok, (key.name, value)
+
+
+def test_every_numeric_key_with_a_check_declares_its_bounds_once():
+    """A numeric key checks through an Interval, so no hand-written lambda can disagree with its message.
+
+    The exceptions are not intervals: a nonzero factor, and keys whose value is a number or a word.
+    """
+    not_intervals = {"scale-factor"}
+    loose = [k.name for k in C.SCHEMA if k.type in (int, float) and k.check is not None
+             and k.constraint is None and k.name not in not_intervals]
+    assert loose == []
+
+
+def test_a_key_cannot_declare_a_constraint_and_its_own_message():
+    with pytest.raises(TypeError, match="declare one"):
+        C.Key("x", int, 1, "x", constraint=C.at_least(1), allowed="an integer >= 2")
+    with pytest.raises(TypeError, match="declare one"):
+        C.Key("x", int, 1, "x", constraint=C.at_least(1), check=lambda v: v >= 2)
+
+
+@pytest.mark.parametrize("interval, text", [
+    (C.at_least(1), "an integer >= 1"),
+    (C.at_least_or_off(1, " for all"), "an integer >= 1, or -1 for all"),
+    (C.above(0), "a number > 0"),
+    (C.Interval(float, 0, 0.5), "a number in [0, 0.5)"),
+    (C.Interval(float, 0, 1, closed="right", off=-1), "a number in (0, 1], or -1"),
+    (C.at_least(1, also="and <= num-clients"), "an integer >= 1 and <= num-clients"),
+])
+def test_an_interval_states_what_it_checks(interval, text):
+    assert interval.allowed == text
+    with pytest.raises(ValueError, match=r"^x must be " + __import__("re").escape(text) + r", got 'a'$"):
+        interval.validate("a", "x")
+    assert not interval(float("inf")) and not interval(float("nan")) and not interval(True)
 
 
 FAST = ["--set", "num-clients=3", "--set", "clients-per-round=3", "--set", "num-rounds=1", "--set", "figures=false",
@@ -240,3 +288,13 @@ def test_a_round_left_with_fewer_than_three_valid_replies_is_logged(server_ident
         s.aggregate_train(1, replies)
     assert "only 2 valid update(s); lfighter needs 3 to filter, so it keeps everyone" in caplog.text
     assert s.last_report.kept == [True, True]
+
+
+def test_dataset_and_model_choices_are_their_registries():
+    """No second list in config.py: a data set or model added to its registry is a choice of its key."""
+    from fl_poison.data.datasets import DATASETS
+    from fl_poison.models import MODEL_NAMES
+
+    assert C.KEYS["dataset"].choices == tuple(DATASETS)
+    assert C.KEYS["model"].choices == ("auto", *MODEL_NAMES)
+    assert not hasattr(C, "DATASET_CHOICES") and not hasattr(C, "MODEL_CHOICES")

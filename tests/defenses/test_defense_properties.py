@@ -13,7 +13,8 @@ from strategies.rules.flame import flame
 from strategies.rules.signguard import signguard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from strategies.rules.robust import bulyan, krum, median, multi_krum, repeated_median, trimmed_mean
+from strategies.rules.robust import (BULYAN_BUDGET, KRUM_BUDGET, bulyan, krum, median, multi_krum, repeated_median,
+                                     trimmed_mean)
 
 
 def _attacked(seed: int = 0, honest: int = 10, bad: int = 3, p: int = 200) -> np.ndarray:
@@ -61,21 +62,30 @@ def _rows(seed: int, k: int, p: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(k, p))
 
 
+#: The pure rules these properties hold for, each under its defense plug-in's name ("plug-in:variant" for a
+#: non-default setting), with the Byzantine budget the rule declares (None: no f) and the rule of (u, w, f).
+PURE_RULES = {
+    "median": (None, lambda u, w, f: median(u, w)),
+    "trimmed-mean": (None, lambda u, w, f: trimmed_mean(u, w, beta=0.2)),
+    "repeated-median": (None, lambda u, w, f: repeated_median(u, w)),
+    "repeated-median:reweight": (None, lambda u, w, f: repeated_median(u, w, reweight=True)),
+    "krum": (KRUM_BUDGET, lambda u, w, f: krum(u, w, num_byzantine=f)),
+    "multi-krum": (KRUM_BUDGET, lambda u, w, f: multi_krum(u, w, num_byzantine=f)),
+    "bulyan": (BULYAN_BUDGET, lambda u, w, f: bulyan(u, w, num_byzantine=f)),
+    "bulyan:flower": (BULYAN_BUDGET, lambda u, w, f: bulyan(u, w, num_byzantine=f, selection="flower")),
+}
+RULE_NAMES = sorted(PURE_RULES)
+
+
 def _rules(k: int, f: int):
-    """Every robust rule with a budget valid for ``k`` clients (name -> function of (u, w))."""
-    rules = {
-        "median": lambda u, w: median(u, w),
-        "trimmed-mean": lambda u, w: trimmed_mean(u, w, beta=0.2),
-        "repeated-median": lambda u, w: repeated_median(u, w),
-        "repeated-median-reweight": lambda u, w: repeated_median(u, w, reweight=True),
-    }
-    if k - f - 2 >= 1:
-        rules["krum"] = lambda u, w: krum(u, w, num_byzantine=f)
-        rules["multi-krum"] = lambda u, w: multi_krum(u, w, num_byzantine=f)
-    if k >= 4 * f + 3:
-        rules["bulyan"] = lambda u, w: bulyan(u, w, num_byzantine=f)
-        rules["bulyan-flower"] = lambda u, w: bulyan(u, w, num_byzantine=f, selection="flower")
-    return rules
+    """Every robust rule whose declared budget admits ``f`` with ``k`` clients (name -> function of (u, w))."""
+    return {name: (lambda u, w, rule=rule: rule(u, w, f)) for name, (budget, rule) in PURE_RULES.items()
+            if budget is None or budget.fits(k, f)}
+
+
+def test_each_pure_rule_is_named_after_a_registered_defense():
+    """A renamed or removed plug-in cannot leave its rule's properties checked under a stale name."""
+    assert {name.split(":")[0] for name in PURE_RULES} <= set(plugins.plugins("defense"))
 
 
 def _clear_selection(agg) -> bool:
@@ -93,10 +103,6 @@ def _clear_selection(agg) -> bool:
     s = np.sort(np.asarray(agg.info["scores"]))
     m = int(np.sum(agg.kept))
     return m >= s.size or s[m] - s[m - 1] > 1e-9 * (1.0 + abs(s[m]))
-
-
-RULE_NAMES = ["median", "trimmed-mean", "repeated-median", "repeated-median-reweight", "krum", "multi-krum",
-              "bulyan", "bulyan-flower"]
 
 
 shapes = st.tuples(st.integers(0, 2**31), st.integers(3, 12), st.integers(1, 6), st.integers(0, 2))

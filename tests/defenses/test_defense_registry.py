@@ -134,3 +134,79 @@ def test_bad_values_name_the_key(key, value):
     with pytest.raises(ConfigError) as err:
         resolve({"defense": "centered-clipping", key: value})
     assert err.value.key == key
+
+
+def _budgets():
+    """Every Byzantine budget the rules declare (module-level ByzantineBudget objects), and DnC's for a few c."""
+    import importlib
+    import pkgutil
+
+    import strategies.rules
+    from fl_poison import config as C
+    from strategies.rules import dnc
+
+    found = {f"config.{n}": v for n, v in vars(C).items() if isinstance(v, C.ByzantineBudget)}
+    for info in pkgutil.iter_modules(strategies.rules.__path__):
+        mod = importlib.import_module(f"strategies.rules.{info.name}")
+        found.update({f"{info.name}.{n}": v for n, v in vars(mod).items()
+                      if isinstance(v, C.ByzantineBudget) and v.__class__.__module__ == C.__name__})
+    found.update({f"dnc_budget({c})": dnc.dnc_budget(c) for c in (0.5, 1.0, 2.0)})
+    return found
+
+
+BUDGETS = _budgets()
+
+
+def test_the_budgets_of_every_f_rule_are_declared():
+    assert {"config.NNM_BUDGET", "robust.KRUM_BUDGET", "robust.BULYAN_BUDGET"} <= set(BUDGETS)
+
+
+@pytest.mark.parametrize("name", sorted(BUDGETS))
+def test_a_budgets_check_and_its_messages_agree_on_the_largest_f(name):
+    """largest(k) is exactly where fits() ends; the pure refusal and the run-key refusal both name it."""
+    b = BUDGETS[name]
+    for k in range(1, 24):
+        if not b.fits(k, 0):
+            continue
+        top = b.largest(k)
+        assert top >= 0 and b.fits(k, top) and not b.fits(k, top + 1), (name, k)
+        b.require(k, top)
+        with pytest.raises(ValueError) as err:
+            b.require(k, top + 1)
+        assert str(err.value) == b.refusal(k, top + 1)
+        assert f"num-byzantine <= {top}" in str(err.value) and b.rule in str(err.value)
+        b.check(k, top, top)
+        with pytest.raises(ConfigError) as cerr:
+            b.check(k, top + 1, top + 1)
+        assert cerr.value.key == "num-byzantine" and cerr.value.allowed.endswith(f"with {k} clients f <= {top}")
+        assert b.requirement("clients-per-round") in cerr.value.allowed
+
+
+@pytest.mark.parametrize(("defense", "budget"), [("krum", "robust.KRUM_BUDGET"), ("bulyan", "robust.BULYAN_BUDGET"),
+                                                 ("dnc", "dnc_budget(1.0)")])
+def test_the_plugin_refuses_the_f_its_pure_rule_refuses(defense, budget):
+    """The same f is refused before the run and by the rule on that many rows, in the same words."""
+    from strategies.rules import dnc as dnc_rule
+    from strategies.rules import robust
+
+    b, k = BUDGETS[budget], 11
+    f = b.largest(k) + 1
+    e = config_error(defense=defense, **{"num-clients": k, "clients-per-round": k, "num-byzantine": f,
+                                         "dnc-filter-fraction": 1.0})
+    assert e.key == "num-byzantine" and b.requirement("clients-per-round") in e.allowed
+    rule = {"krum": robust.krum, "bulyan": robust.bulyan, "dnc": dnc_rule.dnc}[defense]
+    with pytest.raises(ValueError, match="^" + __import__("re").escape(b.refusal(k, f)) + "$"):
+        rule(np.random.default_rng(0).normal(size=(k, 4)), np.ones(k), num_byzantine=f)
+    resolve({"defense": defense, "num-clients": k, "clients-per-round": k, "num-byzantine": f - 1})
+
+
+def test_nnm_refuses_the_f_its_relation_refuses():
+    from fl_poison.config import NNM_BUDGET
+    from strategies.rules.pre_aggregation import check_nnm_budget
+
+    k = 10
+    f = NNM_BUDGET.largest(k) + 1
+    e = config_error(**{"pre-aggregation": "nnm", "defense": "krum", "num-byzantine": f})
+    assert e.key == "num-byzantine" and e.allowed.endswith(f"with {k} clients f <= {f - 1}, or -1")
+    with pytest.raises(ValueError, match="^" + __import__("re").escape(NNM_BUDGET.refusal(k, f)) + "$"):
+        check_nnm_budget(k, f)

@@ -429,7 +429,7 @@ def test_lfighter_bad_arguments_name_the_allowed_values():
     upd = np.random.default_rng(0).normal(size=(4, layout.num_params))
     for kw, msg in (({"mode": "iid"}, "mode must be 'mild' or 'extreme', got 'iid'"),
                     ({"score": "x"}, "score must be one of ('paper', 'code'), got 'x'"),
-                    ({"n_init": 0}, "n_init must be >= 1, got 0")):
+                    ({"n_init": 0}, "n_init must be an integer >= 1, got 0")):
         with pytest.raises(ValueError) as e:
             lfighter(upd, np.ones(4), layout, **kw)
         assert str(e.value) == msg

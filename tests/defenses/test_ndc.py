@@ -144,10 +144,10 @@ def test_ndc_bound_values():
     assert check_bound("median") == "median"
     assert check_bound("0.5") == 0.5 and check_bound(2) == 2.0
     for bad in ("0", "-1", "inf", "nan"):
-        with pytest.raises(ValueError, match=f"^bound must be a positive finite number or 'median', got '{bad}'$"):
+        with pytest.raises(ValueError, match=f"^bound must be a finite number > 0, or 'median', got '{bad}'$"):
             check_bound(bad)
         e = config_error(defense="ndc", **{"ndc-bound": bad})
-        assert e.key == "ndc-bound" and "a number > 0, or 'median'" in str(e)
+        assert e.key == "ndc-bound" and "a finite number > 0, or 'median'" in str(e)
     assert D.NormDifferenceClipping(bound="0.5").bound == 0.5
 
 

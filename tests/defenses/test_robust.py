@@ -143,19 +143,19 @@ def test_check_num_byzantine_message_names_key_and_rule(value):
     """A bad ``num-byzantine`` is reported with the key, the rule and the value given."""
     with pytest.raises(ValueError) as err:
         R.check_num_byzantine(value)
-    assert str(err.value) == f"num-byzantine must be a non-negative integer, got {value!r}"
+    assert str(err.value) == f"num-byzantine must be an integer >= 0, got {value!r}"
 
 
 @pytest.mark.parametrize(("value", "expected"), [(1, 1), (5, 5), (2.0, 2)])
-def test_check_positive_int_accepts(value, expected):
-    got = R._check_positive_int(value, "num-selected")
+def test_check_num_selected_accepts(value, expected):
+    got = R._check_num_selected(value)
     assert got == expected and type(got) is int
 
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, True, None])
-def test_check_positive_int_message(value):
+def test_check_num_selected_message(value):
     with pytest.raises(ValueError) as err:
-        R._check_positive_int(value, "num-selected")
+        R._check_num_selected(value)
     assert str(err.value) == f"num-selected must be an integer >= 1, got {value!r}"
 
 
@@ -167,14 +167,15 @@ def test_check_beta_accepts_the_half_open_range(beta):
 @pytest.mark.parametrize(
     ("beta", "text"),
     [
-        ("x", "beta (fraction trimmed from each end) must be a number, got 'x'"),
-        (None, "beta (fraction trimmed from each end) must be a number, got None"),
-        (0.5, "beta (fraction trimmed from each end) must be in [0, 0.5), got 0.5"),
-        (-0.1, "beta (fraction trimmed from each end) must be in [0, 0.5), got -0.1"),
-        (True, "beta (fraction trimmed from each end) must be in [0, 0.5), got True"),
+        ("x", "beta (fraction trimmed from each end) must be a number in [0, 0.5), got 'x'"),
+        (None, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got None"),
+        (0.5, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got 0.5"),
+        (-0.1, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got -0.1"),
+        (True, "beta (fraction trimmed from each end) must be a number in [0, 0.5), got True"),
     ],
 )
 def test_check_beta_messages(beta, text):
+    assert text.startswith(R.TRIM_BETA_RANGE.refusal("beta (fraction trimmed from each end)", beta))
     with pytest.raises(ValueError) as err:
         R.check_beta(beta)
     assert str(err.value) == text

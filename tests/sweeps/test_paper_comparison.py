@@ -66,7 +66,9 @@ def member(value, seed=0, target=1, rounds=50, **cfg):
 def test_ada_file_holds_table_one_and_two_as_cells():
     table = parse_paper(load_experiment(EXPERIMENTS / "ada_mnist.toml").paper)
     cells = {c.id: c for c in table.cells}
-    assert len(cells) == 27  # (LF, TS, ADA-full, ADA-partial) x (ATA, MTA) x 3 eps + 3 controls
+    # (LF, TS, ADA-full, ADA-partial) x (ATA, MTA) x 3 eps + 3 controls, + LF without NDC and its control
+    assert len(cells) == 29
+    assert cells["lf-ata-eps0.1-no-ndc"].paper == 0.912 and cells["lf-ata-eps0.1-no-ndc"].sweep == "table1-lf-no-ndc-eps0.1"
     assert cells["lf-ata-eps0.01"].paper == 0.081 and cells["ts-ata-eps0.05"].paper == 0.191
     assert cells["ada-full-ata-eps0.1"].paper == 0.968 and cells["ada-full-mta-eps0.05"].paper == 0.989
     assert cells["ada-partial-ata-eps0.05"].paper == 0.996 and cells["ada-partial-mta-eps0.01"].paper == 0.965

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from fl_poison.config import Key
+from fl_poison.config import Key, at_least
 from strategies.base import DefenseStrategy
 from strategies.rules.fedavg_math import fedavg
 
 NORM_RATIO = Key("norm-ratio", float, 2.0, "mylab-norm-filter flags updates longer than this times the median",
-                 check=lambda v: v >= 1, allowed="a number >= 1", param="ratio")
+                 constraint=at_least(1, float), param="ratio")
 
 
 class NormFilter(DefenseStrategy):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from clients.behaviour import Behaviour, LocalResult, RoundInput
-from fl_poison.config import Key
+from fl_poison.config import Key, above
 
 FLIP_FACTOR = Key("flip-factor", float, 4.0, "how far mylab-sign-flip sends its reversed update",
-                  check=lambda v: v > 0, allowed="a number > 0")
+                  constraint=above(0))
 
 
 class SignFlip(Behaviour):
