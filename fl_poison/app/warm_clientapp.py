@@ -113,13 +113,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def fresh_argv(argv: list[str], token: str, fab_hash: str) -> list[str]:
-    """This process's arguments for a fresh start that first runs ``token``'s task of FAB ``fab_hash``."""
+    """This process's arguments for a fresh start that first runs ``token``'s task of FAB ``fab_hash``.
+
+    Earlier ``--first-token``/``--first-fab`` values (``--x v`` or ``--x=v``, both of which argparse
+    takes) are dropped rather than left beside the new ones, so the command line names one task only.
+    """
     keep, skip = [], False
     for a in argv:
         if skip:
             skip = False
         elif a in ("--first-token", "--first-fab"):
             skip = True
+        elif a.startswith(("--first-token=", "--first-fab=")):
+            pass
         else:
             keep.append(a)
     return [*keep, "--first-token", token, "--first-fab", fab_hash]

@@ -90,6 +90,7 @@ def test_secured_deployment_label_flip_against_lfighter(federation, tmp_path):
         assert len(tasks) >= 3, tasks  # identify + 2 training rounds
         assert all(float(t.split(" load ")[1].split()[0]) < 0.5 for t in tasks[1:]), tasks
         assert alive(fed.pids[f"node{i}-clientapp"])
+    _second_run_of_changed_code_restarts_each_clientapp_process(fed, tmp_path)
     # the unregistered and the plain-text SuperNodes were refused and gave up (3 nodes served the run)
     for name in ("unregistered", "plaintext"):
         end = time.time() + 90
@@ -111,6 +112,45 @@ def test_secured_deployment_label_flip_against_lfighter(federation, tmp_path):
     r = subprocess.run([FLWR, "supernode", "list", CONNECTION], env=fed.env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0
+
+
+CHANGED = "fl-poison test: the changed ClientApp code is loaded"
+
+
+def _changed_app(at: Path) -> Path:
+    """This app with one line added to its ClientApp module (a print at import): another FAB, new code."""
+    at.mkdir()
+    for name in ("pyproject.toml", ".gitignore"):
+        shutil.copy(ROOT / name, at / name)
+    for package in ("fl_poison", "strategies", "clients"):
+        shutil.copytree(ROOT / package, at / package, ignore=shutil.ignore_patterns("__pycache__"))
+    with (at / "fl_poison" / "app" / "client_app.py").open("a") as fh:
+        fh.write(f"\nprint({CHANGED!r}, flush=True)\n")
+    return at
+
+
+def _second_run_of_changed_code_restarts_each_clientapp_process(fed: LocalFederation, tmp_path: Path) -> None:
+    """A second ``flwr run`` with changed code: each node's long-lived ClientApp process must exec itself
+    afresh (same PID, so ``deploy down`` still stops it; the new FAB's first task now on its command line)
+    and answer with the new code; a process that kept the first FAB's modules would never print CHANGED."""
+    pids = {i: fed.pids[f"node{i}-clientapp"] for i in range(3)}
+    for pid in pids.values():
+        assert "--first-fab" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    before = {i: (fed.logs / f"node{i}-clientapp.log").read_text().count("warm-clientapp: task") for i in range(3)}
+    out = tmp_path / "results-changed"
+    r = fed.run(_changed_app(tmp_path / "changed-app"),
+                RUN.replace("run-name='run'", "run-name='changed'") + f"num-rounds=1 out-dir='{out}' "
+                "round-timeout=120.0", timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert [int(x["round"]) for x in _rows(out / "changed" / "rounds.csv")] == [0, 1]
+    for i, pid in pids.items():
+        assert fed.pids[f"node{i}-clientapp"] == pid and alive(pid)
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        assert argv[argv.index("--first-fab") + 1] and argv.count("--first-fab") == 1, argv
+        log = (fed.logs / f"node{i}-clientapp.log").read_text()
+        assert log.count(CHANGED) == 1, log[-2000:]  # loaded once: later tasks of that FAB stay in the process
+        after = log[log.index(CHANGED):].count("warm-clientapp: task")
+        assert after >= 2 and log.count("warm-clientapp: task") == before[i] + after, log[-2000:]  # identify + 1 round
 
 
 def test_supernode_killed_mid_run_and_late_joiner(federation, tmp_path):

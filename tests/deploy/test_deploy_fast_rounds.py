@@ -1,4 +1,7 @@
-"""The fast deployment round pieces, offline: reply polling, the warm ClientApp's restart, its process identity."""
+"""The fast deployment round pieces, offline: reply polling, the warm ClientApp's process identity.
+
+Its restart on a new FAB is tested in test_warm_clientapp.py.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import time
 
 from fl_poison.app.polling import FastPollGrid, fast_polling
 from fl_poison.app.replies import innermost
-from fl_poison.app.warm_clientapp import fresh_argv
 from fl_poison.deploy import ISOLATION_MODES, WARM_CLIENTAPP, clientapp_name
 from fl_poison.deploy_procs import WARM, is_flower_program, not_ours, program
 
@@ -54,12 +56,6 @@ def test_only_flowers_deployment_grids_are_wrapped_and_the_engine_is_still_named
     assert isinstance(fast_polling(http), FastPollGrid) and innermost(fast_polling(http)) is http
     other = _Grid([])
     assert fast_polling(other) is other
-
-
-def test_a_new_fab_restarts_with_its_token_first_and_no_stale_first_task():
-    argv = ["--runtime-api-address", "127.0.0.1:9", "--insecure", "--first-token", "old", "--first-fab", "f0"]
-    assert fresh_argv(argv, "tok", "f1") == ["--runtime-api-address", "127.0.0.1:9", "--insecure",
-                                             "--first-token", "tok", "--first-fab", "f1"]
 
 
 def test_the_warm_clientapp_is_recognised_as_this_federations_process():
