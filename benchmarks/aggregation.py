@@ -11,7 +11,12 @@ fresh strategy on K synthetic replies (global model + N(0, 0.01) noise, every
 reply's arrays kept as the float32 ``ArrayRecord`` a ClientApp sends), so it
 includes the validation and stacking in ``strategies/base.py``. Peak memory is
 ``tracemalloc``'s peak above the replies (numpy reports its buffers to it),
-also shown as a multiple of ``K x P x 4`` bytes. The same script measures
+also shown as a multiple of ``K x P x 4`` bytes. FLDetector scores a client
+only once it has a window of distances to its own earlier updates (from round
+3 on), so a first-round call would time a plain median: its strategy is first
+fed ``window + 1`` warm-up rounds of fresh replies on a global model that moves
+towards the measured one (see :func:`warm_up`), and only the next round, with
+full L-BFGS history, scores and gap statistic, is measured. The same script measures
 another checkout when run with ``PYTHONPATH`` pointing at it.
 """
 
@@ -61,6 +66,25 @@ def replies(g: dict[str, np.ndarray], k: int, seed: int = 0) -> list[Message]:
     return out
 
 
+def warm_up(strategy, g: dict[str, np.ndarray], k: int, window: int) -> int:
+    """Feed a history-keeping strategy (FLDetector) the rounds before its steady state; returns the next round.
+
+    The global model of round ``r`` is ``g - (R + 1 - r) * step`` for a fixed random ``step``, so it moves
+    every round (an unchanged model gives no L-BFGS pair) and round ``R + 1`` is the measured ``g``.
+    """
+    rounds = window + 1
+    rng = np.random.default_rng(2)
+    step = {n: rng.standard_normal(a.shape).astype(a.dtype) * np.float32(0.001)
+            if np.issubdtype(a.dtype, np.floating) else None for n, a in g.items()}
+    for r in range(1, rounds + 1):
+        g_r = {n: a - np.float32(rounds + 1 - r) * step[n] if step[n] is not None else a for n, a in g.items()}
+        strategy._global = ArrayRecord({n: Array(a) for n, a in g_r.items()})
+        record, _ = strategy.aggregate_train(r, replies(g_r, k, seed=100 + r))
+        if record is None:
+            raise RuntimeError(f"warm-up round {r} produced no model")
+    return rounds + 1
+
+
 def measure(defense: str, k: int, p_key: str, g: dict[str, np.ndarray], msgs: list[Message],
             pre: str = "none") -> tuple[float, int]:
     from fl_poison.config import resolve
@@ -75,11 +99,12 @@ def measure(defense: str, k: int, p_key: str, g: dict[str, np.ndarray], msgs: li
         strategy.server_update = lambda names, arrays, rnd: [
             a + rng.standard_normal(a.shape).astype(a.dtype) * 0.01 if np.issubdtype(a.dtype, np.floating) else a
             for a in arrays]
+    server_round = warm_up(strategy, g, k, cfg["fldetector-window"]) if defense == "fldetector" else 1
     strategy._global = ArrayRecord({n: Array(a) for n, a in g.items()})
     gc.collect()
     tracemalloc.start()
     t0 = time.perf_counter()
-    record, _ = strategy.aggregate_train(1, msgs)
+    record, _ = strategy.aggregate_train(server_round, msgs)
     sec = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -14,6 +14,22 @@ The paper's centre is the server's previous aggregate (its workers send
 momenta; here clients send model updates, so the centre is the previous
 round's aggregate update); the authors' code starts it at zero in the first
 round, as here. The paper's experiments use one iteration (``L = 1``).
+
+The default ``tau = 10`` clips on MNIST only in the first round and then never:
+measured with 20 IID clients (LFighter CNN, 5 rounds, no attack), round 1 clips
+19 of 20 updates (the centre is zero, so the distance is the update's norm),
+rounds 2-5 clip none: ``||u_k - v||`` was 9.8-14.4 (median 10.8) in round 1,
+then at most 9.3, 5.6, 4.6 and 4.3 (medians 8.4, 5.0, 3.7, 3.5), falling with
+the updates' norms as training converges (``defense.jsonl``'s ``clipped``). From round 2 on the rule is then exactly the unweighted
+mean of the updates (FedAvg up to the example-count weights), with no
+robustness at all; the final accuracy was 0.9824 against FedAvg's 0.9820. The
+paper clips worker momenta (momentum 0.9), whose distances to the centre are
+far smaller than those of raw updates, so its radius does not carry over. To
+make the rule act, choose ``cc-tau`` below the typical honest distance to the
+centre (read it from a run without attack), e.g. its median: honest rows are
+then only shortened and an outlier moves the centre by at most ``tau / K`` per
+iteration. The default is left as it is because stored runs hash only
+non-default values.
 """
 
 from __future__ import annotations

@@ -51,3 +51,20 @@ def test_centered_clipping_properties():
     # a convex combination of the centre (0) and the rows: inside the box of {0} and the rows
     box = np.vstack([u, np.zeros(5)])
     assert np.all(a.update >= box.min(axis=0) - 1e-12) and np.all(a.update <= box.max(axis=0) + 1e-12)
+
+
+def test_centered_clipping_tau_above_every_distance_is_the_plain_mean_and_below_it_clips():
+    # tau only acts on rows farther than tau from the centre: above the largest distance the rule is the unweighted
+    # mean (so a default tau above real updates' distances silently runs FedAvg); below it the result differs and,
+    # each iteration moving the centre by at most tau, lies within tau * iterations of the centre
+    u = _rows(5, 6, 4) + 3.0
+    centre = np.zeros(4)
+    far = float(np.linalg.norm(u - centre, axis=1).max())
+    above = centered_clipping(u, np.ones(6), tau=far * 1.01, iterations=2, centre=centre)
+    np.testing.assert_allclose(above.update, u.mean(axis=0))
+    assert above.info["clipped"] == [0] * 6
+    tau, iterations = far / 10, 3
+    below = centered_clipping(u, np.ones(6), tau=tau, iterations=iterations, centre=centre)
+    assert not np.allclose(below.update, u.mean(axis=0))
+    assert np.linalg.norm(below.update - centre) <= tau * iterations * (1 + 1e-12)
+    assert sum(below.info["clipped"]) > 0
