@@ -23,7 +23,7 @@ then at most 9.3, 5.6, 4.6 and 4.3 (medians 8.4, 5.0, 3.7, 3.5), falling with
 the updates' norms as training converges (``defense.jsonl``'s ``clipped``). From round 2 on the rule is then exactly the unweighted
 mean of the updates (FedAvg up to the example-count weights), with no
 robustness at all; the final accuracy was 0.9824 against FedAvg's 0.9820. The
-paper clips worker momenta (momentum 0.9), whose distances to the centre are
+paper clips worker momenta, whose distances to the centre are
 far smaller than those of raw updates, so its radius does not carry over. To
 make the rule act, choose ``cc-tau`` below the typical honest distance to the
 centre (read it from a run without attack), e.g. its median: honest rows are
