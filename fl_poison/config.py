@@ -474,6 +474,14 @@ def _comparable(k: Key) -> tuple:
     return (k.type, k.default, k.help, k.choices, k.allowed, k.param)
 
 
+def stored_value(cfg: Mapping[str, Any], key: str) -> Any:
+    """``cfg[key]`` of a stored run's config; a key it lacks (the run predates the key) held its default."""
+    if key in cfg:
+        return cfg[key]
+    found = schema().by_name.get(key)
+    return found.default if found is not None else None
+
+
 def __getattr__(name: str) -> Any:
     """``SCHEMA`` / ``KEYS`` / ``DEFAULTS`` are views of the assembled :func:`schema`."""
     if name == "SCHEMA":

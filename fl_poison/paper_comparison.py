@@ -43,7 +43,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from fl_poison.config import ConfigError
+from fl_poison.config import ConfigError, stored_value
 from fl_poison.measurement import final_columns, owners_of, section_metrics
 
 #: summary.json top-level numbers (the final round's value, or run-wide).
@@ -127,7 +127,7 @@ class Cell:
     rounds: int | None = None
 
     def matches(self, cfg: Mapping[str, Any]) -> bool:
-        return all(_same(cfg.get(k, _default(k)), v) for k, v in self.where)
+        return all(_same(stored_value(cfg, k), v) for k, v in self.where)
 
     def describe(self) -> str:
         sel = ", ".join(f"{k}={v}" for k, v in self.where) or "every run"
@@ -156,12 +156,6 @@ class PaperTable:
 
     def claims_of(self, cid: str) -> list[Claim]:
         return [c for c in self.claims if cid in (c.left, c.right)]
-
-
-def _default(key: str) -> Any:
-    from fl_poison.config import KEYS
-
-    return KEYS[key].default if key in KEYS else None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -356,7 +350,7 @@ def pool(cell: Cell, members: Sequence[tuple[Mapping[str, Any], Mapping[str, Any
     fixed = set(NOT_A_SETTING) | set(cell.average_over) | {k for k, _ in cell.where}
     keys = sorted({k for cfg, _ in members for k in cfg if k not in fixed})
     # a key a run's config lacks (it predates the key) held the key's default
-    differ = [k for k in keys if len({json.dumps(cfg.get(k, _default(k)), sort_keys=True, default=str)
+    differ = [k for k in keys if len({json.dumps(stored_value(cfg, k), sort_keys=True, default=str)
                                       for cfg, _ in members}) > 1]
     rounds = tuple(sorted({int(s.get("rounds", cfg.get("num-rounds", 0))) for cfg, s in members}))
     if differ:

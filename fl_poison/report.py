@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fl_poison.config import ConfigError
+from fl_poison.config import ConfigError, stored_value
 from fl_poison.run_files import BadRunFiles, load_finished
 
 #: Keys that never make a row: the replicate axis and output locations.
@@ -94,20 +94,11 @@ def load_runs(folder: str | Path, bad: list[BadRunFiles] | None = None) -> list[
     return out
 
 
-def _value(cfg: dict[str, Any], key: str) -> Any:
-    """``cfg[key]``; a key the run's config lacks (the run predates it) held the key's default."""
-    if key in cfg:
-        return cfg[key]
-    from fl_poison.config import schema
-
-    return schema().defaults.get(key)
-
-
 def varied_keys(runs: Sequence[dict[str, Any]]) -> list[str]:
     """Config keys that take more than one value across the runs (in config order), seed excluded."""
     keys = list(dict.fromkeys(k for r in runs for k in r["config"]))
     return [k for k in keys if k not in NOT_GROUPED
-            and len({json.dumps(_value(r["config"], k)) for r in runs}) > 1]
+            and len({json.dumps(stored_value(r["config"], k)) for r in runs}) > 1]
 
 
 def _sort_key(v: Any):
@@ -124,7 +115,7 @@ def aggregate(runs: Sequence[dict[str, Any]], by: Sequence[str] | None = None,
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault(tuple(json.dumps(_value(r["config"], k)) for k in by), []).append(r)
+        groups.setdefault(tuple(json.dumps(stored_value(r["config"], k)) for k in by), []).append(r)
     rows = []
     for key in sorted(groups, key=lambda t: [_sort_key(json.loads(x)) for x in t]):
         # by seed, not by run directory: run ids hash the whole config, so they change when a new key
@@ -282,7 +273,7 @@ def choose_round_runs(runs, by) -> list[dict]:
         c = r["config"]
         if c.get(RATIO_KEY, 0) != top:
             continue
-        chosen.setdefault(tuple(json.dumps(_value(c, k)) for k in [*rest, LINE_KEY]), r)
+        chosen.setdefault(tuple(json.dumps(stored_value(c, k)) for k in [*rest, LINE_KEY]), r)
     return list(chosen.values())[:12]
 
 
