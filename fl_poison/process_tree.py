@@ -1,9 +1,12 @@
 """The processes a command started, so that it can wait for them to end before it exits.
 
-Ray's agents (dashboard agent, runtime-env agent) are children of the raylet; after
-``ray.shutdown()`` they notice their raylet is gone only at their next poll, and under load
-that can take longer than a user waits for a Ctrl-C. A sweep that started a local Ray
-collects its process tree before the shutdown and ends what is still alive after it.
+Ray's agents (dashboard agent, runtime-env agent) are children of the raylet, block SIGINT
+and SIGTERM, and after ``ray.shutdown()`` exit only once they have noticed their raylet is
+gone and tried to report it to a GCS that has already stopped: a minute or more, under load.
+By then they may have been re-parented to init, so a process tree can miss them; but every
+process of a Ray node keeps its logs open in the node's session directory, whoever its
+parent is. A sweep that started a local Ray ends its process tree and every `ray::` process holding
+a file in its session directory, after a grace period.
 """
 
 from __future__ import annotations
@@ -38,6 +41,40 @@ def descendants(pid: int | None = None) -> list[int]:
         nxt = [c for p in frontier for c in sorted(children.get(p, []))]
         found += [c for c in nxt if table[c][1] != "Z"]
         frontier = nxt
+    return found
+
+
+def holding_files_under(directory: str | Path) -> list[int]:
+    """Every live process (but this one) with a file open under ``directory`` (others' are unreadable: skipped)."""
+    prefix = str(Path(directory).resolve()).rstrip("/") + "/"
+    table = _parents()
+    found = []
+    for pid, (_, state) in table.items():
+        if pid == os.getpid() or state == "Z":
+            continue
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                found.append(pid)
+                break
+    return sorted(found)
+
+
+def names(pids: list[int]) -> set[str]:
+    """The command names (``/proc/PID/comm``) of those of ``pids`` that still exist."""
+    found = set()
+    for pid in pids:
+        try:
+            found.add(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            pass
     return found
 
 

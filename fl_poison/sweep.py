@@ -33,7 +33,8 @@ from fl_poison.config import Config, ConfigError, resolve
 from fl_poison.experiment_file import REPLICATE_AXES, ExperimentFile, expand, load_experiment
 from fl_poison.run_files import BadRunFiles, load_finished
 from fl_poison.interrupts import StopOnSignals
-from fl_poison.process_tree import descendants, end
+from fl_poison.process_tree import descendants, end, holding_files_under
+from fl_poison.process_tree import names as process_names
 from fl_poison.tracking import check_installed
 
 #: Keys that name where or how a run is written, not what it computes, and the engine keys (a sweep task always
@@ -580,6 +581,26 @@ def _cancel(refs: list, grace_s: float = CANCEL_GRACE_S) -> None:
                 pass
 
 
+def _session_dir() -> str | None:
+    """The session directory of the Ray node this driver started (None where Ray cannot say)."""
+    try:
+        from ray._private.worker import _global_node
+
+        return _global_node.get_session_dir_path()
+    except Exception:
+        return None
+
+
+def _node_processes(session: str | None) -> set[int]:
+    """Ray's processes of that node (named ``ray::...``, logs open there), whoever their parent now is.
+
+    The name check spares anything else that has a file open there (a user's ``tail -f`` of a log).
+    """
+    if not session:
+        return set()
+    return {pid for pid in holding_files_under(session) if any(n.startswith("ray::") for n in process_names([pid]))}
+
+
 def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress,
              stop: StopOnSignals | None = None) -> None:
     import ray
@@ -611,9 +632,13 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
             _cancel(list(inflight))
     finally:
         if started_here:
-            tree = descendants()  # before the shutdown: Ray's agents are reparented when their raylet ends
+            tree = set(descendants())
+            # A node of its own (its raylet is our child; ray.init can also join a running local cluster,
+            # whose processes are not ours to end): every process of it, re-parented agents included.
+            session = _session_dir() if "raylet" in process_names(list(tree)) else None
+            tree |= _node_processes(session)
             ray.shutdown()
-            end(tree)
+            end(sorted(tree | _node_processes(session)))
 
 
 def sweep_file(path: str | Path, names: Sequence[str] = (), out: str | Path = "results/sweep",

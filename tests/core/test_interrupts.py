@@ -67,7 +67,7 @@ def _interrupt(p: subprocess.Popen, sig: int, within: float) -> tuple[int, str]:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         raise AssertionError(f"still running {within}s after {signal.Signals(sig).name} to the process group")
-    deadline = time.time() + 60  # Ray's agents poll for their raylet and exit some seconds after it (longer under load)
+    deadline = time.time() + 30  # the sweep waits up to 10 s for Ray's processes, then kills them
     while _group(p.pid) and time.time() < deadline:
         time.sleep(0.3)
     left = _group(p.pid)
@@ -119,8 +119,6 @@ def test_signal_to_the_group_stops_a_local_sweep_and_the_same_command_resumes(tm
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known defect: Ray's dashboard / runtime-env agents sometimes outlive the "
-                   "sweep by more than 60 s after a signal to the group; their parent is not yet found")
 @pytest.mark.parametrize("sig,code", CODES)
 def test_signal_to_the_group_stops_a_ray_sweep_and_leaves_no_ray_process(tmp_path, sig, code):
     pytest.importorskip("ray")

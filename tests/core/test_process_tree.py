@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from fl_poison.process_tree import alive, descendants, end
+from fl_poison.process_tree import alive, descendants, end, holding_files_under, names
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -47,3 +47,68 @@ def test_a_zombie_counts_as_ended():
     time.sleep(0.3)  # exited, not yet waited for: a zombie
     assert alive([p.pid]) == [] and p.pid not in descendants()
     p.wait()
+
+
+def test_a_process_reparented_away_from_us_is_found_by_the_files_it_holds_and_only_it(tmp_path):
+    """An orphan (its parent exited, init adopted it) is no descendant, but keeps its log open."""
+    session, other = tmp_path / "session", tmp_path / "other"
+    session.mkdir(), other.mkdir()
+    orphan = subprocess.run(["bash", "-c", f"sleep 60 >>{session / 'logs'} 2>&1 </dev/null & echo $!"],
+                            capture_output=True, text=True, check=True)
+    elsewhere = subprocess.Popen(["bash", "-c", f"exec sleep 60 >>{other / 'logs'}"])
+    pid = int(orphan.stdout.strip())
+    try:
+        deadline = time.time() + 5
+        while not holding_files_under(other) and time.time() < deadline:
+            time.sleep(0.05)
+        assert pid not in descendants()
+        assert holding_files_under(session) == [pid]  # the process with a file elsewhere is not found
+        assert holding_files_under(other) == [elsewhere.pid]
+        assert names([pid, elsewhere.pid]) == {"sleep"}
+        assert end([pid], grace_s=0.2) == [pid]
+        time.sleep(0.2)
+        assert holding_files_under(session) == []
+    finally:
+        elsewhere.kill()
+        elsewhere.wait()
+
+
+def test_a_process_that_has_gone_has_no_name():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    assert names([p.pid]) == set()
+
+
+RAY_NODE = """
+import glob, json, subprocess, sys, time
+import ray
+from fl_poison.process_tree import descendants, names
+from fl_poison.sweep import _node_processes, _session_dir
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+session = _session_dir()
+log = sorted(glob.glob(session + "/logs/*.log"))[0]
+reader = subprocess.Popen(["tail", "-f", log], stdout=subprocess.DEVNULL)
+deadline = time.time() + 60
+while not {"ray::DashboardA", "ray::RuntimeEnv"} <= names(descendants()) and time.time() < deadline:
+    time.sleep(0.2)
+found = _node_processes(session)
+print(json.dumps({"found": sorted(names(list(found))), "reader": reader.pid in found}))
+reader.kill()
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_the_processes_of_a_local_ray_node_are_its_agents_and_workers_not_a_reader_of_its_logs():
+    pytest.importorskip("ray")
+    import json
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", RAY_NODE], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "PYTHONPATH": str(root), "RAY_USAGE_STATS_ENABLED": "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"ray::DashboardA", "ray::RuntimeEnv"} <= set(seen["found"]), seen
+    assert all(n.startswith("ray::") for n in seen["found"]) and not seen["reader"], seen
