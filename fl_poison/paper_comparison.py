@@ -352,12 +352,17 @@ def pool(cell: Cell, members: Sequence[tuple[Mapping[str, Any], Mapping[str, Any
     # a key a run's config lacks (it predates the key) held the key's default
     differ = [k for k in keys if len({json.dumps(stored_value(cfg, k), sort_keys=True, default=str)
                                       for cfg, _ in members}) > 1]
-    rounds = tuple(sorted({int(s.get("rounds", cfg.get("num-rounds", 0))) for cfg, s in members}))
+    rounds = tuple(sorted({_rounds(cfg, s) for cfg, s in members}))
     if differ:
         return Pooled(None, None, 0, len(members), rounds, blocker=f"the {len(members)} runs differ in "
                       f"{', '.join(differ)}: add it to where or average-over")
     values = [(cfg, v) for cfg, s in members if (v := read_metric(s, cell.metric)) is not None]
     notes = []
+    diverged = sorted(int(s.get("rounds", 0)) for _, s in members if _diverged(s))
+    if diverged:
+        at = f"round {diverged[0]}" if len(set(diverged)) == 1 else f"rounds {diverged[0]}–{diverged[-1]}"
+        notes.append(f"{len(diverged)} of {len(members)} runs diverged (non-finite model at {at}); they count "
+                     f"with the last evaluated model's {cell.metric}")
     if len(values) < len(members):
         notes.append(f"{len(members) - len(values)} of {len(members)} runs have no {cell.metric}")
     if not values:
@@ -375,14 +380,30 @@ def pool(cell: Cell, members: Sequence[tuple[Mapping[str, Any], Mapping[str, Any
     return Pooled(float(np.mean(per_seed)), std, len(per_seed), len(values), rounds, notes)
 
 
+# Run outcomes a cell reads. A run whose model became non-finite is the attack's result (the model is lost),
+# not a missing number; a run that raised, or never changed the model, is.
+COUNTED = ("complete", "non_finite")
+
+
+def _diverged(summary: Mapping[str, Any]) -> bool:
+    return summary.get("status") == "non_finite"
+
+
+def _rounds(cfg: Mapping[str, Any], summary: Mapping[str, Any]) -> int:
+    """A run's rounds; a diverged run counts at its configured rounds (it stopped because the model was lost)."""
+    planned = int(cfg.get("num-rounds", 0))
+    return planned if _diverged(summary) else int(summary.get("rounds", planned))
+
+
 def select(cell: Cell, runs: Sequence[Mapping[str, Any]], membership: Mapping[str, set[str]] | None
            ) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
-    """(config, summary) of the finished runs a cell reads: its sweep's (by the manifest), filtered by where."""
+    """(config, summary) of the finished runs a cell reads (complete or diverged): its sweep's (by the
+    manifest), filtered by where."""
     out = []
     for r in runs:
         if cell.sweep is not None and (membership is None or cell.sweep not in membership.get(r["id"], ())):
             continue
-        if r["summary"].get("status", "complete") != "complete" or not cell.matches(r["config"]):
+        if r["summary"].get("status", "complete") not in COUNTED or not cell.matches(r["config"]):
             continue
         out.append((r["config"], r["summary"]))
     return out
@@ -397,6 +418,13 @@ class ClaimCheck:
     paper: tuple[float | None, float | None]
     ours: tuple[float | None, float | None]
     holds: bool | None  # None: a side has no number of ours
+    spread: float | None = None  # sqrt(std_left^2 + std_right^2) over seeds; a number side has none
+
+    @property
+    def within_spread(self) -> bool:
+        """The two sides differ by no more than their seeds' spread: the ordering is not resolved by the runs."""
+        return (self.holds is not None and self.spread is not None and self.spread > 0
+                and abs(self.ours[0] - self.ours[1]) <= self.spread)
 
     def text(self) -> str:
         def f(v):
@@ -404,13 +432,22 @@ class ClaimCheck:
         return f"{self.claim.text()} (ours {f(self.ours[0])} {self.claim.op} {f(self.ours[1])})"
 
 
-def check_claim(claim: Claim, paper: Mapping[str, float | None], ours: Mapping[str, float | None]) -> ClaimCheck:
-    """One ordering claim on the paper's numbers and on ours (cell id -> mean; a number stands for itself)."""
+def check_claim(claim: Claim, paper: Mapping[str, float | None], ours: Mapping[str, float | None],
+                stds: Mapping[str, float | None] | None = None) -> ClaimCheck:
+    """One ordering claim on the paper's numbers and on ours (cell id -> mean; a number stands for itself).
+
+    ``stds`` (cell id -> std over seeds) gives the claim's spread, so a report can say when an ordering
+    that holds (or fails) is smaller than the seeds' own variation.
+    """
     def side(x, values):
         return x if isinstance(x, float) else values.get(x)
     o = (ours.get(claim.left), side(claim.right, ours))
     holds = None if None in o else bool(OPS[claim.op](o[0], o[1]))
-    return ClaimCheck(claim, (paper.get(claim.left), side(claim.right, paper)), o, holds)
+    spread = None
+    if stds is not None:
+        parts = [stds.get(claim.left), 0.0 if isinstance(claim.right, float) else stds.get(claim.right)]
+        spread = None if None in parts else math.hypot(*parts)
+    return ClaimCheck(claim, (paper.get(claim.left), side(claim.right, paper)), o, holds, spread)
 
 
 def rounds_note(cell_rounds: int | None, ours: Sequence[int]) -> str | None:
@@ -470,6 +507,7 @@ def compare(table: PaperTable, runs: Sequence[Mapping[str, Any]], membership: Ma
     pooled = {c.id: pool(c, select(c, runs, membership)) for c in table.cells}
     paper = {c.id: c.paper for c in table.cells}
     means = {cid: p.mean for cid, p in pooled.items()}
-    checks = [check_claim(cl, paper, means) for cl in table.claims]
+    stds = {cid: p.std for cid, p in pooled.items()}
+    checks = [check_claim(cl, paper, means, stds) for cl in table.claims]
     results = [CellResult(c, pooled[c.id], *verdict(c, pooled[c.id], checks)) for c in table.cells]
     return results, checks

@@ -134,9 +134,14 @@ def write_markdown(cmp: PaperComparison, path: Path) -> Path:
         lines.append(f"| {r.cell.label} (`{r.cell.id}`) | {r.cell.metric} | {_paper(r)} | {_ours(r)} | "
                      f"{_f(r.difference, signed=True)} | {r.verdict} | {_cell(r.reason)} |")
     if cmp.claims:
-        lines += ["", "## Ordering claims", "", "| claim | paper | ours | holds on ours |", "|---|---|---|---|"]
+        lines += ["", "## Ordering claims", "",
+                  "A claim whose two sides differ by no more than their seeds' spread (√(std² + std²) over "
+                  "seeds) is marked so: those runs do not resolve the ordering either way.", "",
+                  "| claim | paper | ours | holds on ours |", "|---|---|---|---|"]
         for c in cmp.claims:
             holds = "unknown (a side has no runs)" if c.holds is None else ("yes" if c.holds else "no")
+            if c.within_spread:
+                holds += f" (within the seeds' spread ±{c.spread:.3f})"
             lines.append(f"| {c.claim.text()} | {_f(c.paper[0])} {c.claim.op} {_f(c.paper[1])} | "
                          f"{_f(c.ours[0])} {c.claim.op} {_f(c.ours[1])} | {holds} |")
     path.write_text("\n".join(lines) + "\n")

@@ -10,7 +10,7 @@ from fl_poison.cli import main
 from fl_poison.experiment_file import load_experiment
 from fl_poison.paper_comparison import (CONTRADICTED, NOT_MEASURED, REFERENCE, REPRODUCED, SAME_DIRECTION, Cell,
                                         Claim, PaperError, Pooled, check_claim, compare, parse_paper, pool,
-                                        read_metric, rounds_note, verdict)
+                                        read_metric, rounds_note, select, verdict)
 from fl_poison.report import make_report
 
 EXPERIMENTS = Path(__file__).parents[2] / "experiments"
@@ -84,8 +84,9 @@ def test_ada_file_holds_table_one_and_two_as_cells():
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.stem)
 def test_every_bundled_paper_section_parses(path):
-    table = parse_paper(load_experiment(path).paper, str(path))
-    assert path.stem in ("ada_mnist", "defenses_mnist") or table.cells == []  # the others are prose only, for now
+    exp = load_experiment(path)
+    table = parse_paper(exp.paper, str(path))
+    assert all(c.sweep is None or c.sweep in exp.sweeps for c in table.cells)  # each cell reads a sweep of its file
     ids = {c.id for c in table.cells}
     assert all(c.left in ids and (not isinstance(c.right, str) or c.right in ids) for c in table.claims)
 
@@ -411,3 +412,28 @@ def test_a_store_moved_with_its_experiment_file_still_finds_it(tmp_path, monkeyp
     assert not Path(man["experiment"]).exists()
     assert experiment_path(man, moved / "store").resolve() == (moved / "exp.toml").resolve()
     assert experiment_path({"experiment": man["experiment"]}, moved / "store") is None
+
+
+def test_a_diverged_run_counts_with_its_last_model_and_a_note():
+    """A model the attack drove to NaN is the attack's result: pooled at its last accuracy, rounds as planned."""
+    c = cell(metric="accuracy", average_over=(), sweep=None)
+    done = ({"seed": 0, "num-rounds": 30}, {"rounds": 30, "accuracy": 0.5})
+    lost = ({"seed": 1, "num-rounds": 30}, {"rounds": 6, "accuracy": 0.1, "status": "non_finite"})
+    p = pool(c, [done, lost])
+    assert p.mean == pytest.approx(0.3) and p.seeds == 2 and p.rounds == (30,)
+    assert p.notes == ["1 of 2 runs diverged (non-finite model at round 6); they count with the last evaluated "
+                       "model's accuracy"]
+    runs = [{"id": "r1", "config": lost[0], "summary": lost[1]},
+            {"id": "r2", "config": {"seed": 2}, "summary": {"rounds": 3, "accuracy": 0.9, "status": "failed"}}]
+    assert [cfg for cfg, _ in select(c, runs, None)] == [lost[0]]  # a run that raised is still left out
+
+
+def test_a_claim_smaller_than_the_seeds_spread_is_marked_so():
+    c = Claim("a", ">", "b")
+    close = check_claim(c, {}, {"a": 0.19, "b": 0.186}, {"a": 0.009, "b": 0.002})
+    assert close.holds and close.within_spread and close.spread == pytest.approx(math.hypot(0.009, 0.002))
+    clear = check_claim(c, {}, {"a": 0.97, "b": 0.19}, {"a": 0.004, "b": 0.009})
+    assert clear.holds and not clear.within_spread
+    number = check_claim(Claim("a", "<=", 0.2), {}, {"a": 0.195}, {"a": 0.01})
+    assert number.spread == pytest.approx(0.01) and number.within_spread  # a number side has no spread
+    assert not check_claim(c, {}, {"a": 0.19, "b": 0.186}).within_spread  # no stds given: nothing to say
