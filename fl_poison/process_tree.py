@@ -5,8 +5,10 @@ and SIGTERM, and after ``ray.shutdown()`` exit only once they have noticed their
 gone and tried to report it to a GCS that has already stopped: a minute or more, under load.
 By then they may have been re-parented to init, so a process tree can miss them; but every
 process of a Ray node keeps its logs open in the node's session directory, whoever its
-parent is. A sweep that started a local Ray ends its process tree and every `ray::` process holding
-a file in its session directory, after a grace period.
+parent is; and a worker the raylet has just started, not yet renamed ``ray::...``, carries the
+session's name on its command line. A sweep that started a local Ray ends its process tree, every
+``ray::`` process holding a file in its session directory and every process started with that session's
+name, after a grace period.
 """
 
 from __future__ import annotations
@@ -64,6 +66,22 @@ def holding_files_under(directory: str | Path) -> list[int]:
             if target.startswith(prefix):
                 found.append(pid)
                 break
+    return sorted(found)
+
+
+def with_argument(argument: str) -> list[int]:
+    """Every live process (but this one) whose command line has ``argument`` as one of its words, exactly."""
+    wanted = argument.encode()
+    found = []
+    for pid, (_, state) in _parents().items():
+        if pid == os.getpid() or state == "Z":
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in argv:
+            found.append(pid)
     return sorted(found)
 
 

@@ -33,7 +33,7 @@ from fl_poison.config import Config, ConfigError, resolve
 from fl_poison.experiment_file import REPLICATE_AXES, ExperimentFile, expand, load_experiment
 from fl_poison.run_files import BadRunFiles, load_finished
 from fl_poison.interrupts import StopOnSignals
-from fl_poison.process_tree import descendants, end, holding_files_under
+from fl_poison.process_tree import descendants, end, holding_files_under, with_argument
 from fl_poison.process_tree import names as process_names
 from fl_poison.tracking import check_installed
 
@@ -592,13 +592,16 @@ def _session_dir() -> str | None:
 
 
 def _node_processes(session: str | None) -> set[int]:
-    """Ray's processes of that node (named ``ray::...``, logs open there), whoever their parent now is.
+    """Ray's processes of that node, whoever their parent now is.
 
-    The name check spares anything else that has a file open there (a user's ``tail -f`` of a log).
+    Those named ``ray::...`` with logs open there (the name check spares anything else that has a file open
+    there, a user's ``tail -f`` of a log), and those started with ``--session-name=<the session>`` (a worker
+    the raylet has just forked is still named ``python`` and may not have opened its logs yet).
     """
     if not session:
         return set()
-    return {pid for pid in holding_files_under(session) if any(n.startswith("ray::") for n in process_names([pid]))}
+    named = {pid for pid in holding_files_under(session) if any(n.startswith("ray::") for n in process_names([pid]))}
+    return named | set(with_argument(f"--session-name={Path(session).name}"))
 
 
 def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress,
@@ -606,6 +609,9 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
     import ray
 
     started_here = _ray_init(address, max_parallel, cpus, stop)
+    # A node of its own (its raylet is our child; ray.init can also join a running local cluster, whose
+    # processes are not ours to end). Asked now: a signal to the group may end the raylet before the finally.
+    session = _session_dir() if started_here and "raylet" in process_names(descendants()) else None
     try:
         # max_retries: a worker killed mid-run (kill -9, OOM) reruns the task; execute() clears its leftovers.
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(execute)
@@ -632,11 +638,8 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
             _cancel(list(inflight))
     finally:
         if started_here:
-            tree = set(descendants())
-            # A node of its own (its raylet is our child; ray.init can also join a running local cluster,
-            # whose processes are not ours to end): every process of it, re-parented agents included.
-            session = _session_dir() if "raylet" in process_names(list(tree)) else None
-            tree |= _node_processes(session)
+            # every process of the node, re-parented agents included
+            tree = set(descendants()) | _node_processes(session)
             ray.shutdown()
             end(sorted(tree | _node_processes(session)))
 

@@ -45,7 +45,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
 
 def _group(pgid: int) -> list[str]:
     """Processes still in the job's process group or session (pool workers, raylets, Ray workers)."""
-    out = subprocess.run(["bash", "-c", f"pgrep -g {pgid} -l; pgrep -s {pgid} -l"], capture_output=True, text=True)
+    out = subprocess.run(["bash", "-c", f"pgrep -g {pgid} -a; pgrep -s {pgid} -a"], capture_output=True, text=True)
     return [line for line in out.stdout.splitlines() if line.strip()]
 
 

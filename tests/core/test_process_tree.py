@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from fl_poison.process_tree import alive, descendants, end, holding_files_under, names
+from fl_poison.process_tree import alive, descendants, end, holding_files_under, names, with_argument
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -73,6 +73,22 @@ def test_a_process_reparented_away_from_us_is_found_by_the_files_it_holds_and_on
         elsewhere.wait()
 
 
+def test_a_process_is_found_by_one_word_of_its_command_line_exactly():
+    """A worker not yet renamed is found by ``--session-name=S``; a longer name that starts the same is not."""
+    sleeper = "import time; time.sleep(60)"
+    ours = subprocess.Popen([sys.executable, "-c", sleeper, "--session-name=session_1"])
+    other = subprocess.Popen([sys.executable, "-c", sleeper, "--session-name=session_12"])
+    try:
+        assert with_argument("--session-name=session_1") == [ours.pid]
+        assert with_argument("--session-name=session_12") == [other.pid]
+        assert with_argument("--session-name=session") == []
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()
+    assert with_argument("--session-name=session_1") == []
+
+
 def test_a_process_that_has_gone_has_no_name():
     p = subprocess.Popen(["true"])
     p.wait()
@@ -99,7 +115,7 @@ ray.shutdown()
 
 
 @pytest.mark.slow
-def test_the_processes_of_a_local_ray_node_are_its_agents_and_workers_not_a_reader_of_its_logs():
+def test_the_processes_of_a_local_ray_node_are_its_servers_agents_and_workers_not_a_reader_of_its_logs():
     pytest.importorskip("ray")
     import json
     import os
@@ -111,4 +127,6 @@ def test_the_processes_of_a_local_ray_node_are_its_agents_and_workers_not_a_read
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"ray::DashboardA", "ray::RuntimeEnv"} <= set(seen["found"]), seen
-    assert all(n.startswith("ray::") for n in seen["found"]) and not seen["reader"], seen
+    # the node's own servers and workers (a worker not yet renamed is "python"), never the reader of a log
+    assert all(n.startswith("ray::") or n in {"raylet", "gcs_server", "python"} for n in seen["found"]), seen
+    assert not seen["reader"], seen
