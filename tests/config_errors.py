@@ -17,3 +17,10 @@ def assert_refused(config: dict[str, Any], key: str, capsys: pytest.CaptureFixtu
     assert e.value.key == key
     args = ["run"] + [a for k, v in config.items() for a in ("--set", f"{k}={v}")]
     assert main(args) == 2 and f"'{key}'" in capsys.readouterr().err
+
+
+def config_error(**over: Any) -> ConfigError:
+    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
+    with pytest.raises(ConfigError) as e:
+        resolve(over)
+    return e.value

@@ -45,3 +45,20 @@ def federation_case(seed: int, k: int, outliers: int, dtype=np.float64):
 def flower_aggregate(strategy, locals_, counts) -> np.ndarray:
     arrays, _ = strategy.aggregate_train(1, make_replies(locals_, counts))
     return flatten(arrays_of(arrays))
+
+
+def clear_selection(agg) -> bool:
+    """False when a Krum-score selection sits on a tie (then the lower index wins, legitimately order-dependent).
+
+    With ``K - f - 2 = 1`` neighbour, two mutual nearest neighbours always tie,
+    so ties are not a measure-zero event there.
+    """
+    if agg.info.get("selection_ties"):
+        # an iterated Bulyan step sat on a tie: with |R| - f - 2 = 1 neighbour (the last steps when f >= 1),
+        # two mutual nearest neighbours always tie and the lower index wins -- order-dependent by definition
+        return False
+    if "scores" not in agg.info:
+        return True
+    s = np.sort(np.asarray(agg.info["scores"]))
+    m = int(np.sum(agg.kept))
+    return m >= s.size or s[m] - s[m - 1] > 1e-9 * (1.0 + abs(s[m]))

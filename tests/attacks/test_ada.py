@@ -21,8 +21,8 @@ from fl_poison.results import read_rounds
 import copy
 from clients.attacks.ada import ADA
 from clients.behaviour import RoundInput
-from clients.store import NodeStore
-from fl_poison.training import TrainSettings, get_state, train_local
+from fl_poison.training import get_state, train_local
+from attack_helpers import client_round as _round
 
 
 class Toy(nn.Module):
@@ -182,15 +182,6 @@ def test_initial_model_starts_the_run_from_saved_weights(tmp_path):
     cfg = resolve({**SMALL, "num-rounds": 1, "run-name": "b", "initial-model": str(tmp_path / "a" / "model.npz")})
     run_experiment(inprocess_grid(cfg.to_dict(), 6, app), cfg, out_dir=tmp_path)
     assert read_rounds(tmp_path / "b")[0]["accuracy"] == pytest.approx(read_rounds(tmp_path / "a")[-1]["accuracy"])
-
-
-def _round(cfg, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cid: int = 0, server_round: int = 1,
-           seed: int = 1, num_classes: int = 10, global_state: dict | None = None) -> RoundInput:
-    """One client's round the way the ClientApp builds it (a seeded generator from ``seed``)."""
-    return RoundInput(cid=cid, server_round=server_round, config=cfg, model=model,
-                      global_state=global_state if global_state is not None else get_state(model), x=x, y=y,
-                      settings=TrainSettings.from_config(cfg), num_classes=num_classes, seed=seed,
-                      rng=np.random.default_rng(seed), store=NodeStore())
 
 
 # --- ADA: the target it picks from the received model ---------------------------------------------

@@ -17,9 +17,8 @@ from fl_poison.results import read_rounds
 from torch import nn
 from clients.attacks.backdoor import Backdoor, trigger_args
 from clients.behaviour import RoundInput
-from clients.store import NodeStore
 from fl_poison.data.datasets import get_spec
-from fl_poison.training import TrainSettings, get_state
+from attack_helpers import client_round as _round, seeded_arrays as _arrays
 
 
 def test_trigger_position_and_stamping_by_hand():
@@ -108,22 +107,6 @@ def test_backdoor_end_to_end_measures_backdoor_accuracy(tmp_path):
     assert s["max_over_rounds"]["backdoor_accuracy"] >= s["mean_over_rounds"]["backdoor_accuracy"]
     assert (tmp_path / "bd" / "update_norms.png").exists()
     assert rows[-1]["backdoor_accuracy"] > rows[0]["backdoor_accuracy"]  # half the clients poison: it takes
-
-
-def _round(cfg, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cid: int = 0, server_round: int = 1,
-           seed: int = 1, num_classes: int = 10, global_state: dict | None = None) -> RoundInput:
-    """One client's round the way the ClientApp builds it (a seeded generator from ``seed``)."""
-    return RoundInput(cid=cid, server_round=server_round, config=cfg, model=model,
-                      global_state=global_state if global_state is not None else get_state(model), x=x, y=y,
-                      settings=TrainSettings.from_config(cfg), num_classes=num_classes, seed=seed,
-                      rng=np.random.default_rng(seed), store=NodeStore())
-
-
-def _arrays(seed: int) -> dict[str, np.ndarray]:
-    """A small float32 state with an integer buffer (BatchNorm's counter), random but seeded."""
-    rng = np.random.default_rng(seed)
-    return {"w": rng.normal(size=(20, 30)).astype(np.float32), "b": rng.normal(size=30).astype(np.float32),
-            "n": np.array(seed, np.int64)}
 
 
 # --- backdoor attack: the config it reads, the poisoned set, boosting ----------------------------

@@ -14,9 +14,7 @@ from fl_poison.results import read_rounds
 import torch
 from torch import nn
 from clients.attacks.scale import Scale
-from clients.behaviour import RoundInput
-from clients.store import NodeStore
-from fl_poison.training import TrainSettings, get_state
+from attack_helpers import client_round as _round, seeded_arrays as _arrays
 
 G = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32), "n": np.array(5, np.int64)}
 
@@ -100,22 +98,6 @@ def test_train_and_scale_norm_within_bound_end_to_end(tmp_path):
     auto, _ = _run(tmp_path, attack="train-and-scale", **{"source-class": 3, "target-class": 8, "run-name": "tsa"})
     rows = read_rounds(tmp_path / "tsa")
     assert all(r["malicious_update_norm_max"] <= r["honest_update_norm_max"] * 1.5 for r in rows[1:])
-
-
-def _round(cfg, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cid: int = 0, server_round: int = 1,
-           seed: int = 1, num_classes: int = 10, global_state: dict | None = None) -> RoundInput:
-    """One client's round the way the ClientApp builds it (a seeded generator from ``seed``)."""
-    return RoundInput(cid=cid, server_round=server_round, config=cfg, model=model,
-                      global_state=global_state if global_state is not None else get_state(model), x=x, y=y,
-                      settings=TrainSettings.from_config(cfg), num_classes=num_classes, seed=seed,
-                      rng=np.random.default_rng(seed), store=NodeStore())
-
-
-def _arrays(seed: int) -> dict[str, np.ndarray]:
-    """A small float32 state with an integer buffer (BatchNorm's counter), random but seeded."""
-    rng = np.random.default_rng(seed)
-    return {"w": rng.normal(size=(20, 30)).astype(np.float32), "b": rng.normal(size=30).astype(np.float32),
-            "n": np.array(seed, np.int64)}
 
 
 # --- scale attack --------------------------------------------------------------------------------

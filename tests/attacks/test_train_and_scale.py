@@ -10,18 +10,9 @@ from torch import nn
 from clients.attacks.train_and_scale import TrainAndScale
 from clients.behaviour import RoundInput
 from clients.model_poisoning import scale_update, update_norm
-from clients.store import NodeStore
 from fl_poison.config import resolve
-from fl_poison.training import TrainSettings, get_state, train_local
-
-
-def _round(cfg, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cid: int = 0, server_round: int = 1,
-           seed: int = 1, num_classes: int = 10, global_state: dict | None = None) -> RoundInput:
-    """One client's round the way the ClientApp builds it (a seeded generator from ``seed``)."""
-    return RoundInput(cid=cid, server_round=server_round, config=cfg, model=model,
-                      global_state=global_state if global_state is not None else get_state(model), x=x, y=y,
-                      settings=TrainSettings.from_config(cfg), num_classes=num_classes, seed=seed,
-                      rng=np.random.default_rng(seed), store=NodeStore())
+from fl_poison.training import get_state, train_local
+from attack_helpers import client_round as _round
 
 
 # --- train-and-scale / ADA: one round on a tiny model --------------------------------------------

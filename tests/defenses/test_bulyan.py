@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from strategies.rules.robust import bulyan, krum_scores
 from strategies.rules import robust as R
-from fl_poison.config import ConfigError, resolve
+from fl_poison.config import resolve
+from config_errors import config_error
 
 
 def ref_bulyan(u: np.ndarray, f: int) -> tuple[np.ndarray, list[int]]:
@@ -141,13 +142,6 @@ def test_bulyan_select_counts_rounding_level_differences_as_ties():
     ties: list[int] = []
     np.testing.assert_array_equal(R.bulyan_select(u, 0, 2, "iterated", ties), [2, 0])
     assert ties == [0, 1]
-
-
-def config_error(**over) -> ConfigError:
-    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
-    with pytest.raises(ConfigError) as e:
-        resolve(over)
-    return e.value
 
 
 def test_bulyan_budget_error_names_the_rule_and_the_largest_f():

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from strategies.rules.robust import (BULYAN_BUDGET, KRUM_BUDGET, bulyan, krum, median, multi_krum, repeated_median,
                                      trimmed_mean)
+from robust_cases import clear_selection as _clear_selection
 
 
 def _attacked(seed: int = 0, honest: int = 10, bad: int = 3, p: int = 200) -> np.ndarray:
@@ -86,23 +87,6 @@ def _rules(k: int, f: int):
 def test_each_pure_rule_is_named_after_a_registered_defense():
     """A renamed or removed plug-in cannot leave its rule's properties checked under a stale name."""
     assert {name.split(":")[0] for name in PURE_RULES} <= set(plugins.plugins("defense"))
-
-
-def _clear_selection(agg) -> bool:
-    """False when a Krum-score selection sits on a tie (then the lower index wins, legitimately order-dependent).
-
-    With ``K - f - 2 = 1`` neighbour, two mutual nearest neighbours always tie,
-    so ties are not a measure-zero event there.
-    """
-    if agg.info.get("selection_ties"):
-        # an iterated Bulyan step sat on a tie: with |R| - f - 2 = 1 neighbour (the last steps when f >= 1),
-        # two mutual nearest neighbours always tie and the lower index wins -- order-dependent by definition
-        return False
-    if "scores" not in agg.info:
-        return True
-    s = np.sort(np.asarray(agg.info["scores"]))
-    m = int(np.sum(agg.kept))
-    return m >= s.size or s[m] - s[m - 1] > 1e-9 * (1.0 + abs(s[m]))
 
 
 shapes = st.tuples(st.integers(0, 2**31), st.integers(3, 12), st.integers(1, 6), st.integers(0, 2))

@@ -8,48 +8,15 @@ from fl_poison.config import ConfigError, resolve
 from strategies import defenses as D
 from strategies.base import DefenseStrategy
 from strategies.registry import build_strategy
-from test_lfighter import layout_of, with_output_rows
+from test_lfighter import layout_of
 from test_pca import SRC
-from test_pca import layout_of as pca_layout_of  # noqa: E402
+from config_errors import config_error
+from defense_helpers import built, same_partition
+from test_pca import unstructured_rows, with_source_rows
 
 
 BUILTIN = {"bulyan", "fedavg", "foolsgold", "krum", "lfighter", "median", "multi-krum", "ndc", "pca",
            "repeated-median", "trimmed-mean"}
-
-
-def config_error(**over) -> ConfigError:
-    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
-    with pytest.raises(ConfigError) as e:
-        resolve(over)
-    return e.value
-
-
-def built(**over) -> DefenseStrategy:
-    """The Strategy a run config builds (11 clients, all sampled)."""
-    return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
-
-
-def with_source_rows(rows: np.ndarray, classes: tuple[int, ...] = (SRC,)):
-    """A layout and updates that are zero except the rows (incoming weights, then bias) of ``classes``.
-
-    ``rows`` is ``[K, H+1]``; every class in ``classes`` gets the same rows, other classes stay all-zero
-    and so never split.
-    """
-    k, h = rows.shape[0], rows.shape[1] - 1
-    layout = pca_layout_of(h=h)
-    out = np.zeros((k, layout.num_classes, h + 1))
-    out[:, list(classes)] = rows[:, None, :]
-    return layout, with_output_rows(layout, out, np.zeros((k, layout.num_params)))
-
-
-def same_partition(a, b) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return bool(np.array_equal(a, b) or np.array_equal(a, 1 - b))
-
-
-def unstructured_rows(seed: int) -> np.ndarray:
-    """12 clients x 6 columns of plain noise: no clear split, so k-means' start points decide it."""
-    return np.random.default_rng(seed).normal(size=(12, 6))
 
 
 def mild_case():

@@ -9,14 +9,13 @@ import pytest
 from flwr.serverapp.strategy import MultiKrum
 from strategies.rules.robust import krum, krum_scores, multi_krum
 from strategies.rules import robust as R
-from fl_poison.config import ConfigError, resolve
+from fl_poison.config import resolve
 from strategies import defenses as D
-from strategies.base import DefenseStrategy
-from strategies.registry import build_strategy
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-
+from config_errors import config_error
+from defense_helpers import built
+from robust_cases import clear_selection as _clear_selection
 
 
 def test_krum_hand_worked_1d():
@@ -143,18 +142,6 @@ def test_krum_scores_small_k():
     np.testing.assert_array_equal(R.krum_scores(u, 1), [1.0, 1.0, 4.0, 49.0])
 
 
-def config_error(**over) -> ConfigError:
-    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
-    with pytest.raises(ConfigError) as e:
-        resolve(over)
-    return e.value
-
-
-def built(**over) -> DefenseStrategy:
-    """The Strategy a run config builds (11 clients, all sampled)."""
-    return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
-
-
 def krum_line():
     """Five clients on a line (first coordinate): 0, 0.1, 3, 4, 5; f = 1, so n = K - f - 2 = 2.
 
@@ -211,23 +198,6 @@ SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[Healt
 
 def _row_matrices(seed: int, k: int, p: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(k, p))
-
-
-def _clear_selection(agg) -> bool:
-    """False when a Krum-score selection sits on a tie (then the lower index wins, legitimately order-dependent).
-
-    With ``K - f - 2 = 1`` neighbour, two mutual nearest neighbours always tie,
-    so ties are not a measure-zero event there.
-    """
-    if agg.info.get("selection_ties"):
-        # an iterated Bulyan step sat on a tie: with |R| - f - 2 = 1 neighbour (the last steps when f >= 1),
-        # two mutual nearest neighbours always tie and the lower index wins -- order-dependent by definition
-        return False
-    if "scores" not in agg.info:
-        return True
-    s = np.sort(np.asarray(agg.info["scores"]))
-    m = int(np.sum(agg.kept))
-    return m >= s.size or s[m] - s[m - 1] > 1e-9 * (1.0 + abs(s[m]))
 
 
 shapes = st.tuples(st.integers(0, 2**31), st.integers(3, 12), st.integers(1, 6), st.integers(0, 2))

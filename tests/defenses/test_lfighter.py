@@ -11,12 +11,12 @@ from fl_poison.updates import make_layout
 from strategies.rules.lfighter import inverse_density, lfighter, neuron_magnitudes, top_two
 from fl_poison.config import resolve
 from strategies import defenses as D
-from strategies.base import DefenseStrategy
 from strategies.rules.lfighter import code_dissimilarity
 from strategies.registry import build_strategy
 from sklearn.cluster import KMeans  # noqa: E402
 from strategies.defaults import KMEANS_N_INIT  # noqa: E402
 from strategies.rules.lfighter import _neuron_data  # noqa: E402
+from defense_helpers import built, same_partition
 
 
 def layout_of(c: int, h: int, bias: bool = True):
@@ -360,16 +360,6 @@ def test_bad_mode_rejected():
     layout = layout_of(3, 2)
     with pytest.raises(ValueError):
         lfighter(np.zeros((3, layout.num_params)), np.ones(3), layout, mode="iid")  # type: ignore[arg-type]
-
-
-def built(**over) -> DefenseStrategy:
-    """The Strategy a run config builds (11 clients, all sampled)."""
-    return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
-
-
-def same_partition(a, b) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return bool(np.array_equal(a, b) or np.array_equal(a, 1 - b))
 
 
 def noise_mild_case():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from strategies.rules.norm_clipping import ndc
-from fl_poison.config import ConfigError, resolve
 from strategies import defenses as D
+from config_errors import config_error
 
 
 def _on_a_line(norms) -> np.ndarray:
@@ -129,13 +129,6 @@ def test_ndc_info_reports_mode_and_flag_count(mode, flagged):
     assert agg.info["mode"] == mode
     assert agg.info["num_flagged"] == flagged == int((~agg.kept).sum())
     assert agg.info["empty"] is False
-
-
-def config_error(**over) -> ConfigError:
-    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
-    with pytest.raises(ConfigError) as e:
-        resolve(over)
-    return e.value
 
 
 def test_ndc_bound_values():

@@ -9,14 +9,13 @@ from sklearn.preprocessing import StandardScaler
 
 from fl_poison.updates import make_layout
 from strategies.rules.pca_filter import pca_2d, pca_filter, standardise
-from fl_poison.config import ConfigError, resolve
 from strategies import defenses as D
-from strategies.base import DefenseStrategy
-from strategies.registry import build_strategy
 from test_lfighter import with_output_rows
 from strategies.rules.pca_filter import _split  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
+from config_errors import config_error
+from defense_helpers import built, same_partition
 
 C, H, SRC = 10, 12, 3
 
@@ -200,18 +199,6 @@ pca_planted = planted
 pca_layout_of = layout_of
 
 
-def config_error(**over) -> ConfigError:
-    """The ConfigError ``resolve`` raises for these run keys (fails the test if there is none)."""
-    with pytest.raises(ConfigError) as e:
-        resolve(over)
-    return e.value
-
-
-def built(**over) -> DefenseStrategy:
-    """The Strategy a run config builds (11 clients, all sampled)."""
-    return build_strategy(resolve({"num-clients": 11, "clients-per-round": 11, **over}))
-
-
 def with_source_rows(rows: np.ndarray, classes: tuple[int, ...] = (SRC,)):
     """A layout and updates that are zero except the rows (incoming weights, then bias) of ``classes``.
 
@@ -223,11 +210,6 @@ def with_source_rows(rows: np.ndarray, classes: tuple[int, ...] = (SRC,)):
     out = np.zeros((k, layout.num_classes, h + 1))
     out[:, list(classes)] = rows[:, None, :]
     return layout, with_output_rows(layout, out, np.zeros((k, layout.num_params)))
-
-
-def same_partition(a, b) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return bool(np.array_equal(a, b) or np.array_equal(a, 1 - b))
 
 
 def unstructured_rows(seed: int) -> np.ndarray:
