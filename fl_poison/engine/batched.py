@@ -161,9 +161,13 @@ class BatchedGrid(InProcessGrid):
                     self._reply(j.msg, error_reply(j.msg, exc))
 
     def _finish(self, job: _Job, params: dict[str, torch.Tensor], loss: float, acc: float, received: float) -> None:
-        """The client's model takes its trained weights; the behaviour and the ClientApp's code build the reply."""
+        """The client's model takes its trained weights (and buffers); the behaviour and the ClientApp's code build
+        the reply."""
         with torch.no_grad():
             for name, p in job.r.model.named_parameters():
                 p.copy_(params[name])
+            for name, b in job.r.model.named_buffers():  # BatchNorm's running statistics, per client
+                if name in params:
+                    b.copy_(params[name])
         result = Behaviour.trained_reply(job.r, int(job.y.shape[0]), loss, acc, received)
         self._reply(job.msg, reply_message(job.msg, job.behaviour.finish(job.r, result)))

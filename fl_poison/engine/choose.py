@@ -1,8 +1,8 @@
 """Which engine runs ``fl-poison run``: the ``engine`` key resolved, and checked before any training.
 
 Why: ``engine=batched`` is only worth having if its replies are the
-ClientApp's, so a configuration it cannot reproduce (a model with BatchNorm
-or dropout, augmentation, an optimiser ``train_many`` does not implement, a
+ClientApp's, so a configuration it cannot reproduce (a model with dropout,
+or a BatchNorm with ``momentum=None``, augmentation, an optimiser ``train_many`` does not implement, a
 memory budget smaller than one client) is refused with one line naming the
 key, before the first round; ``engine=auto`` takes the batched engine only
 where it applies and is fastest (on CUDA; on these CPUs the forked pool wins,

@@ -46,10 +46,13 @@ def activation_bytes(model: nn.Module, sample_shape: Sequence[int], batch: int) 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # the same activation sizes, and BatchNorm's running statistics stay as they are
     try:
         with torch.no_grad():
             model(torch.zeros(batch, *sample_shape, device=device))
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return total
@@ -57,7 +60,7 @@ def activation_bytes(model: nn.Module, sample_shape: Sequence[int], batch: int) 
 
 def client_fixed_bytes(model: nn.Module, settings: TrainSettings, sample_shape: Sequence[int]) -> int:
     """Bytes one client costs whatever its data: parameter copies, optimiser state, one batch and its activations."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    params = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     batch = settings.batch_size
     estimate = (PARAM_COPIES * params + ACTIVATION_FACTOR * activation_bytes(model, sample_shape, batch)
                 + batch * sample_bytes(sample_shape))

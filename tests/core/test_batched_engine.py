@@ -130,17 +130,23 @@ def test_a_cnn_equals_the_client_app(tmp_path, capsys):
                                 **OPTIMIZERS["momentum+wd"]})
     batched, serial = _grids(cfg)
     _assert_same_replies(_round(batched, cfg), _round(serial, cfg))
-    # a BatchNorm model is refused by name, before training
-    bn = cfg.replace(model="tolpegin-fmnist-cnn", engine="batched")
-    assert batch_refusal(bn)[0] == "model"
-    with pytest.raises(ConfigError, match="'model'.*BatchNorm"):
-        choose_engine(bn)
+    # a BatchNorm model: each client's own batch statistics and running statistics, in the replies too
+    bn = cfg.replace(model="tolpegin-fmnist-cnn")
+    assert batch_refusal(bn.replace(engine="batched")) is None
+    batched, serial = _grids(bn)
+    _assert_same_replies(_round(batched, bn), _round(serial, bn))
+    assert set(batched.last_dispatch.values()) == {"batched"}
+    # dropout is refused by name, before training
+    drop = cfg.replace(dropout=0.5, engine="batched")
+    assert batch_refusal(drop)[0] == "dropout"
+    with pytest.raises(ConfigError, match="'dropout'.*Dropout"):
+        choose_engine(drop)
     # a budget below one client's measured cost: one line naming the key, exit 2, nothing trained
     with pytest.raises(ConfigError, match="'engine-memory-mb'.*at least"):
         choose_engine(cfg.replace(engine="batched", engine_memory_mb=1))
     from fl_poison.cli import main
 
-    for key, value in (("engine-memory-mb", 1), ("model", "tolpegin-fmnist-cnn")):
+    for key, value in (("engine-memory-mb", 1), ("dropout", 0.5)):
         given = {k: v for k, v in cfg.to_dict().items() if v != DEFAULTS[k] and k not in ("out-dir", "run-name")}
         args = [a for k, v in {**given, "engine": "batched", key: value}.items() for a in ("--set", f"{k}={v}")]
         capsys.readouterr()
