@@ -37,8 +37,9 @@ from fl_poison.process_tree import descendants, end, holding_files_under, with_a
 from fl_poison.process_tree import names as process_names
 from fl_poison.tracking import check_installed
 
-#: Keys that name where or how a run is written, not what it computes, and the engine keys (a sweep task always
-#: runs the serial in-process engine): left out of the run id.
+#: Keys that name where or how a run is written, not what it computes, and the engine keys (a sweep task runs the
+#: serial in-process engine, or the batched one where ``engine`` picks it, whose replies equal the serial ones to
+#: float rounding): left out of the run id.
 NOT_IN_RUN_ID = ("run-name", "out-dir", "tracking", "engine", "engine-memory-mb")
 
 
@@ -373,7 +374,8 @@ def execute(cfg_dict: dict[str, Any], runs_dir: str, threads: int | None = 1, cw
 
     from fl_poison import federation
     from fl_poison.app.experiment import run_experiment
-    from fl_poison.engine.inprocess import inprocess_grid
+    from fl_poison.engine.choose import task_grid
+    from fl_poison.engine.parallel import close_grid
 
     logging.getLogger("flwr").setLevel(logging.ERROR)
     if cwd and os.path.isdir(cwd):  # relative data-dir keys mean the driver's folder, wherever the worker started
@@ -383,8 +385,10 @@ def execute(cfg_dict: dict[str, Any], runs_dir: str, threads: int | None = 1, cw
     cfg = resolve(cfg_dict)
     run_dir = Path(runs_dir) / cfg["run-name"]
     clear_run_dir(run_dir)
+    grid = None
     try:
-        summary = run_experiment(inprocess_grid(cfg.to_dict(), cfg["num-clients"]), cfg, out_dir=runs_dir)
+        grid, _ = task_grid(cfg)  # a refused engine=batched is this run's ConfigError, kept in error.json
+        summary = run_experiment(grid, cfg, out_dir=runs_dir)
         return {"run": cfg["run-name"], "status": "complete", **headline(summary)}
     except Exception as exc:  # the run's own failure: keep it, do not crash the sweep
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -392,6 +396,8 @@ def execute(cfg_dict: dict[str, Any], runs_dir: str, threads: int | None = 1, cw
         write_json_atomic(run_dir / "error.json", err)
         return {"run": cfg["run-name"], "status": "failed", "error": err["error"]}
     finally:
+        if grid is not None:
+            close_grid(grid)
         with federation._lock:
             federation._cache.pop(cfg.digest(), None)
 

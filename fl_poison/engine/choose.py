@@ -80,6 +80,14 @@ def choose_engine(cfg: Config) -> tuple[str, str]:
     return "parallel", "engine=auto on the CPU: forked workers are fastest here"
 
 
+def batched_grid(cfg: Config, client_app=None) -> InProcessGrid:
+    """The batched engine over ``cfg``'s clients (the serial grid built first sets the task identity)."""
+    from fl_poison.engine.batched import BatchedGrid
+
+    base = inprocess_grid(cfg.to_dict(), cfg["num-clients"], client_app)
+    return BatchedGrid(base._client_app, cfg.to_dict(), cfg["num-clients"], cfg["engine-memory-mb"])
+
+
 def grid_for(cfg: Config, client_app=None) -> tuple[InProcessGrid, str]:
     """The grid ``fl-poison run`` uses for ``cfg`` and a line naming the choice (build it after the data load)."""
     from fl_poison.engine.parallel import make_grid
@@ -87,11 +95,18 @@ def grid_for(cfg: Config, client_app=None) -> tuple[InProcessGrid, str]:
     name, why = choose_engine(cfg)
     log.info("engine: %s (%s)", name, why)
     if name == "batched":
-        from fl_poison.engine.batched import BatchedGrid
-
-        base = inprocess_grid(cfg.to_dict(), cfg["num-clients"], client_app)  # also sets the task identity
-        grid = BatchedGrid(base._client_app, cfg.to_dict(), cfg["num-clients"], cfg["engine-memory-mb"])
+        grid = batched_grid(cfg, client_app)
     else:
         workers = 1 if name == "serial" else cfg["engine-workers"]
         grid = make_grid(cfg.to_dict(), cfg["num-clients"], workers, client_app, device=cfg["device"])
     return grid, f"engine {name} ({why})"
+
+
+def task_grid(cfg: Config, client_app=None) -> tuple[InProcessGrid, str]:
+    """The grid of one sweep task: batched where :func:`choose_engine` picks it (``engine=batched``, or ``auto``
+    on CUDA), else serial. A task is already one process of a pool (Ray or the local loop), so it never forks
+    a worker pool of its own: ``parallel`` (and ``auto`` on the CPU) run serially."""
+    name, why = choose_engine(cfg)
+    if name == "batched":
+        return batched_grid(cfg, client_app), why
+    return inprocess_grid(cfg.to_dict(), cfg["num-clients"], client_app), f"serial in a sweep task ({why})"

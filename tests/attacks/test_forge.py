@@ -186,3 +186,71 @@ def test_fang_krum_with_few_known_updates_lowers_the_krum_budget():
 def test_fang_refuses_an_unknown_variant():
     with pytest.raises(ValueError, match="variant"):
         fang.forge(SPREAD, 1, RNG, variant="bulyan")
+
+
+def test_fang_forge_on_trimmed_mean_is_the_sampled_attack_in_the_chosen_space():
+    # direction from the known updates' trimmed mean (beta 0.1 of 3 trims nothing: the mean, signs (+1, +1));
+    # space "model" shifts by the global model before sampling and back; "update" ignores the offset
+    known = np.array([[1.0, -3.0], [2.0, 5.0], [4.0, 1.0]])
+    offset = np.array([-10.0, 0.0])
+    s = fang.direction(known, "trimmed-mean")
+    np.testing.assert_array_equal(s, [1, 1])
+    for space, shift in (("model", offset), ("update", None)):
+        want = fang.trimmed_mean_attack(known, 3, np.random.default_rng(8), s, offset=shift)
+        got = fang.forge(known, 3, np.random.default_rng(8), variant="trimmed-mean", space=space, offset=offset)
+        np.testing.assert_array_equal(got, want)
+    # model space, s = +1: models -9, -8, -6 -> w_min = -9 <= 0: [b w_min, w_min] = [-18, -9], updates [-8, 1]
+    model = fang.forge(known, 50, np.random.default_rng(8), variant="trimmed-mean", offset=offset)
+    assert model.shape == (50, 2) and np.all((-8 <= model[:, 0]) & (model[:, 0] <= 1))
+    # every option reaches the sampler: b, partial knowledge, the median's and a trimmed mean's direction
+    rng = lambda: np.random.default_rng(9)  # noqa: E731
+    s_med = fang.direction(known, "trimmed-mean", median=True)
+    np.testing.assert_array_equal(
+        fang.forge(known, 2, rng(), variant="trimmed-mean", space="update", b=3.0, median=True),
+        fang.trimmed_mean_attack(known, 2, rng(), s_med, b=3.0))
+    np.testing.assert_array_equal(
+        fang.forge(known, 2, rng(), variant="trimmed-mean", space="update", partial=True),
+        fang.trimmed_mean_attack(known, 2, rng(), s, partial=True))
+    s_tm = fang.direction(known, "trimmed-mean", trim_beta=0.34)  # trims one each end: the median (2, 1)
+    np.testing.assert_array_equal(
+        fang.forge(known, 2, rng(), variant="trimmed-mean", space="update", trim_beta=0.34),
+        fang.trimmed_mean_attack(known, 2, rng(), s_tm))
+    np.testing.assert_array_equal(fang.forge(known, 2, rng(), variant="trimmed-mean", space="update", how="mean"),
+                                  fang.trimmed_mean_attack(known, 2, rng(), np.sign(known.mean(0))))
+
+
+def test_fang_defaults_are_the_papers():
+    # b = 2, full knowledge, model space, trimmed-mean direction at beta 0.1 (not the median), Krum with f = c
+    known = np.array([[-1.0, 2.0, 0.5], [3.0, -2.0, 0.4], [2.0, 1.0, -3.0], [0.0, 1.0, 1.0]])
+    offset = np.array([0.5, -1.0, 2.0])
+    s = fang.direction(known, "trimmed-mean", trim_beta=0.1, median=False)
+    np.testing.assert_array_equal(
+        fang.forge(known, 2, np.random.default_rng(1), variant="trimmed-mean", offset=offset),
+        fang.trimmed_mean_attack(known, 2, np.random.default_rng(1), s, b=2.0, partial=False, offset=offset))
+    # Krum direction: f defaults to 0 attackers; with 4 x 3 known rows the budget counts rows (K - 3 = 1), not columns
+    np.testing.assert_array_equal(fang.direction(known, "krum"), fang.direction(known, "krum", num_malicious=0))
+    wide = np.array([[0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0], [1.2, 1.0, 1.0, 1.0, 1.0],
+                     [-9.0, 9.0, -9.0, 9.0, -9.0]])
+    # f = min(1, 4 - 3) = 1: scores = the nearest 4 - 1 - 2 = 1 neighbour: rows 1 and 2 (0.04) -> row 1
+    np.testing.assert_array_equal(fang.direction(wide, "krum", num_malicious=1), [1, 1, 1, 1, 1])
+    # without num_clients the Krum attack counts the known rows plus the attackers (10 + 2 = 12)
+    rng = np.random.default_rng(6)
+    many = rng.normal(size=(10, 20)) + 0.05
+    a, b = {}, {}
+    fang.forge(many, 2, rng, variant="krum", report=a)
+    fang.forge(many, 2, rng, variant="krum", num_clients=12, report=b)
+    assert a == b
+    c = {}
+    fang.forge(many, 2, rng, variant="krum", num_clients=30, report=c)
+    assert c["fang-lambda"] != a["fang-lambda"]  # the bound depends on the number of clients
+
+
+def test_fang_bad_options_name_the_allowed_values():
+    with pytest.raises(ValueError, match=r"^variant must be one of trimmed-mean, krum, got 'bulyan'$"):
+        fang.forge(SPREAD, 1, RNG, variant="bulyan")
+    with pytest.raises(ValueError, match=r"^space must be one of model, update, got 'weights'$"):
+        fang.forge(SPREAD, 1, RNG, variant="trimmed-mean", space="weights")
+    with pytest.raises(ValueError, match=r"^direction must be one of aggregate, mean, got 'up'$"):
+        fang.direction(SPREAD, "trimmed-mean", "up")
+    with pytest.raises(ValueError, match="2"):  # two known updates at least: one gives no interval
+        fang.forge(SPREAD[:1], 1, RNG, variant="trimmed-mean")

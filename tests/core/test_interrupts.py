@@ -230,6 +230,7 @@ def test_bad_executor_options_are_one_line_and_exit_2_before_anything_runs(tmp_p
     assert time.time() - t0 < 10 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a subprocess that imports Ray: seconds, and under mutmut it would import the mutated copy
 def test_address_auto_without_a_cluster_is_one_line_and_exit_2(tmp_path):
     pytest.importorskip("ray")
     (tmp_path / "s.toml").write_text(SWEEP.format(rounds=1))

@@ -187,6 +187,32 @@ def test_a_raising_run_keeps_its_error_and_traceback(tmp_path, monkeypatch):
     assert "Traceback" in err["traceback"] and "boom" in err["traceback"]
 
 
+def test_a_sweep_task_runs_the_batched_engine_where_engine_picks_it_with_the_serial_numbers(tmp_path, monkeypatch):
+    """``engine`` is not in the run id, so a batched task must give the serial task's numbers; ``parallel`` and
+    ``auto`` on the CPU run serially inside a task (a task never forks a pool), and a refused ``engine=batched``
+    is that run's error, naming the key."""
+    exp = load_experiment(tiny(tmp_path))
+    summaries = {}
+    for engine in ("serial", "batched", "parallel", "auto"):
+        runs = plan(exp, overrides={"engine": engine})
+        assert [r.run_id for r in runs] == [r.run_id for r in plan(exp)]
+        res = run_sweep(runs[:1], tmp_path / engine, engine="local")
+        assert res.complete == [runs[0].run_id]
+        summaries[engine] = json.loads((tmp_path / engine / "runs" / runs[0].run_id / "summary.json").read_text())
+    assert {e: s["engine"] for e, s in summaries.items()} == {
+        "serial": "InProcessGrid", "batched": "BatchedGrid", "parallel": "InProcessGrid", "auto": "InProcessGrid"}
+    for key in ("accuracy", "loss"):
+        assert summaries["batched"][key] == pytest.approx(summaries["serial"][key], abs=1e-4)
+    from fl_poison.engine import memory
+
+    monkeypatch.setattr(memory, "budget_bytes", lambda mb, device: 1)  # a device with no room for one client
+    refused = plan(exp, overrides={"engine": "batched"})
+    res = run_sweep(refused[:1], tmp_path / "refused", engine="local")
+    err = json.loads((tmp_path / "refused" / "runs" / refused[0].run_id / "error.json").read_text())
+    assert res.failed == [refused[0].run_id] and "'engine-memory-mb'" in err["error"] and "batched" in err["error"]
+    assert not (tmp_path / "refused" / "runs" / refused[0].run_id / "rounds.csv").exists()
+
+
 @pytest.mark.slow
 def test_ray_tasks_give_the_same_runs_as_the_local_engine(tmp_path):
     """A real local Ray with one CPU: same run ids, same numbers as in-process (fixed seeds)."""
