@@ -176,3 +176,40 @@ def test_ipm_end_to_end_reaches_fedavg_and_lowers_accuracy(tmp_path):
     assert r["malicious_update_norm_mean"] == pytest.approx(r["malicious_forged_norm"], rel=1e-4)
     assert r["malicious_update_norm_mean"] > 5 * r["honest_update_norm_mean"]
     assert s["accuracy"] < clean["accuracy"] - 0.3
+
+
+# ---------------------------------------------------------------- on the client (ForgedUpdate.local_work)
+
+def test_a_client_side_forge_replies_its_own_update_forged_and_a_colluder_marks_its_honest_reply():
+    from clients.attacks.forged import Alie, SignFlip
+    from test_train_and_scale import _digit_round, _trained
+
+    base = {"dataset": "digits", "seed": 2, "batch-size": 16, "lr": 0.02, "num-malicious": 1}
+    cfg = resolve({**base, "attack": "sign-flip"})
+    r = _digit_round(cfg, server_round=3)
+    honest = _trained(r, r.y)
+    res = SignFlip(0, cfg).local_work(r)
+    update = {k: honest[k] - r.global_state[k] for k in honest}
+    for k in honest:  # minus its honest update, from the received model
+        np.testing.assert_allclose(res.state[k], r.global_state[k] - update[k], atol=1e-6)
+    norm = float(np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in update.values())))
+    assert res.metrics["forged"] == 1.0 and res.metrics["known-updates"] == 1.0 and MARKER not in res.metrics
+    assert res.metrics["forged-norm"] == pytest.approx(norm, rel=1e-5)
+
+    # outside the attack window: the honest reply, nothing forged
+    late = resolve({**base, "attack": "sign-flip", "attack-start-round": 5})
+    r = _digit_round(late, server_round=3)
+    honest = _trained(r, r.y)
+    res = SignFlip(0, late).local_work(r)
+    for k, v in honest.items():
+        np.testing.assert_array_equal(res.state[k], v)
+    assert "forged" not in res.metrics and MARKER not in res.metrics
+
+    # a colluding attack forges at the seat: the client sends its honest reply, marked for the seat
+    alie = resolve({**base, "attack": "alie"})
+    r = _digit_round(alie, server_round=3)
+    honest = _trained(r, r.y)
+    res = Alie(0, alie).local_work(r)
+    for k, v in honest.items():
+        np.testing.assert_array_equal(res.state[k], v)
+    assert res.metrics[MARKER] == 1.0 and "forged" not in res.metrics

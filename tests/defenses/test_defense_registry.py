@@ -177,3 +177,53 @@ def test_nnm_refuses_the_f_its_relation_refuses():
     assert e.key == "num-byzantine" and e.allowed.endswith(f"with {k} clients f <= {f - 1}, or -1")
     with pytest.raises(ValueError, match="^" + __import__("re").escape(NNM_BUDGET.refusal(k, f)) + "$"):
         check_nnm_budget(k, f)
+
+
+#: One non-default value per key of the newer rules, each chosen to change the aggregate of ``_keyed_case``
+#: (geometric median: fewer iterations / more smoothing; centered clipping: a radius below the norms, more
+#: iterations; DnC, whose base case samples 17 of the 300 coordinates: fewer iterations, all coordinates, a
+#: larger filter; SignGuard, from 6 sign coordinates: bounds that cut
+#: the norms, all coordinates; FLAME: more noise).
+KEY_CHANGES = {
+    "geometric-median": {"geomed-eps": 1e3, "geomed-iterations": 1},  # nu above every distance: the mean
+    "centered-clipping": {"cc-tau": 0.5, "cc-iterations": 3},
+    "dnc": {"dnc-iterations": 1, "dnc-subsample": 300, "dnc-filter-fraction": 2.5},
+    "signguard": {"signguard-lower": 0.99, "signguard-upper": 1.0, "signguard-coord-fraction": 1.0},
+    "flame": {"flame-noise": 0.5},
+}
+
+
+def _keyed_case():
+    """11 clients x 300 coordinates: 8 honest N(0.1, 1) updates of different scales, 3 scaled attackers."""
+    rng = np.random.default_rng(11)
+    u = rng.normal(0.1, 1.0, size=(11, 300)) * np.linspace(0.6, 1.6, 11)[:, None]
+    u[8:] = 4.0 * rng.normal(-0.3, 1.0, size=(3, 300))
+    return u, np.ones(11)
+
+
+#: Keys every case of a defense starts from.
+KEY_BASE = {"dnc": {"num-byzantine": 2, "dnc-subsample": 17}, "signguard": {"signguard-coord-fraction": 0.02}}
+
+
+def _aggregate(defense, round_=3, **keys):
+    u, w = _keyed_case()
+    s = built(defense=defense, **{**KEY_BASE.get(defense, {}), **keys})
+    return s.aggregate_updates(u, w, None, list(range(11)), round_)
+
+
+@pytest.mark.parametrize("defense,key", [(d, k) for d, ks in KEY_CHANGES.items() for k in ks])
+def test_each_key_of_a_newer_rule_reaches_its_aggregate(defense, key):
+    """The plug-in hands every key to its rule (a dropped keyword falls back to the rule's default)."""
+    base = _aggregate(defense)
+    changed = _aggregate(defense, **{key: KEY_CHANGES[defense][key]})
+    assert not (np.array_equal(base.update, changed.update) and np.array_equal(base.kept, changed.kept))
+
+
+@pytest.mark.parametrize("defense", ["dnc", "signguard", "flame"])
+def test_a_seeded_rule_draws_from_the_round_generator(defense):
+    """Same seed and round: the same aggregate (an unseeded draw differs); FLAME's noise differs by round."""
+    a, b = _aggregate(defense), _aggregate(defense)
+    np.testing.assert_array_equal(a.update, b.update)
+    np.testing.assert_array_equal(a.kept, b.kept)
+    if defense == "flame":
+        assert not np.array_equal(a.update, _aggregate(defense, round_=4).update)

@@ -35,3 +35,21 @@ def test_flame_keeps_everyone_when_hdbscan_finds_no_cluster_or_there_are_too_few
     agg = flame(np.tile([1.0, 2.0], (5, 1)), np.ones(5), noise=0.0)
     assert agg.kept.all()
     np.testing.assert_allclose(agg.update, [1.0, 2.0])
+
+
+def test_cosine_distances_equal_scikit_learns_across_column_blocks_and_for_a_zero_row():
+    from sklearn.metrics.pairwise import cosine_distances as sk_cosine
+
+    from strategies.rules import flame as flame_rule
+
+    rng = np.random.default_rng(0)
+    # 3 rows: the Gram matrix is summed over blocks of 16 MiB / (8 * 3) = 699,050 columns, so 1.5 M columns take 3
+    wide = rng.normal(size=(3, 1_500_000)).astype(np.float32)
+    norms = np.linalg.norm(wide.astype(np.float64), axis=1)
+    np.testing.assert_allclose(flame_rule.cosine_distances(wide, norms), sk_cosine(wide.astype(np.float64)),
+                               atol=1e-9)
+    # a zero row is at distance 1 from every other row (scikit-learn's convention), a scaled copy at 0
+    small = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [2.0, 4.0, 0.0], [-1.0, 0.5, 3.0]])
+    got = flame_rule.cosine_distances(small, np.linalg.norm(small, axis=1))
+    np.testing.assert_allclose(got, sk_cosine(small), atol=1e-12)
+    assert got[0, 2] == pytest.approx(0.0, abs=1e-12) and got[1, 0] == 1.0 and got[1, 1] == 0.0

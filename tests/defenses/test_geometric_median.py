@@ -52,3 +52,48 @@ def test_geometric_median_of_equal_updates_and_of_one_update_is_that_update():
     row = np.array([1.5, -2.0, 0.25])
     np.testing.assert_allclose(geometric_median(np.tile(row, (5, 1)), np.ones(5)).update, row)
     np.testing.assert_allclose(geometric_median(row[None], np.ones(1)).update, row)
+
+
+def test_ftol_zero_runs_exactly_the_given_weiszfeld_steps_and_info_reports_them():
+    from strategies.rules import geometric_median as gm_rule
+    from strategies.rules.fedavg_math import row_norms
+
+    rng = np.random.default_rng(5)
+    u, w = rng.normal(size=(7, 4)), rng.integers(1, 9, size=7).astype(float)
+    alpha = w / w.sum()
+    v = alpha @ u  # the start: the weighted mean
+    for _ in range(4):
+        v, share = gm_rule.weiszfeld_step(u, alpha, v, 1e-3)
+    agg = gm_rule.geometric_median(u, w, eps=1e-3, iterations=4, ftol=0.0)
+    np.testing.assert_allclose(agg.update, v, rtol=1e-12)
+    np.testing.assert_allclose(agg.weights, share, rtol=1e-12)
+    assert agg.info == {"iterations": 4, "objective": pytest.approx(float(alpha @ row_norms(u, v)), rel=1e-12),
+                        "eps": 1e-3}
+    assert agg.kept.dtype == bool and agg.kept.all()
+
+
+def test_the_default_tolerance_stops_once_a_step_improves_the_objective_by_at_most_ftol_of_it():
+    from strategies.rules import geometric_median as gm_rule
+    from strategies.rules.fedavg_math import row_norms
+
+    rng = np.random.default_rng(6)
+    u, w = rng.normal(size=(9, 5)), np.ones(9)
+    agg = gm_rule.geometric_median(u, w, ftol=1e-4)
+    n = agg.info["iterations"]
+    assert 1 < n < gm_rule.DEFAULT_ITERATIONS
+    # the objective after n - 1 and n steps: the last step improved by <= 1e-4 of it, the one before by more
+    before = gm_rule.geometric_median(u, w, ftol=0.0, iterations=n - 1)
+    last = before.info["objective"] - agg.info["objective"]
+    assert 0 <= last <= 1e-4 * agg.info["objective"]
+    prev = gm_rule.geometric_median(u, w, ftol=0.0, iterations=n - 2) if n > 2 else None
+    if prev is not None:
+        assert prev.info["objective"] - before.info["objective"] > 1e-4 * before.info["objective"]
+    assert agg.info["objective"] == pytest.approx(float(np.full(9, 1 / 9) @ row_norms(u, agg.update)), rel=1e-12)
+
+
+@pytest.mark.parametrize("kw,key", [({"eps": 0.0}, "geomed-eps"), ({"iterations": 0}, "geomed-iterations")])
+def test_bad_smoothing_or_iterations_name_their_run_key(kw, key):
+    from strategies.rules import geometric_median as gm_rule
+
+    with pytest.raises(ValueError, match=f"^{key} must be"):
+        gm_rule.geometric_median(np.ones((3, 2)), np.ones(3), **kw)
