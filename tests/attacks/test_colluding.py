@@ -213,3 +213,20 @@ def test_a_client_side_forge_replies_its_own_update_forged_and_a_colluder_marks_
     for k, v in honest.items():
         np.testing.assert_array_equal(res.state[k], v)
     assert res.metrics[MARKER] == 1.0 and "forged" not in res.metrics
+
+
+def test_fangs_run_keys_become_its_forge_arguments():
+    from clients.attacks.forged import Fang
+
+    base = {"dataset": "digits", "attack": "fang", "num-malicious": 1, "num-clients": 10, "clients-per-round": 10}
+    flat = np.array([0.5, -1.0])
+    cfg = resolve({**base, "defense": "median", "fang-direction": "mean", "fang-space": "update", "fang-b": 3.0,
+                   "trim-beta": 0.2})
+    assert Fang.forge_params(cfg, 7, flat, "own") == {
+        "variant": "trimmed-mean", "num_clients": 7, "how": "mean", "partial": True, "b": 3.0, "space": "update",
+        "offset": flat, "trim_beta": 0.2, "median": True}
+    params = Fang.forge_params(resolve({**base, "defense": "trimmed-mean"}), 9, flat, "omniscient")
+    assert params == {"variant": "trimmed-mean", "num_clients": 9, "how": "aggregate", "partial": False, "b": 2.0,
+                      "space": "model", "offset": flat, "trim_beta": 0.1, "median": False}
+    krum = Fang.forge_params(resolve({**base, "defense": "multi-krum"}), 9, flat, "omniscient")
+    assert krum["variant"] == "krum" and krum["median"] is False

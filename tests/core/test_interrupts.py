@@ -73,7 +73,7 @@ def _interrupt(p: subprocess.Popen, sig: int, within: float) -> tuple[int, str]:
     left = _group(p.pid)
     if left:
         os.killpg(p.pid, signal.SIGKILL)
-    assert not left, f"left running after exit: {left}"
+    assert not left, f"left running after exit (exit code {p.returncode}): {left}\n{err[-3000:]}"
     return p.returncode, err
 
 
