@@ -62,7 +62,7 @@ def _f(v: float | None) -> str:
 
 
 def write_gan_report(runs: Sequence[dict[str, Any]], out: Path, figures: bool = True) -> list[Path]:
-    """``gan_pairs.md`` and, per defense, ``gan_attack_accuracy_<defense>.png`` + ``gan_histogram.png``."""
+    """``gan_pairs.md``, ``gan_claims.md`` and, per defense, ``gan_attack_accuracy_<defense>.png`` + ``gan_histogram.png``."""
     rows = pair_rows(runs)
     if not rows:
         return []
@@ -75,10 +75,24 @@ def write_gan_report(runs: Sequence[dict[str, Any]], out: Path, figures: bool = 
                      f"{_f(r['final_accuracy'])} |")
     md = out / "gan_pairs.md"
     md.write_text("\n".join(lines) + "\n")
-    files = [md]
+    files = [md, write_claims(rows, runs, out)]
     if figures:
         files += _figures(rows, out)
     return files
+
+
+def write_claims(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]], out: Path) -> Path:
+    """``gan_claims.md``: the blog's summary claims checked on each defense's pairs (rules in :mod:`clients.gan_claims`)."""
+    from clients.gan_claims import check_claims, claims_markdown
+
+    lines = ["# The GAN blog's claims (MNIST) on our (G, T) matrix", "",
+             "Each sentence of the blog turned into a rule (thresholds ours; `clients/gan_claims.py`).", ""]
+    for d in dict.fromkeys(r["defense"] for r in rows):
+        mine = [r for r in rows if r["defense"] == d]
+        lines += claims_markdown(str(d), check_claims(mine, [r for r in runs if r["config"].get("defense") == d]))
+    path = out / "gan_claims.md"
+    path.write_text("\n".join(lines))
+    return path
 
 
 def _figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:

@@ -33,8 +33,9 @@ from fl_poison.config import Config, ConfigError, resolve
 from fl_poison.experiment_file import REPLICATE_AXES, ExperimentFile, expand, load_experiment
 from fl_poison.run_files import BadRunFiles, load_finished
 from fl_poison.interrupts import StopOnSignals
-from fl_poison.process_tree import descendants, end, holding_files_under, with_argument
+from fl_poison.process_tree import descendants, end
 from fl_poison.process_tree import names as process_names
+from fl_poison.ray_node import NodeGuard, node_processes, session_dir
 from fl_poison.tracking import check_installed
 
 #: Keys that name where or how a run is written, not what it computes, and the engine keys (a sweep task runs the
@@ -570,44 +571,33 @@ def _ray_init(address: str | None, max_parallel: int | None, cpus: float, stop: 
     return True
 
 
-def _cancel(refs: list, grace_s: float = CANCEL_GRACE_S) -> None:
-    """Interrupt each task (a KeyboardInterrupt inside the run), give them ``grace_s``, then kill what is left."""
+def _cancel(refs: list, kill_left: bool, grace_s: float = CANCEL_GRACE_S) -> None:
+    """Interrupt each task (a KeyboardInterrupt inside the run) and give them ``grace_s`` to record it.
+
+    Then, only where ``kill_left`` (a cluster that is not ours), force-cancel the tasks still running.
+    On a node of its own the sweep does not force-cancel: the node's shutdown ends those workers,
+    and a force-cancel racing a task that has just finished aborts the driver inside Ray's C++
+    (``task_manager.cc``: "Tried to complete task that was not pending", exit code 1), before the
+    driver could end the node's processes.
+    """
     import ray
 
-    for force in (False, True):
-        for ref in refs:
-            try:
-                ray.cancel(ref, force=force)
-            except Exception:  # already finished, or its worker is gone (SIGTERM to the process group)
-                pass
-        if not force and refs:
-            try:
-                ray.wait(refs, num_returns=len(refs), timeout=grace_s)
-            except Exception:
-                pass
-
-
-def _session_dir() -> str | None:
-    """The session directory of the Ray node this driver started (None where Ray cannot say)."""
-    try:
-        from ray._private.worker import _global_node
-
-        return _global_node.get_session_dir_path()
-    except Exception:
-        return None
-
-
-def _node_processes(session: str | None) -> set[int]:
-    """Ray's processes of that node, whoever their parent now is.
-
-    Those named ``ray::...`` with logs open there (the name check spares anything else that has a file open
-    there, a user's ``tail -f`` of a log), and those started with ``--session-name=<the session>`` (a worker
-    the raylet has just forked is still named ``python`` and may not have opened its logs yet).
-    """
-    if not session:
-        return set()
-    named = {pid for pid in holding_files_under(session) if any(n.startswith("ray::") for n in process_names([pid]))}
-    return named | set(with_argument(f"--session-name={Path(session).name}"))
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=False)
+        except Exception:  # already finished, or its worker is gone (SIGTERM to the process group)
+            pass
+    left = refs
+    if refs:
+        try:
+            _, left = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+        except Exception:
+            pass
+    for ref in left if kill_left else []:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:
+            pass
 
 
 def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res, progress,
@@ -617,7 +607,8 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
     started_here = _ray_init(address, max_parallel, cpus, stop)
     # A node of its own (its raylet is our child; ray.init can also join a running local cluster, whose
     # processes are not ours to end). Asked now: a signal to the group may end the raylet before the finally.
-    session = _session_dir() if started_here and "raylet" in process_names(descendants()) else None
+    session = session_dir() if started_here and "raylet" in process_names(descendants()) else None
+    guard = NodeGuard(session) if session else None  # ends the node should this process die without doing it
     try:
         # max_retries: a worker killed mid-run (kill -9, OOM) reruns the task; execute() clears its leftovers.
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(execute)
@@ -641,13 +632,15 @@ def _run_ray(pending, runs_dir, address, max_parallel, cpus, gpus, threads, res,
                     (res.complete if finished["status"] == "complete" else res.failed).append(r.run_id)
                 progress(len(res.complete), len(inflight), len(res.failed), len(queue), finished)
         finally:
-            _cancel(list(inflight))
+            _cancel(list(inflight), kill_left=not started_here)
     finally:
         if started_here:
             # every process of the node, re-parented agents included
-            tree = set(descendants()) | _node_processes(session)
+            tree = (set(descendants()) - {guard.pid if guard else -1}) | node_processes(session)
             ray.shutdown()
-            end(sorted(tree | _node_processes(session)))
+            end(sorted(tree | node_processes(session)))
+            if guard:
+                guard.release()
 
 
 def sweep_file(path: str | Path, names: Sequence[str] = (), out: str | Path = "results/sweep",

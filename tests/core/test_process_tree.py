@@ -99,15 +99,15 @@ RAY_NODE = """
 import glob, json, subprocess, sys, time
 import ray
 from fl_poison.process_tree import descendants, names
-from fl_poison.sweep import _node_processes, _session_dir
+from fl_poison.ray_node import node_processes, session_dir
 ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-session = _session_dir()
+session = session_dir()
 log = sorted(glob.glob(session + "/logs/*.log"))[0]
 reader = subprocess.Popen(["tail", "-f", log], stdout=subprocess.DEVNULL)
 deadline = time.time() + 60
 while not {"ray::DashboardA", "ray::RuntimeEnv"} <= names(descendants()) and time.time() < deadline:
     time.sleep(0.2)
-found = _node_processes(session)
+found = node_processes(session)
 print(json.dumps({"found": sorted(names(list(found))), "reader": reader.pid in found}))
 reader.kill()
 ray.shutdown()
@@ -130,3 +130,54 @@ def test_the_processes_of_a_local_ray_node_are_its_servers_agents_and_workers_no
     # the node's own servers and workers (a worker not yet renamed is "python"), never the reader of a log
     assert all(n.startswith("ray::") or n in {"raylet", "gcs_server", "python"} for n in seen["found"]), seen
     assert not seen["reader"], seen
+
+
+def _sleeper(*words: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *words])
+
+
+def _pipe(said: bytes):
+    import os
+
+    r, w = os.pipe()
+    os.write(w, said)
+    os.close(w)
+    return os.fdopen(r, "rb")
+
+
+def test_the_node_guard_ends_the_sessions_processes_only_when_the_driver_closed_its_pipe_without_done(tmp_path):
+    from fl_poison.ray_node import DONE, guard
+
+    session = tmp_path / "session_2026-12-06_20-00-00_000000_1"
+    session.mkdir()
+    worker, bystander = _sleeper(f"--session-name={session.name}"), _sleeper("--session-name=session_other")
+    try:
+        assert guard(str(session), _pipe(DONE), grace_s=0.2) is False  # the driver ended the node itself
+        assert worker.poll() is None
+        assert guard(str(session), _pipe(b""), grace_s=0.2) is True  # the driver died: no "done"
+        assert worker.wait(timeout=5) == -9 and bystander.poll() is None
+    finally:
+        worker.kill(), bystander.kill()
+
+
+def test_the_node_guard_process_ignores_the_jobs_signals_and_exits_when_released(tmp_path):
+    import os
+    import signal
+
+    from fl_poison.ray_node import NodeGuard
+
+    session = tmp_path / "session_x"
+    session.mkdir()
+    worker = _sleeper(f"--session-name={session.name}")
+    try:
+        g = NodeGuard(str(session))
+        time.sleep(1.0)  # started and ignoring
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(g.pid, sig)
+        time.sleep(0.5)
+        assert alive([g.pid]) == [g.pid]
+        t0 = time.monotonic()
+        g.release()
+        assert time.monotonic() - t0 < 5 and alive([g.pid]) == [] and worker.poll() is None
+    finally:
+        worker.kill()
