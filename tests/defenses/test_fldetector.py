@@ -93,6 +93,85 @@ def test_one_round_by_hand():
     np.testing.assert_allclose(nxt.y_pairs[-1], [0.5])
 
 
+def _brute_within(v: np.ndarray, k: int) -> float:
+    """Within-cluster sum of squares of the best k-means partition, over every partition (k = 1 or 2)."""
+    if k == 1:
+        return float(((v - v.mean()) ** 2).sum())
+    best = np.inf
+    for bits in range(1, 2 ** (len(v) - 1)):  # every split into two non-empty groups, each once
+        side = np.array([(bits >> i) & 1 for i in range(len(v))], dtype=bool)
+        best = min(best, sum(float(((g - g.mean()) ** 2).sum()) for g in (v[side], v[~side])))
+    return best
+
+
+@pytest.mark.parametrize("gap", ["tibshirani", "authors"])
+def test_the_gap_statistics_numbers_equal_a_brute_force_computation(gap):
+    # Tibshirani et al.: Gap(k) = E*[log W_k] - log W_k with E* the mean over B = 10 uniform reference sets
+    # (the authors' code: the log of the mean), s_2 = sqrt(1 + 1/B) * sd(log W*_2); two clusters iff
+    # Gap(1) < Gap(2) - s_2. Scores min-max scaled to [0, 1]; references drawn in order from the same generator.
+    x = np.array([0.10, 0.12, 0.11, 0.50, 0.55, 0.13, 0.115])
+    says, info = gap_says_two(x, np.random.default_rng(7), gap)
+    xs = (x - x.min()) / (x.max() - x.min())
+    rng = np.random.default_rng(7)
+    refs = np.array([[_brute_within(r, 1), _brute_within(r, 2)] for r in (rng.uniform(0, 1, len(x)) for _ in range(10))])
+    expected = np.log(refs).mean(axis=0) if gap == "tibshirani" else np.log(refs.mean(axis=0))
+    gaps = expected - np.log([_brute_within(xs, 1), _brute_within(xs, 2)])
+    sd2 = np.sqrt(1.1) * np.log(refs[:, 1]).std()
+    np.testing.assert_allclose(info["gap"], gaps, rtol=1e-10)
+    assert info["gap_sd2"] == pytest.approx(sd2, rel=1e-10)
+    assert says == bool(gaps[0] < gaps[1] - sd2) and says  # two groups: 0.10-0.13 and 0.50-0.55
+
+
+def _round_of_three(**kw):
+    """The hand-worked round above (B v = -1; previous updates 1, 2, 4) with the received updates in ``kw``."""
+    hist = History(round=4, model=np.array([1.0]), aggregate=np.array([0.0]), s_pairs=[np.array([1.0])],
+                   y_pairs=[np.array([-0.5])], last={10: np.array([1.0]), 11: np.array([2.0]), 12: np.array([4.0])},
+                   **kw.pop("history", {}))
+    u = kw.pop("updates", np.array([[0.0], [1.0], [1.0]]))
+    return fldetector(u, kw.pop("weights", np.ones(3)), [10, 11, 12], np.array([3.0]), hist, 5, **kw)
+
+
+def test_the_mean_rule_weights_the_kept_clients_by_their_shares_and_gives_the_removed_none():
+    agg, _ = _round_of_three(window=1, rule="mean", weights=np.array([1.0, 3.0, 2.0]))
+    np.testing.assert_array_equal(agg.kept, [True, True, False])
+    np.testing.assert_allclose(agg.weights, [0.25, 0.75, 0.0])
+    np.testing.assert_allclose(agg.update, [0.75])  # (1 * 0 + 3 * 1) / 4
+    med, _ = _round_of_three(window=1)
+    assert np.isnan(med.weights).all()
+
+
+def test_predictions_that_all_hit_share_the_distance_equally_and_a_rounding_miss_is_none():
+    # predictions 0, 1, 3 received exactly (the third one off by 1e-7 of its norm: float32 rounding): every d = 0,
+    # so each normalised distance is 1/3; equal scores, one cluster, nobody removed
+    agg, nxt = _round_of_three(window=1, updates=np.array([[0.0], [1.0], [3.0 + 3e-7]]))
+    assert nxt.distances == {10: [pytest.approx(1 / 3)], 11: [pytest.approx(1 / 3)], 12: [pytest.approx(1 / 3)]}
+    assert agg.kept.all() and nxt.detected_round is None
+    # a miss of 1e-5 of the norm is no rounding: it is the whole distance
+    _, far = _round_of_three(window=1, updates=np.array([[0.0], [1.0], [3.0 + 3e-5]]))
+    assert far.distances[12] == [pytest.approx(1.0)] and far.distances[10] == [0.0]
+
+
+def test_windows_keep_the_last_n_distances_and_pairs():
+    _, hist = _federation(9, 3)
+    assert len(hist.s_pairs) == len(hist.y_pairs) == 3
+    assert all(len(d) == 3 for d in hist.distances.values()) and len(hist.distances) == 10
+    # distances exist from round 3 on: 7 rounds, normalised each round, so each round's distances sum to one
+    _, short = _federation(3, 10)
+    assert all(len(d) == 1 for d in short.distances.values())
+    assert sum(d[0] for d in short.distances.values()) == pytest.approx(1.0)
+
+
+def test_too_few_scored_clients_wait_and_a_round_of_removed_clients_keeps_everyone():
+    hist = dict(distances={10: [0.1]}, removed=frozenset())
+    agg, _ = _round_of_three(window=2, history=hist)
+    assert "1 client(s) with a full window of 2: too few to judge" in agg.info["waiting"]
+    gone = dict(removed=frozenset({10, 11, 12}), detected_round=3)
+    agg, nxt = _round_of_three(window=1, history=gone)
+    assert agg.kept.all() and "all kept this round" in agg.info["fallback"]
+    assert nxt.removed == {10, 11, 12} and nxt.detected_round == 3
+    np.testing.assert_allclose(agg.update, [1.0])  # the median of 0, 1, 1
+
+
 # --------------------------------------------------------------------------- simulated federations
 
 
