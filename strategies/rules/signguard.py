@@ -79,7 +79,7 @@ def signguard(
     m = float(np.median(norms))
     norm_ok = (norms >= lower * m) & (norms <= upper * m) if m > 0 else np.ones(k, dtype=bool)
     rng = np.random.default_rng(0) if rng is None else rng
-    cols = sample_columns(rng, p, max(1, int(np.ceil(coord_fraction * p))))
+    cols = sample_columns(rng, p, int(np.ceil(coord_fraction * p)))  # >= 1: coord_fraction > 0
     labels, sign_ok = largest_cluster(sign_features(u[:, cols]))
     kept = norm_ok & sign_ok
     info: dict = {"median_norm": m, "norm_kept": [int(x) for x in norm_ok], "sign_labels": [int(x) for x in labels]}
