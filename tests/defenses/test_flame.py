@@ -53,3 +53,52 @@ def test_cosine_distances_equal_scikit_learns_across_column_blocks_and_for_a_zer
     got = flame_rule.cosine_distances(small, np.linalg.norm(small, axis=1))
     np.testing.assert_allclose(got, sk_cosine(small), atol=1e-12)
     assert got[0, 2] == pytest.approx(0.0, abs=1e-12) and got[1, 0] == 1.0 and got[1, 1] == 0.0
+
+
+@pytest.mark.parametrize("seed,sizes", [(0, (6, 3)), (1, (5, 2, 2)), (2, (4, 4)), (3, (7, 1, 1, 1))])
+def test_the_majority_cluster_is_hdbscans_largest_at_the_papers_parameters(seed, sizes):
+    import hdbscan
+
+    from strategies.rules.flame import cosine_distances, majority_cluster
+
+    rng = np.random.default_rng(seed)
+    rows = [rng.normal(size=8) for _ in sizes]
+    u = np.concatenate([r + rng.normal(scale=0.15, size=(n, 8)) for r, n in zip(rows, sizes)])
+    d = cosine_distances(u, np.linalg.norm(u, axis=1))
+    k = len(u)
+    labels = hdbscan.HDBSCAN(min_cluster_size=k // 2 + 1, min_samples=1, allow_single_cluster=True,
+                             metric="precomputed").fit_predict(d)
+    mask, why = majority_cluster(d)
+    assert why is None and labels.max() >= 0
+    top = np.bincount(labels[labels >= 0]).argmax()
+    np.testing.assert_array_equal(mask, labels == top)
+    assert mask.sum() >= k // 2 + 1 or sizes[0] < k // 2 + 1
+
+
+def test_the_clipping_bound_is_the_median_norm_of_all_clients_and_weights_share_the_kept():
+    # five updates along e1 with norms about 1..5 and two flagged ones of norm 100: S = the median of all seven
+    # (about 4); the median of any four or five of the kept would be 3.5 at most
+    u = np.array([[1, 0.1, 0], [2, -0.1, 0], [3, 0, 0.1], [4, 0, 0], [5, 0.1, 0.1], [0, 0, -100], [0, -100, 0]])
+    w = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 10.0])
+    agg = flame(u.astype(float), w, noise=0.0)
+    norms = np.linalg.norm(u, axis=1)
+    s = float(np.median(norms))
+    assert s == pytest.approx(4.0) and agg.info["median_norm"] == pytest.approx(s)
+    assert agg.kept[:5].sum() >= 4 and not agg.kept[5:].any()
+    share = np.where(agg.kept, w, 0) / w[agg.kept].sum()
+    np.testing.assert_allclose(agg.weights, share)
+    factor = np.minimum(1.0, s / norms)
+    np.testing.assert_allclose(agg.info["clip_factors"], factor)
+    np.testing.assert_allclose(agg.update, (share * factor) @ u)
+
+
+def test_noise_defaults_to_a_seeded_generator_and_is_absent_at_zero_and_a_bad_factor_names_its_key():
+    u = np.random.default_rng(4).normal(size=(5, 50))
+    a = flame(u, np.ones(5), noise=0.5)
+    b = flame(u, np.ones(5), noise=0.5, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(a.update, b.update)  # rng=None: the generator of seed 0
+    quiet = flame(u, np.ones(5), noise=0.0)
+    assert quiet.info["noise_sigma"] == 0.0
+    np.testing.assert_allclose(a.update - quiet.update, np.random.default_rng(0).normal(0, 0.5 * quiet.info["median_norm"], 50))
+    with pytest.raises(ValueError, match="flame-noise"):
+        flame(u, np.ones(5), noise=-0.1)
