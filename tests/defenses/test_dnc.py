@@ -53,3 +53,47 @@ def test_dnc_refuses_a_budget_that_removes_everyone():
     with pytest.raises(ConfigError) as err:
         resolve({"defense": "dnc", "clients-per-round": 4, "num-clients": 4, "num-byzantine": 4})
     assert err.value.key == "num-byzantine"
+
+
+def test_projection_scores_are_squared_projections_on_the_top_principal_direction():
+    from strategies.rules.dnc import projection_scores
+
+    block = _rows(3, 9, 5) * np.array([5.0, 1.0, 0.5, 0.2, 0.1])
+    centred = block - block.mean(axis=0)
+    vals, vecs = np.linalg.eigh(centred.T @ centred)  # independent of the SVD: the covariance's top eigenvector
+    np.testing.assert_allclose(projection_scores(block), (centred @ vecs[:, -1]) ** 2, rtol=1e-9)
+    assert projection_scores(np.tile([1.0, 2.0], (4, 1))).tolist() == [0.0] * 4  # nothing to project
+
+
+@pytest.mark.parametrize("f,c,removed", [(3, 1.0, 3), (3, 1.5, 4), (3, 0.5, 1), (100, 0.29, 29), (0, 1.0, 0)])
+def test_each_iteration_removes_floor_c_f_clients(f, c, removed):
+    from strategies.rules.dnc import num_removed
+
+    assert num_removed(f, c) == removed  # 0.29 * 100 is 28.999999999999996 in floats: still 29
+
+
+@pytest.mark.parametrize("c", [1.0, 2.0, 0.5, 0.29, 1.5])
+@pytest.mark.parametrize("k", [2, 5, 10, 30])
+def test_the_largest_budget_is_the_brute_force_one(k, c):
+    from strategies.rules.dnc import dnc_budget, num_removed
+
+    budget = dnc_budget(c)
+    brute = max(f for f in range(0, 10 * k) if k - num_removed(f, c) >= 1)
+    assert budget.largest(k) == brute and budget.fits(k, brute) and not budget.fits(k, brute + 1)
+
+
+def test_kept_is_the_intersection_of_every_iterations_good_set(monkeypatch):
+    import strategies.rules.dnc as rule
+
+    u = _rows(4, 6, 3)
+    u[0, 0], u[1, 1], u[2, 2] = 9.0, 9.0, 9.0  # a different outlier along each coordinate
+    script = iter([np.array([0]), np.array([1]), np.array([2])])
+    calls = []
+    monkeypatch.setattr(rule, "sample_columns", lambda rng, p, count: calls.append(count) or next(script))
+    agg = rule.dnc(u, np.ones(6), num_byzantine=1, iterations=3, subsample=1)
+    assert calls == [1, 1, 1]  # one draw of `subsample` coordinates per iteration
+    assert agg.kept.tolist() == [False, False, False, True, True, True]  # each iteration removed one of them
+    np.testing.assert_allclose(agg.update, u[3:].mean(axis=0))
+    assert agg.info["removed_per_iteration"] == 1
+    last = (u[:, 2] - u[:, 2].mean()) ** 2
+    np.testing.assert_allclose(agg.info["scores"], last)  # the last iteration's scores
