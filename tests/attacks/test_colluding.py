@@ -230,3 +230,78 @@ def test_fangs_run_keys_become_its_forge_arguments():
                       "space": "model", "offset": flat, "trim_beta": 0.1, "median": False}
     krum = Fang.forge_params(resolve({**base, "defense": "multi-krum"}), 9, flat, "omniscient")
     assert krum["variant"] == "krum" and krum["median"] is False
+
+
+@pytest.fixture
+def recorder():
+    """A stand-in attack: ForgedUpdate's round logic with a forge that records what it was given (unregistered after)."""
+    from clients.colluding import ForgedUpdate
+
+    seen: list = []
+
+    class Recorder(ForgedUpdate):
+        name = "recorder"
+
+        @staticmethod
+        def forge(known, num_attackers, rng, report, **params):
+            seen.append((known.copy(), num_attackers, rng.integers(1 << 30), params))
+            report["recorded"] = 7.0
+            return np.tile(np.arange(known.shape[1], dtype=float), (num_attackers, 1)) * 0.5
+
+    Recorder.seen = seen
+    yield Recorder
+    plugins.unregister("attack", "recorder")
+
+
+def test_forged_names_updates_and_states_keep_buffers_integers_shapes_and_dtypes():
+    from clients.colluding import forged_names, updates_of, with_update
+
+    g = {"conv.weight": np.zeros((2, 2), np.float32), "bn.running_var": np.ones(2, np.float32),
+         "steps": np.array(3, np.int64), "fc.bias": np.array([1.0, 2.0], np.float64)}
+    names = forged_names(g)
+    assert names == ["conv.weight", "fc.bias"]  # state order; no buffer, no integer array
+    s = {**g, "conv.weight": np.array([[1, 2], [3, 4]], np.float32), "fc.bias": np.array([0.5, 2.5])}
+    rows = updates_of([s, g], g, names)
+    assert rows.dtype == np.float64 and rows.shape == (2, 6)
+    np.testing.assert_array_equal(rows, [[1, 2, 3, 4, -0.5, 0.5], [0, 0, 0, 0, 0, 0]])
+    out = with_update(np.array([1, 1, 1, 1, 10, 20.0]), s, g, names)
+    assert out["conv.weight"].dtype == np.float32 and out["conv.weight"].shape == (2, 2)
+    np.testing.assert_array_equal(out["conv.weight"], np.ones((2, 2)))
+    np.testing.assert_array_equal(out["fc.bias"], [11.0, 22.0])
+    assert out["bn.running_var"] is s["bn.running_var"] and out["steps"] is s["steps"]
+
+
+def test_the_forge_sees_benign_then_own_updates_and_its_replies_carry_the_round_metrics(recorder):
+    cfg = resolve({"attack": "ipm", "seed": 3})
+    g = {"w": np.zeros(2)}
+    own = [{"w": np.array([5.0, 2.0])}, {"w": np.array([-4.0, 0.0])}]
+    benign = [{"w": np.array([1.0, 0.0])}]
+    out = recorder.forge_round(cfg, g, own, benign, np.random.default_rng(0), 4)
+    known, n_att, _, params = recorder.seen[0]
+    np.testing.assert_array_equal(known, [[1, 0], [5, 2], [-4, 0]])  # omniscient: benign first, then own
+    assert n_att == 2 and params == {}
+    (state, metrics), _ = out
+    np.testing.assert_array_equal(state["w"], [0.0, 0.5])
+    assert metrics == {"forged": 1.0, "forged-norm": 0.5, "known-updates": 3.0, "recorded": 7.0}
+    recorder.forge_round(resolve({"attack": "ipm", "adversary-knowledge": "own"}), g, own, benign,
+                                 np.random.default_rng(0), 4)
+    np.testing.assert_array_equal(recorder.seen[1][0], [[5, 2], [-4, 0]])
+
+
+def test_the_colluder_seeds_its_generator_from_the_run_seed_and_the_round_and_says_why_it_did_not_forge(recorder, caplog):
+    cfg = resolve({"attack": "ipm", "seed": 3, "adversary-knowledge": "own"})
+    g = {"w": np.zeros(2)}
+    mal = [({"w": np.array([5.0, 2.0])}, {"loss": 1.0}), ({"w": np.array([-4.0, 0.0])}, {"loss": 2.0})]
+    col = ForgeColluder(recorder, cfg)
+    out = col.replace(6, g, mal, [])
+    col.replace(6, g, mal, [])
+    col.replace(7, g, mal, [])
+    draws = [d for _, _, d, _ in recorder.seen]
+    assert draws[0] == draws[1] != draws[2]
+    assert draws[0] == np.random.default_rng([3, 6, 0xF0F6]).integers(1 << 30)
+    assert out[1][1] == {"loss": 2.0, "forged": 1.0, "forged-norm": 0.5, "known-updates": 2.0, "recorded": 7.0}
+    with caplog.at_level(logging.WARNING, logger="fl_poison.colluding"):
+        honest = col.replace(6, g, mal[:1], [])
+    assert honest == [(mal[0][0], {"loss": 1.0, "forged": 0.0})]
+    assert ("attack=recorder, round 6: 1 known update(s) (knowledge: own), recorder needs 2: the attackers send "
+            "their honest updates this round") in caplog.text
