@@ -286,3 +286,26 @@ def test_cli_refuses_before_training(sets, key, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert key in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
+def test_the_round_record_names_scores_removals_and_reasons():
+    agg, nxt = _round_of_three(window=1)
+    assert agg.info["note"] == "the scores take two values: two clusters"
+    assert agg.info["removed"] == [12] and agg.info["detected_round"] == 5
+    # the next round: detection is done, client 12 stays out and gets no distance, the others score
+    agg2, _ = fldetector(np.array([[0.0], [1.0], [9.0]]), np.ones(3), [10, 11, 12], np.array([3.5]), nxt, 6, window=2)
+    assert agg2.info["removed"] == [12] and agg2.info["detected_round"] == 5
+    scores = agg2.info["scores"]
+    assert scores[2] == -1.0 and min(scores[:2]) >= 0  # a removed client has no score: -1 stands for "none"
+    first, _ = fldetector(np.ones((3, 1)), np.ones(3), [10, 11, 12], np.zeros(1), History(), 1, window=1)
+    assert first.info["waiting"] == "no L-BFGS pair yet (or a round was skipped): no distances this round"
+    assert first.info["scores"] == [-1.0] * 3 and first.info["removed"] == [] and first.info["detected_round"] is None
+    with pytest.raises(ValueError, match="fldetector-rule must be one of"):
+        fldetector(np.ones((3, 1)), np.ones(3), [0, 1, 2], np.zeros(1), History(), 1, rule="mode")
+    with pytest.raises(ValueError, match="fldetector-gap must be one of"):
+        fldetector(np.ones((3, 1)), np.ones(3), [0, 1, 2], np.zeros(1), History(), 1, gap="elbow")
+    with pytest.raises(ValueError, match="fldetector-window must be an integer >= 1, got 0"):
+        fldetector(np.ones((3, 1)), np.ones(3), [0, 1, 2], np.zeros(1), History(), 1, window=0)
+    # a float32 global model is kept in float64 (the L-BFGS pairs are differences of models)
+    _, h = fldetector(np.ones((3, 1)), np.ones(3), [0, 1, 2], np.zeros(1, np.float32), History(), 1, window=1)
+    assert h.model.dtype == np.float64
