@@ -11,6 +11,7 @@ visible.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,25 +31,48 @@ def _mean(vals: Sequence[float]) -> float | None:
     return float(np.mean(ok)) if ok else None
 
 
+#: Config keys that never make two GAN runs different settings (replicates, outputs, the pair itself).
+NOT_A_SETTING = ("seed", "run-name", "out-dir", "figures", "source-class", "target-class")
+
+
+def _setting(cfg: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in sorted(cfg.items()) if k not in NOT_A_SETTING}, default=str)
+
+
+def setting_labels(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """A short name per GAN setting of ``runs``: the keys in which settings differ (``""`` when there is one)."""
+    cfgs = {_setting(r["config"]): r["config"] for r in runs if r["config"].get("attack") == "gan"}
+    keys = sorted({k for c in cfgs.values() for k in c if k not in NOT_A_SETTING and k != "defense"  # a column
+                   and len({json.dumps(d.get(k), default=str) for d in cfgs.values()}) > 1})
+    return {s: ", ".join(f"{k}={c.get(k)}" for k in keys) for s, c in cfgs.items()}
+
+
 def pair_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (defense, setup, G, T) of the ``attack = gan`` runs, with the matching baseline rate."""
+    """One row per (setting, G, T) of the ``attack = gan`` runs, with the matching baseline rate.
+
+    A setting is everything but the seed and the pair, so runs that differ in any other key (a defense,
+    ``gan-samples``, ``lr``) never share a row; ``setting`` names the keys in which they differ.
+    """
     base: dict[str, list[np.ndarray]] = {}
     for r in runs:
         rates = r["summary"].get("mean_confusion_rates")
         if r["config"].get("attack") == "none" and rates is not None:
             base.setdefault(_setup(r["config"]), []).append(np.asarray(rates, dtype=float))
+    labels = setting_labels(runs)
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         c = r["config"]
         if c.get("attack") == "gan":
-            groups.setdefault((c.get("defense"), _setup(c), c["source-class"], c["target-class"]), []).append(r)
+            groups.setdefault((c.get("defense"), labels[_setting(c)], _setup(c), c["source-class"],
+                               c["target-class"]), []).append(r)
     rows = []
-    for (defense, setup, g, t), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1:])):
+    for (defense, label, setup, g, t), members in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1:])):
         acc = [m["summary"].get("mean_over_rounds", {}).get("attack_success_rate") for m in members]
         rec = [m["summary"].get("mean_over_rounds", {}).get("gan_recognised") for m in members]
         final = [m["summary"].get("accuracy") for m in members]
         bl = base.get(setup)
-        rows.append({"defense": defense, "G": g, "T": t, "n": len(members),
+        rows.append({"defense": defense, "setting": label, "G": g, "T": t, "n": len(members),
+                     "runs": members,
                      "attack_accuracy": _mean(acc),
                      "attack_accuracy_std": float(np.std([a for a in acc if a is not None], ddof=1))
                      if sum(a is not None for a in acc) > 1 else 0.0,
@@ -70,7 +94,8 @@ def write_gan_report(runs: Sequence[dict[str, Any]], out: Path, figures: bool = 
     lines = ["| defense | G | T | seeds | attack accuracy (mean over training) | no-attack G→T rate | "
              "generated G recognised | final accuracy |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['defense']} | {r['G']} | {r['T']} | {r['n']} | {_f(r['attack_accuracy'])} ± "
+        who = f"{r['defense']}, {r['setting']}" if r["setting"] else r["defense"]
+        lines.append(f"| {who} | {r['G']} | {r['T']} | {r['n']} | {_f(r['attack_accuracy'])} ± "
                      f"{r['attack_accuracy_std']:.3f} | {_f(r['no_attack_rate'])} | {_f(r['gan_recognised'])} | "
                      f"{_f(r['final_accuracy'])} |")
     md = out / "gan_pairs.md"
@@ -87,9 +112,10 @@ def write_claims(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]],
 
     lines = ["# The GAN blog's claims (MNIST) on our (G, T) matrix", "",
              "Each sentence of the blog turned into a rule (thresholds ours; `clients/gan_claims.py`).", ""]
-    for d in dict.fromkeys(r["defense"] for r in rows):
-        mine = [r for r in rows if r["defense"] == d]
-        lines += claims_markdown(str(d), check_claims(mine, [r for r in runs if r["config"].get("defense") == d]))
+    for d, label in dict.fromkeys((r["defense"], r["setting"]) for r in rows):
+        mine = [r for r in rows if (r["defense"], r["setting"]) == (d, label)]
+        title = f"{d}, {label}" if label else str(d)
+        lines += claims_markdown(title, check_claims(mine, [m for r in mine for m in r["runs"]]))
     path = out / "gan_claims.md"
     path.write_text("\n".join(lines))
     return path
@@ -102,13 +128,13 @@ def _figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     files = []
-    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    groups = list(dict.fromkeys((r["defense"], r["setting"]) for r in rows))
     n = max(max(r["G"], r["T"]) for r in rows) + 1
-    for d in defenses:
+    for d, label in groups:
         z = np.full((n, n), np.nan)
         b = np.full((n, n), np.nan)
         for r in rows:
-            if r["defense"] == d and r["attack_accuracy"] is not None:
+            if (r["defense"], r["setting"]) == (d, label) and r["attack_accuracy"] is not None:
                 z[r["G"], r["T"]] = r["attack_accuracy"]
                 b[r["G"], r["T"]] = np.nan if r["no_attack_rate"] is None else r["no_attack_rate"]
         fig, ax = plt.subplots(figsize=(7.5, 6.5))
@@ -124,19 +150,23 @@ def _figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_yticks(range(n))
         ax.set_xlabel("T (target class: generated images labelled T)")
         ax.set_ylabel("G (generated class, not held by the adversary)")
-        ax.set_title(f"mean attack accuracy over training, defense={d}\n(in brackets: no-attack G→T rate)", fontsize=9)
+        ax.set_title(f"mean attack accuracy over training, defense={d}{', ' + label if label else ''}\n"
+                     "(in brackets: no-attack G→T rate)", fontsize=9)
         fig.colorbar(im, ax=ax, label="share of G's test samples predicted T")
         fig.tight_layout()
-        path = out / f"gan_attack_accuracy_{d}.png"
+        slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", label)
+        path = out / (f"gan_attack_accuracy_{d}_{slug}.png" if label else f"gan_attack_accuracy_{d}.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         files.append(path)
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(0, 1, 21)
-    for d in defenses:
-        vals = [r["attack_accuracy"] for r in rows if r["defense"] == d and r["attack_accuracy"] is not None]
-        ax.hist(vals, bins=bins, alpha=0.5, label=f"{d} ({len(vals)} pairs)")
-    base = [r["no_attack_rate"] for r in rows if r["no_attack_rate"] is not None and r["defense"] == defenses[0]]
+    for d, label in groups:
+        vals = [r["attack_accuracy"] for r in rows
+                if (r["defense"], r["setting"]) == (d, label) and r["attack_accuracy"] is not None]
+        ax.hist(vals, bins=bins, alpha=0.5, label=f"{d}{', ' + label if label else ''} ({len(vals)} pairs)")
+    base = [r["no_attack_rate"] for r in rows
+            if r["no_attack_rate"] is not None and (r["defense"], r["setting"]) == groups[0]]
     if base:
         ax.hist(base, bins=bins, histtype="step", color="black", label="no attack (same pairs)")
     ax.set_xlabel("mean attack accuracy over training")

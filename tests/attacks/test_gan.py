@@ -284,6 +284,24 @@ def test_gan_report_pairs_attack_accuracy_with_the_no_attack_rate(tmp_path):
     assert {f.name for f in files} >= {"gan_attack_accuracy_fedavg.png", "gan_histogram.png"}
 
 
+def test_gan_runs_that_differ_in_any_key_but_the_seed_are_separate_rows_claims_and_heatmaps(tmp_path):
+    from clients.gan_report import pair_rows, write_gan_report
+    from fl_poison.report import load_runs
+
+    base = dict(resolve({"dataset": "digits", "attack": "gan", "source-class": 3, "target-class": 8}))
+    for name, seed, samples, acc in (("a0", 0, 250, 0.1), ("a1", 1, 250, 0.2), ("b0", 0, 500, 0.6)):
+        _fake_run(tmp_path, name, {**base, "seed": seed, "gan-samples": samples},
+                  {"mean_over_rounds": {"attack_success_rate": acc}, "accuracy": 0.9})
+    rows = pair_rows(load_runs(tmp_path))
+    assert [(r["setting"], r["n"], round(r["attack_accuracy"], 3)) for r in rows] == [
+        ("gan-samples=250", 2, 0.15), ("gan-samples=500", 1, 0.6)]  # never pooled: 0.3 would mix them
+    files = {f.name for f in write_gan_report(load_runs(tmp_path), tmp_path / "rep")}
+    assert {"gan_attack_accuracy_fedavg_gan-samples=250.png", "gan_attack_accuracy_fedavg_gan-samples=500.png"} <= files
+    claims = (tmp_path / "rep" / "gan_claims.md").read_text()
+    assert "### defense = fedavg, gan-samples=250" in claims and "### defense = fedavg, gan-samples=500" in claims
+    assert "| fedavg, gan-samples=500 | 3 | 8 | 1 | 0.600 ± 0.000 |" in (tmp_path / "rep" / "gan_pairs.md").read_text()
+
+
 @pytest.mark.slow
 def test_generator_persists_across_rounds_under_flwr_run(tmp_path):
     """Flower's simulation runtime keeps the node's Context.state: the generator trains on in round 2."""
