@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fl_poison.report import NOT_GROUPED
+
 #: Config keys a no-attack baseline must share with an attack run to stand beside it.
 BASELINE_KEYS = ("dataset", "train-samples", "num-clients", "clients-per-round", "num-rounds", "partition", "model",
                  "lr", "local-epochs", "batch-size")
@@ -31,8 +33,8 @@ def _mean(vals: Sequence[float]) -> float | None:
     return float(np.mean(ok)) if ok else None
 
 
-#: Config keys that never make two GAN runs different settings (replicates, outputs, the pair itself).
-NOT_A_SETTING = ("seed", "run-name", "out-dir", "figures", "source-class", "target-class")
+#: Config keys that never make two GAN runs different settings: the report's replicate / output keys and the pair.
+NOT_A_SETTING = NOT_GROUPED + ("source-class", "target-class")
 
 
 def _setting(cfg: dict[str, Any]) -> str:
@@ -86,7 +88,7 @@ def _f(v: float | None) -> str:
 
 
 def write_gan_report(runs: Sequence[dict[str, Any]], out: Path, figures: bool = True) -> list[Path]:
-    """``gan_pairs.md``, ``gan_claims.md`` and, per defense, ``gan_attack_accuracy_<defense>.png`` + ``gan_histogram.png``."""
+    """``gan_pairs.md``, ``gan_claims.md``, per setting ``gan_attack_accuracy_<defense>[_<setting>].png``, ``gan_histogram.png``."""
     rows = pair_rows(runs)
     if not rows:
         return []
@@ -107,7 +109,7 @@ def write_gan_report(runs: Sequence[dict[str, Any]], out: Path, figures: bool = 
 
 
 def write_claims(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]], out: Path) -> Path:
-    """``gan_claims.md``: the blog's summary claims checked on each defense's pairs (rules in :mod:`clients.gan_claims`)."""
+    """``gan_claims.md``: the blog's summary claims checked on each setting's pairs (rules in :mod:`clients.gan_claims`)."""
     from clients.gan_claims import check_claims, claims_markdown
 
     lines = ["# The GAN blog's claims (MNIST) on our (G, T) matrix", "",
